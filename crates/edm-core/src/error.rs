@@ -1,0 +1,49 @@
+//! Typed errors of edm-core: every failure names the file, tensor or key it concerns.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong when reading configs, weights, data or checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum EdmError {
+    #[error("io error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("unsupported option: {0}")]
+    Unsupported(String),
+    #[error("invalid safetensors file {path}: {message}")]
+    Safetensors { path: PathBuf, message: String },
+    #[error("missing tensor `{name}` (expected shape {expected:?})")]
+    MissingTensor { name: String, expected: Vec<usize> },
+    #[error("unexpected tensor `{name}` (shape {shape:?}) not used by the network")]
+    UnexpectedTensor { name: String, shape: Vec<usize> },
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("tensor `{name}` has unsupported dtype {dtype}")]
+    DType { name: String, dtype: String },
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("invalid data file {path}: {message}")]
+    Data { path: PathBuf, message: String },
+    #[error("training diverged: {0}")]
+    NonFinite(String),
+}
+
+pub type Result<T, E = EdmError> = std::result::Result<T, E>;
+
+impl EdmError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EdmError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
