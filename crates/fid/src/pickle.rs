@@ -1,0 +1,737 @@
+//! A pickle reader that rebuilds data and never runs code.
+//!
+//! Python's unpickler imports and calls whatever a file names (`os.system` included). This one is an
+//! opcode interpreter over plain values: a `GLOBAL` becomes a [`Value::Global`] name, but only if the
+//! caller's allow-list accepts it (anything else is [`PickleError::ForbiddenGlobal`]); `REDUCE`,
+//! `NEWOBJ` and `BUILD` record *what would have been called* ([`Value::Call`], [`Value::Object`]) for the
+//! caller to interpret; persistent ids stay [`Value::PersId`]. Opcodes outside the subset that
+//! TorchScript archives (protocol 2) and Python-2 era numpy pickles (CIFAR-10) use are an error.
+//!
+//! Memo semantics differ from CPython in one way: the memo keeps a snapshot of the value, so a container
+//! memoised before it was filled reads back as it was then. Neither file kind relies on that identity.
+//! Limits on nesting depth and on total cloned size keep hostile inputs from exhausting the stack or
+//! memory (a `BINGET` doubling loop grows exponentially otherwise).
+
+use std::collections::HashMap;
+
+/// A rebuilt pickle value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// A Python 3 `str` (`BINUNICODE`).
+    Str(String),
+    /// Python 3 `bytes` or a Python 2 `str` (`BINSTRING`), which are raw bytes.
+    Bytes(Vec<u8>),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    /// Key/value pairs in insertion order (Python dicts keep it, and state dicts rely on it).
+    Dict(Vec<(Value, Value)>),
+    /// A name that `GLOBAL`/`STACK_GLOBAL` pushed and the allow-list accepted.
+    Global {
+        module: String,
+        name: String,
+    },
+    /// `callable(*args)` as `REDUCE` would have run it, plus any `BUILD` state.
+    Call {
+        module: String,
+        name: String,
+        args: Vec<Value>,
+        state: Option<Box<Value>>,
+    },
+    /// `cls.__new__(cls, *args)` from `NEWOBJ`, plus the `BUILD` state (usually the attribute dict).
+    Object {
+        module: String,
+        name: String,
+        args: Vec<Value>,
+        state: Option<Box<Value>>,
+    },
+    /// The argument of `BINPERSID` (torch uses it to point at tensor storages).
+    PersId(Box<Value>),
+}
+
+impl Value {
+    /// The string if this is a `Str` (or UTF-8 `Bytes`).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            Value::Bytes(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(*b as i64),
+            _ => None,
+        }
+    }
+
+    /// The items of a tuple or list.
+    pub fn as_seq(&self) -> Option<&[Value]> {
+        match self {
+            Value::Tuple(v) | Value::List(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Looks a string key up in a dict.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(items) => items
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// Why a pickle could not be read. Offsets are byte positions in the pickle stream.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PickleError {
+    #[error("truncated at byte {offset}: {what} needs more bytes")]
+    Truncated { offset: usize, what: &'static str },
+    #[error("unsupported opcode 0x{opcode:02x} at byte {offset}")]
+    UnsupportedOpcode { opcode: u8, offset: usize },
+    #[error("global `{module}.{name}` at byte {offset} is not allowed (this reader never imports or calls anything it was not told to expect)")]
+    ForbiddenGlobal {
+        module: String,
+        name: String,
+        offset: usize,
+    },
+    #[error("stack underflow at byte {offset} (opcode 0x{opcode:02x})")]
+    StackUnderflow { opcode: u8, offset: usize },
+    #[error("no MARK on the stack at byte {offset}")]
+    MissingMark { offset: usize },
+    #[error("memo key {key} read at byte {offset} was never stored")]
+    MemoMissing { key: u32, offset: usize },
+    #[error("opcode 0x{opcode:02x} at byte {offset} expects {expected}")]
+    WrongType {
+        opcode: u8,
+        offset: usize,
+        expected: &'static str,
+    },
+    #[error("invalid UTF-8 string at byte {offset}")]
+    Utf8 { offset: usize },
+    #[error("unsupported pickle protocol {0}")]
+    Protocol(u8),
+    #[error("nesting deeper than {limit} at byte {offset}")]
+    TooDeep { limit: usize, offset: usize },
+    #[error("memo copies exceed {limit} bytes at byte {offset} (a hostile or corrupt pickle)")]
+    TooLarge { limit: usize, offset: usize },
+    #[error("stream ended without STOP")]
+    NoStop,
+}
+
+/// Which `module.name` globals a pickle may mention. Everything else is rejected before it is used.
+pub trait Allow {
+    fn allows(&self, module: &str, name: &str) -> bool;
+}
+
+impl<F: Fn(&str, &str) -> bool> Allow for F {
+    fn allows(&self, module: &str, name: &str) -> bool {
+        self(module, name)
+    }
+}
+
+const MAX_DEPTH: usize = 200;
+
+/// A stack slot: the value, its nesting depth, and its size for the clone budget.
+#[derive(Clone)]
+struct Slot {
+    value: Value,
+    depth: usize,
+    weight: usize,
+}
+
+impl Slot {
+    fn leaf(value: Value) -> Self {
+        let weight = match &value {
+            Value::Str(s) => 1 + s.len(),
+            Value::Bytes(b) => 1 + b.len(),
+            _ => 1,
+        };
+        Slot {
+            value,
+            depth: 0,
+            weight,
+        }
+    }
+}
+
+enum Entry {
+    Mark,
+    Slot(Slot),
+}
+
+struct Machine<'a, A: Allow> {
+    data: &'a [u8],
+    pos: usize,
+    op_pos: usize,
+    opcode: u8,
+    stack: Vec<Entry>,
+    memo: HashMap<u32, Slot>,
+    allow: &'a A,
+    cloned: usize,
+    clone_limit: usize,
+}
+
+/// Runs the pickle in `data` and returns the value `STOP` leaves on the stack.
+pub fn load(data: &[u8], allow: &impl Allow) -> Result<Value, PickleError> {
+    let mut m = Machine {
+        data,
+        pos: 0,
+        op_pos: 0,
+        opcode: 0,
+        stack: Vec::new(),
+        memo: HashMap::new(),
+        allow,
+        cloned: 0,
+        clone_limit: 4 * data.len() + (1 << 20),
+    };
+    m.run()
+}
+
+impl<A: Allow> Machine<'_, A> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], PickleError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or(PickleError::Truncated {
+                offset: self.op_pos,
+                what,
+            })?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, PickleError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, PickleError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, PickleError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, PickleError> {
+        let b = self.take(8, what)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn line(&mut self, what: &'static str) -> Result<String, PickleError> {
+        let rest = &self.data[self.pos..];
+        let n = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or(PickleError::Truncated {
+                offset: self.op_pos,
+                what,
+            })?;
+        let s = std::str::from_utf8(&rest[..n])
+            .map_err(|_| PickleError::Utf8 {
+                offset: self.op_pos,
+            })?
+            .to_string();
+        self.pos += n + 1;
+        Ok(s)
+    }
+
+    fn utf8(&mut self, n: usize) -> Result<Value, PickleError> {
+        let offset = self.op_pos;
+        let b = self.take(n, "string")?;
+        let s = std::str::from_utf8(b).map_err(|_| PickleError::Utf8 { offset })?;
+        Ok(Value::Str(s.to_string()))
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<Value, PickleError> {
+        Ok(Value::Bytes(self.take(n, "bytes")?.to_vec()))
+    }
+
+    fn push(&mut self, slot: Slot) -> Result<(), PickleError> {
+        if slot.depth > MAX_DEPTH {
+            return Err(PickleError::TooDeep {
+                limit: MAX_DEPTH,
+                offset: self.op_pos,
+            });
+        }
+        self.stack.push(Entry::Slot(slot));
+        Ok(())
+    }
+
+    fn push_leaf(&mut self, v: Value) -> Result<(), PickleError> {
+        self.push(Slot::leaf(v))
+    }
+
+    fn pop(&mut self) -> Result<Slot, PickleError> {
+        match self.stack.pop() {
+            Some(Entry::Slot(s)) => Ok(s),
+            Some(Entry::Mark) | None => Err(PickleError::StackUnderflow {
+                opcode: self.opcode,
+                offset: self.op_pos,
+            }),
+        }
+    }
+
+    fn top_mut(&mut self) -> Result<&mut Slot, PickleError> {
+        match self.stack.last_mut() {
+            Some(Entry::Slot(s)) => Ok(s),
+            _ => Err(PickleError::StackUnderflow {
+                opcode: self.opcode,
+                offset: self.op_pos,
+            }),
+        }
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Slot>, PickleError> {
+        let i = self
+            .stack
+            .iter()
+            .rposition(|e| matches!(e, Entry::Mark))
+            .ok_or(PickleError::MissingMark {
+                offset: self.op_pos,
+            })?;
+        let items = self.stack.split_off(i + 1);
+        self.stack.pop();
+        Ok(items
+            .into_iter()
+            .map(|e| match e {
+                Entry::Slot(s) => s,
+                Entry::Mark => unreachable!("marks above the last mark"),
+            })
+            .collect())
+    }
+
+    fn wrong(&self, expected: &'static str) -> PickleError {
+        PickleError::WrongType {
+            opcode: self.opcode,
+            offset: self.op_pos,
+            expected,
+        }
+    }
+
+    /// Accounts for a copy of `slot` (memo put or get) against the size budget.
+    fn charge(&mut self, slot: &Slot) -> Result<(), PickleError> {
+        self.cloned = self.cloned.saturating_add(slot.weight);
+        if self.cloned > self.clone_limit {
+            return Err(PickleError::TooLarge {
+                limit: self.clone_limit,
+                offset: self.op_pos,
+            });
+        }
+        Ok(())
+    }
+
+    fn memo_put(&mut self, key: u32) -> Result<(), PickleError> {
+        let slot = self.top_mut()?.clone();
+        self.charge(&slot)?;
+        self.memo.insert(key, slot);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, key: u32) -> Result<(), PickleError> {
+        let slot = self
+            .memo
+            .get(&key)
+            .cloned()
+            .ok_or(PickleError::MemoMissing {
+                key,
+                offset: self.op_pos,
+            })?;
+        self.charge(&slot)?;
+        self.push(slot)
+    }
+
+    fn global(&mut self, module: String, name: String) -> Result<(), PickleError> {
+        if !self.allow.allows(&module, &name) {
+            return Err(PickleError::ForbiddenGlobal {
+                module,
+                name,
+                offset: self.op_pos,
+            });
+        }
+        self.push_leaf(Value::Global { module, name })
+    }
+
+    fn container(items: Vec<Slot>, make: impl FnOnce(Vec<Value>) -> Value) -> Slot {
+        let depth = 1 + items.iter().map(|s| s.depth).max().unwrap_or(0);
+        let weight = 1 + items.iter().map(|s| s.weight).sum::<usize>();
+        Slot {
+            value: make(items.into_iter().map(|s| s.value).collect()),
+            depth,
+            weight,
+        }
+    }
+
+    fn append(&mut self, items: Vec<Slot>) -> Result<(), PickleError> {
+        let err = self.wrong("a list under the items");
+        let top = self.top_mut()?;
+        let Value::List(list) = &mut top.value else {
+            return Err(err);
+        };
+        for s in items {
+            top.depth = top.depth.max(s.depth + 1);
+            top.weight += s.weight;
+            list.push(s.value);
+        }
+        self.check_top_depth()
+    }
+
+    fn set_items(&mut self, items: Vec<Slot>) -> Result<(), PickleError> {
+        if items.len() % 2 != 0 {
+            return Err(self.wrong("key/value pairs"));
+        }
+        let err = self.wrong("a dict under the items");
+        let top = self.top_mut()?;
+        let Value::Dict(dict) = &mut top.value else {
+            return Err(err);
+        };
+        let mut it = items.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            top.depth = top.depth.max(k.depth.max(v.depth) + 1);
+            top.weight += k.weight + v.weight;
+            dict.push((k.value, v.value));
+        }
+        self.check_top_depth()
+    }
+
+    fn check_top_depth(&mut self) -> Result<(), PickleError> {
+        let offset = self.op_pos;
+        if self.top_mut()?.depth > MAX_DEPTH {
+            return Err(PickleError::TooDeep {
+                limit: MAX_DEPTH,
+                offset,
+            });
+        }
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<Value, PickleError> {
+        loop {
+            self.op_pos = self.pos;
+            let Some(&op) = self.data.get(self.pos) else {
+                return Err(PickleError::NoStop);
+            };
+            self.pos += 1;
+            self.opcode = op;
+            match op {
+                0x80 => {
+                    let p = self.u8("PROTO")?;
+                    if p > 5 {
+                        return Err(PickleError::Protocol(p));
+                    }
+                }
+                0x95 => {
+                    self.u64("FRAME")?;
+                }
+                b'.' => return Ok(self.pop()?.value),
+                b'(' => self.stack.push(Entry::Mark),
+                b'0' => {
+                    self.pop()?;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let s = self.top_mut()?.clone();
+                    self.charge(&s)?;
+                    self.push(s)?;
+                }
+                b'N' => self.push_leaf(Value::None)?,
+                0x88 => self.push_leaf(Value::Bool(true))?,
+                0x89 => self.push_leaf(Value::Bool(false))?,
+                b'J' => {
+                    let v = self.u32("BININT")? as i32 as i64;
+                    self.push_leaf(Value::Int(v))?
+                }
+                b'K' => {
+                    let v = self.u8("BININT1")? as i64;
+                    self.push_leaf(Value::Int(v))?
+                }
+                b'M' => {
+                    let v = self.u16("BININT2")? as i64;
+                    self.push_leaf(Value::Int(v))?
+                }
+                0x8a | 0x8b => {
+                    let n = if op == 0x8a {
+                        self.u8("LONG1")? as usize
+                    } else {
+                        self.u32("LONG4")? as usize
+                    };
+                    if n > 8 {
+                        return Err(self.wrong("an integer of at most 8 bytes"));
+                    }
+                    let b = self.take(n, "LONG")?;
+                    let mut buf = if b.last().is_some_and(|&x| x & 0x80 != 0) {
+                        [0xffu8; 8]
+                    } else {
+                        [0u8; 8]
+                    };
+                    buf[..n].copy_from_slice(b);
+                    self.push_leaf(Value::Int(i64::from_le_bytes(buf)))?
+                }
+                b'G' => {
+                    let b = self.take(8, "BINFLOAT")?;
+                    let v = f64::from_be_bytes(b.try_into().expect("8 bytes"));
+                    self.push_leaf(Value::Float(v))?
+                }
+                b'X' => {
+                    let n = self.u32("BINUNICODE")? as usize;
+                    let v = self.utf8(n)?;
+                    self.push_leaf(v)?
+                }
+                0x8c => {
+                    let n = self.u8("SHORT_BINUNICODE")? as usize;
+                    let v = self.utf8(n)?;
+                    self.push_leaf(v)?
+                }
+                0x8d => {
+                    let n = usize::try_from(self.u64("BINUNICODE8")?).unwrap_or(usize::MAX);
+                    let v = self.utf8(n)?;
+                    self.push_leaf(v)?
+                }
+                b'T' | b'B' => {
+                    let n = self.u32("BINSTRING")? as usize;
+                    let v = self.bytes(n)?;
+                    self.push_leaf(v)?
+                }
+                b'U' | b'C' => {
+                    let n = self.u8("SHORT_BINSTRING")? as usize;
+                    let v = self.bytes(n)?;
+                    self.push_leaf(v)?
+                }
+                0x8e => {
+                    let n = usize::try_from(self.u64("BINBYTES8")?).unwrap_or(usize::MAX);
+                    let v = self.bytes(n)?;
+                    self.push_leaf(v)?
+                }
+                b')' => self.push_leaf(Value::Tuple(Vec::new()))?,
+                b']' => self.push_leaf(Value::List(Vec::new()))?,
+                b'}' => self.push_leaf(Value::Dict(Vec::new()))?,
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.push(Self::container(items, Value::Tuple))?
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    let mut items = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        items.push(self.pop()?);
+                    }
+                    items.reverse();
+                    self.push(Self::container(items, Value::Tuple))?
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.push(Self::container(items, Value::List))?
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    self.push_leaf(Value::Dict(Vec::new()))?;
+                    self.set_items(items)?
+                }
+                b'a' => {
+                    let item = self.pop()?;
+                    self.append(vec![item])?
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.append(items)?
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![k, v])?
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.set_items(items)?
+                }
+                b'c' => {
+                    let module = self.line("GLOBAL module")?;
+                    let name = self.line("GLOBAL name")?;
+                    self.global(module, name)?
+                }
+                0x93 => {
+                    let name = self.pop()?.value;
+                    let module = self.pop()?.value;
+                    match (module, name) {
+                        (Value::Str(module), Value::Str(name)) => self.global(module, name)?,
+                        _ => return Err(self.wrong("two strings")),
+                    }
+                }
+                b'q' => {
+                    let k = self.u8("BINPUT")? as u32;
+                    self.memo_put(k)?
+                }
+                b'r' => {
+                    let k = self.u32("LONG_BINPUT")?;
+                    self.memo_put(k)?
+                }
+                0x94 => {
+                    let k = self.memo.len() as u32;
+                    self.memo_put(k)?
+                }
+                b'h' => {
+                    let k = self.u8("BINGET")? as u32;
+                    self.memo_get(k)?
+                }
+                b'j' => {
+                    let k = self.u32("LONG_BINGET")?;
+                    self.memo_get(k)?
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    self.push(Self::container(vec![pid], |mut v| {
+                        Value::PersId(Box::new(v.pop().expect("one item")))
+                    }))?
+                }
+                b'R' | 0x81 => {
+                    let args = self.pop()?;
+                    let callee = self.pop()?;
+                    let (Value::Global { module, name }, Value::Tuple(_)) =
+                        (&callee.value, &args.value)
+                    else {
+                        return Err(self.wrong("a global and an argument tuple"));
+                    };
+                    let (module, name) = (module.clone(), name.clone());
+                    let slot = Self::container(vec![args], |mut v| {
+                        let Some(Value::Tuple(args)) = v.pop() else {
+                            unreachable!("checked above")
+                        };
+                        if op == b'R' {
+                            Value::Call {
+                                module,
+                                name,
+                                args,
+                                state: None,
+                            }
+                        } else {
+                            Value::Object {
+                                module,
+                                name,
+                                args,
+                                state: None,
+                            }
+                        }
+                    });
+                    self.push(slot)?
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    let err = self.wrong("an object under the BUILD state");
+                    let top = self.top_mut()?;
+                    match &mut top.value {
+                        Value::Call { state: s, .. } | Value::Object { state: s, .. } => {
+                            top.depth = top.depth.max(state.depth + 1);
+                            top.weight += state.weight;
+                            *s = Some(Box::new(state.value));
+                        }
+                        _ => return Err(err),
+                    }
+                    self.check_top_depth()?
+                }
+                _ => {
+                    return Err(PickleError::UnsupportedOpcode {
+                        opcode: op,
+                        offset: self.op_pos,
+                    })
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn any(_: &str, _: &str) -> bool {
+        true
+    }
+
+    #[test]
+    fn reads_basic_values() {
+        // pickle.dumps({'a': [1, 2.5, None, True], 'b': (b'xy', 'z')}, protocol=2) written by hand
+        let mut p = vec![
+            0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a', b']', b'(', b'K', 1,
+        ];
+        p.push(b'G');
+        p.extend_from_slice(&2.5f64.to_be_bytes());
+        p.extend_from_slice(&[
+            b'N', 0x88, b'e', b'X', 1, 0, 0, 0, b'b', b'C', 2, b'x', b'y',
+        ]);
+        p.extend_from_slice(&[0x8c, 1, b'z', 0x86, b'u', b'.']);
+        let v = load(&p, &any).unwrap();
+        assert_eq!(
+            v.get("a").unwrap(),
+            &Value::List(vec![
+                Value::Int(1),
+                Value::Float(2.5),
+                Value::None,
+                Value::Bool(true)
+            ])
+        );
+        assert_eq!(
+            v.get("b").unwrap(),
+            &Value::Tuple(vec![Value::Bytes(b"xy".to_vec()), Value::Str("z".into())])
+        );
+    }
+
+    #[test]
+    fn rejects_os_system() {
+        // pickle.dumps of an object whose __reduce__ returns (os.system, ('echo hi',)), protocol 2
+        let p = b"\x80\x02cposix\nsystem\nq\x00X\x07\x00\x00\x00echo hiq\x01\x85q\x02Rq\x03.";
+        let only_torch = |m: &str, _: &str| m.starts_with("torch");
+        let err = load(p, &only_torch).unwrap_err();
+        assert!(
+            matches!(err, PickleError::ForbiddenGlobal { ref module, ref name, .. } if module == "posix" && name == "system"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn negative_long_and_ints() {
+        // LONG1 of -2 (0xfe), BININT of -1
+        let p = [
+            0x80, 2, 0x8a, 1, 0xfe, b'J', 0xff, 0xff, 0xff, 0xff, 0x86, b'.',
+        ];
+        let v = load(&p, &any).unwrap();
+        assert_eq!(v, Value::Tuple(vec![Value::Int(-2), Value::Int(-1)]));
+    }
+
+    #[test]
+    fn limits_depth_and_doubling() {
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat_n(0x85, 10_000));
+        p.push(b'.');
+        assert!(matches!(load(&p, &any), Err(PickleError::TooDeep { .. })));
+        // x = ['aaaa...']; repeat { memo <- (x, x) }
+        let mut p = vec![0x80, 2, b'X', 0, 1, 0, 0];
+        p.extend(std::iter::repeat_n(b'a', 256));
+        p.extend_from_slice(&[b'q', 0]);
+        for _ in 0..64 {
+            p.extend_from_slice(&[b'0', b'h', 0, b'h', 0, 0x86, b'q', 0]);
+        }
+        p.push(b'.');
+        assert!(matches!(load(&p, &any), Err(PickleError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn truncation_is_an_error() {
+        let p = [0x80, 2, b'X', 10, 0, 0, 0, b'a'];
+        assert!(matches!(load(&p, &any), Err(PickleError::Truncated { .. })));
+        assert_eq!(load(&[0x80, 2, b'N'], &any), Err(PickleError::NoStop));
+    }
+}

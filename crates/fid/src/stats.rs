@@ -1,0 +1,255 @@
+//! Feature statistics: a streaming mean and covariance in float64, and EDM's `.npz` reference files.
+//!
+//! Accumulation is per image, in a fixed order, into the sum and the upper triangle of the sum of outer
+//! products (rows of the triangle run in parallel, but every element adds the images in order), so the
+//! result is bit-for-bit the same for any batch size or number of batches. Finalisation uses EDM's
+//! formula: `mu = Σx / n`, `sigma = (Σxxᵀ − n·mu·muᵀ) / (n − 1)`.
+
+use std::path::Path;
+
+use ndarray::{Array1, Array2};
+use ndarray_npy::{NpzReader, NpzWriter};
+use rayon::prelude::*;
+
+use crate::error::{FidError, Result};
+
+/// Running sums over feature vectors.
+#[derive(Debug, Clone)]
+pub struct FeatureStats {
+    dim: usize,
+    count: u64,
+    sum: Vec<f64>,
+    /// Row-major `dim × dim`; only the upper triangle (j ≥ i) is accumulated.
+    outer: Vec<f64>,
+}
+
+impl FeatureStats {
+    pub fn new(dim: usize) -> Self {
+        Self {
+            dim,
+            count: 0,
+            sum: vec![0.0; dim],
+            outer: vec![0.0; dim * dim],
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of feature vectors seen so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Adds a batch of feature vectors, row-major `[rows, dim]`.
+    pub fn update(&mut self, features: &[f32]) -> Result<()> {
+        let rows: Vec<f64> = features.iter().map(|&v| v as f64).collect();
+        self.update_f64(&rows)
+    }
+
+    /// Adds a batch of float64 feature vectors, row-major `[rows, dim]`.
+    pub fn update_f64(&mut self, features: &[f64]) -> Result<()> {
+        let d = self.dim;
+        if d == 0 || features.len() % d != 0 {
+            return Err(FidError::Stats(format!(
+                "{} values are not whole rows of {d} features",
+                features.len()
+            )));
+        }
+        if let Some(bad) = features.iter().position(|v| !v.is_finite()) {
+            return Err(FidError::Stats(format!(
+                "feature row {} has a non-finite value",
+                bad / d
+            )));
+        }
+        let n = features.len() / d;
+        for x in features.chunks_exact(d) {
+            for (s, v) in self.sum.iter_mut().zip(x) {
+                *s += v;
+            }
+        }
+        self.outer
+            .par_chunks_mut(d)
+            .enumerate()
+            .for_each(|(i, row)| {
+                for x in features.chunks_exact(d) {
+                    let xi = x[i];
+                    for (r, xj) in row[i..].iter_mut().zip(&x[i..]) {
+                        *r += xi * xj;
+                    }
+                }
+            });
+        self.count += n as u64;
+        Ok(())
+    }
+
+    /// Mean and unbiased covariance. Needs at least two vectors.
+    pub fn finalize(&self) -> Result<RefStats> {
+        if self.count < 2 {
+            return Err(FidError::Stats(format!(
+                "need at least 2 feature vectors for a covariance, have {}",
+                self.count
+            )));
+        }
+        let d = self.dim;
+        let n = self.count as f64;
+        let mu: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
+        let mut sigma = vec![0.0; d * d];
+        for i in 0..d {
+            for j in i..d {
+                let v = (self.outer[i * d + j] - n * mu[i] * mu[j]) / (n - 1.0);
+                sigma[i * d + j] = v;
+                sigma[j * d + i] = v;
+            }
+        }
+        Ok(RefStats { mu, sigma })
+    }
+}
+
+/// Mean `mu` `[d]` and covariance `sigma` `[d, d]` (row-major), as in EDM's `fid-refs/*.npz`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefStats {
+    pub mu: Vec<f64>,
+    pub sigma: Vec<f64>,
+}
+
+impl RefStats {
+    pub fn dim(&self) -> usize {
+        self.mu.len()
+    }
+
+    /// Reads an `.npz` with `mu` `[d]` and `sigma` `[d, d]` (float64, or float32 widened).
+    pub fn load_npz(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(crate::error::io_err(path))?;
+        Self::read_npz(file).map_err(|reason| FidError::Npz {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Reads the statistics from any seekable `.npz` stream.
+    pub fn read_npz<R: std::io::Read + std::io::Seek>(
+        reader: R,
+    ) -> std::result::Result<Self, String> {
+        let mut npz = NpzReader::new(reader).map_err(|e| format!("not an npz archive: {e}"))?;
+        let mu: Array1<f64> = read_f64(&mut npz, "mu")?;
+        let sigma: Array2<f64> = read_f64(&mut npz, "sigma")?;
+        let d = mu.len();
+        if sigma.dim() != (d, d) {
+            return Err(format!(
+                "sigma has shape {:?}, expected [{d}, {d}] to match mu",
+                sigma.shape()
+            ));
+        }
+        Ok(Self {
+            mu: mu.iter().copied().collect(),
+            sigma: sigma.iter().copied().collect(),
+        })
+    }
+
+    /// Writes `mu` and `sigma` as float64 (`np.savez` layout, readable by EDM's `fid.py`).
+    pub fn save_npz(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let d = self.dim();
+        let npz_err = |e: ndarray_npy::WriteNpzError| FidError::Npz {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let file = std::fs::File::create(path).map_err(crate::error::io_err(path))?;
+        let mut npz = NpzWriter::new(std::io::BufWriter::new(file));
+        npz.add_array("mu", &Array1::from(self.mu.clone()))
+            .map_err(npz_err)?;
+        let sigma = Array2::from_shape_vec((d, d), self.sigma.clone())
+            .map_err(|e| FidError::Stats(format!("sigma is not {d}×{d}: {e}")))?;
+        npz.add_array("sigma", &sigma).map_err(npz_err)?;
+        npz.finish().map_err(npz_err)?;
+        Ok(())
+    }
+}
+
+fn read_f64<R, D>(
+    npz: &mut NpzReader<R>,
+    name: &str,
+) -> std::result::Result<ndarray::Array<f64, D>, String>
+where
+    R: std::io::Read + std::io::Seek,
+    D: ndarray::Dimension,
+{
+    match npz.by_name::<ndarray::OwnedRepr<f64>, D>(name) {
+        Ok(a) => Ok(a),
+        Err(first) => npz
+            .by_name::<ndarray::OwnedRepr<f32>, D>(name)
+            .map(|a| a.mapv(|v| v as f64))
+            .map_err(|_| format!("array `{name}`: {first}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feats(n: usize, d: usize) -> Vec<f32> {
+        (0..n * d)
+            .map(|i| ((i * 7919 % 1000) as f32 / 100.0).sin())
+            .collect()
+    }
+
+    #[test]
+    fn batching_does_not_change_the_result() {
+        let d = 5;
+        let x = feats(23, d);
+        let mut one = FeatureStats::new(d);
+        one.update(&x).unwrap();
+        let mut many = FeatureStats::new(d);
+        for chunk in x.chunks(3 * d) {
+            many.update(chunk).unwrap();
+        }
+        assert_eq!(one.finalize().unwrap(), many.finalize().unwrap());
+    }
+
+    #[test]
+    fn matches_two_pass_covariance() {
+        let (n, d) = (40, 4);
+        let x: Vec<f64> = feats(n, d).iter().map(|&v| v as f64 + 3.0).collect();
+        let mut s = FeatureStats::new(d);
+        s.update_f64(&x).unwrap();
+        let r = s.finalize().unwrap();
+        for i in 0..d {
+            let mi: f64 = (0..n).map(|k| x[k * d + i]).sum::<f64>() / n as f64;
+            assert!((mi - r.mu[i]).abs() < 1e-12);
+            for j in 0..d {
+                let mj: f64 = (0..n).map(|k| x[k * d + j]).sum::<f64>() / n as f64;
+                let c: f64 = (0..n)
+                    .map(|k| (x[k * d + i] - mi) * (x[k * d + j] - mj))
+                    .sum::<f64>()
+                    / (n - 1) as f64;
+                assert!((c - r.sigma[i * d + j]).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_ragged_and_nan() {
+        let mut s = FeatureStats::new(3);
+        assert!(s.update(&[1.0, 2.0]).is_err());
+        assert!(s.update(&[1.0, f32::NAN, 2.0]).is_err());
+        s.update(&[1.0, 2.0, 3.0]).unwrap();
+        assert!(s.finalize().is_err());
+    }
+
+    #[test]
+    fn npz_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ref.npz");
+        let r = RefStats {
+            mu: vec![1.0, -2.5],
+            sigma: vec![2.0, 0.5, 0.5, 1.0],
+        };
+        r.save_npz(&p).unwrap();
+        assert_eq!(RefStats::load_npz(&p).unwrap(), r);
+        std::fs::write(&p, b"not a zip").unwrap();
+        assert!(matches!(RefStats::load_npz(&p), Err(FidError::Npz { .. })));
+    }
+}
