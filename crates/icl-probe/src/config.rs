@@ -1,0 +1,378 @@
+//! One config for every supported decoder: the architectures differ only in a handful of switches
+//! (norm kind, gated MLP, rotary vs learned positions, parallel residual, biases, tying), so a single
+//! block implementation driven by this struct covers Llama, Mistral, Qwen2, GPT-2 and GPT-NeoX.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{ProbeError, Result};
+
+/// Architecture family, as named by `model_type` in a Hugging Face `config.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Architecture {
+    /// Llama 1/2/3, TinyLlama, SmolLM, Mistral (GQA, RMSNorm, SwiGLU, rotary).
+    Llama,
+    /// Llama with biases on q, k and v.
+    Qwen2,
+    /// Learned positions, LayerNorm, GELU MLP, Conv1D weights stored [in, out].
+    Gpt2,
+    /// Pythia: partial rotary, fused per-head qkv, parallel residual.
+    GptNeoX,
+}
+
+impl Architecture {
+    /// Parse a `model_type` string.
+    pub fn from_model_type(model_type: &str) -> Result<Self> {
+        match model_type {
+            "llama" | "mistral" | "smollm" | "smollm2" => Ok(Self::Llama),
+            "qwen2" => Ok(Self::Qwen2),
+            "gpt2" => Ok(Self::Gpt2),
+            "gpt_neox" | "gptneox" => Ok(Self::GptNeoX),
+            other => Err(ProbeError::UnknownArchitecture(other.to_string())),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NormKind {
+    /// `x / sqrt(mean(x²) + eps) * w`
+    RmsNorm,
+    /// `(x - mean) / sqrt(var + eps) * w + b`
+    LayerNorm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    Silu,
+    /// Exact GELU (erf), HF `gelu`.
+    Gelu,
+    /// Tanh approximation, HF `gelu_new` / `gelu_pytorch_tanh`.
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    fn from_hf(name: &str) -> Result<Self> {
+        match name {
+            "silu" | "swish" => Ok(Self::Silu),
+            "gelu" => Ok(Self::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Self::GeluTanh),
+            "relu" => Ok(Self::Relu),
+            other => Err(ProbeError::Config {
+                origin: "config.json".into(),
+                msg: format!("unsupported activation `{other}`"),
+            }),
+        }
+    }
+}
+
+/// How rotary frequencies are rescaled for long contexts (only the simple, position-independent kinds).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor`.
+    Linear {
+        factor: f32,
+    },
+    /// Llama 3.x frequency-dependent scaling.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: f32,
+    },
+}
+
+/// Rotary position embedding parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RopeConfig {
+    /// Base of the geometric frequency ladder (`rope_theta`).
+    pub theta: f32,
+    /// How many leading dims of each head rotate (`head_dim` for Llama, `head_dim * rotary_pct` for NeoX).
+    pub rotary_dim: usize,
+    pub scaling: RopeScaling,
+}
+
+/// Everything the forward pass needs to know about a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    /// Key/value heads (< n_heads for grouped-query attention).
+    pub n_kv_heads: usize,
+    pub d_head: usize,
+    pub d_mlp: usize,
+    pub vocab_size: usize,
+    pub max_positions: usize,
+    pub norm: NormKind,
+    pub norm_eps: f32,
+    pub activation: Activation,
+    /// SwiGLU-style `down(act(gate(x)) * up(x))` instead of `out(act(in(x)))`.
+    pub gated_mlp: bool,
+    /// `None` for learned absolute positions (GPT-2).
+    pub rope: Option<RopeConfig>,
+    /// `x + attn(ln1(x)) + mlp(ln2(x))` (GPT-NeoX) instead of sequential sublayers.
+    pub parallel_residual: bool,
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    pub tied_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+}
+
+fn get_usize(v: &Value, key: &str) -> Option<usize> {
+    v.get(key).and_then(Value::as_u64).map(|x| x as usize)
+}
+fn get_f64(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+fn get_bool(v: &Value, key: &str) -> Option<bool> {
+    v.get(key).and_then(Value::as_bool)
+}
+fn get_token_id(v: &Value, key: &str) -> Option<u32> {
+    match v.get(key) {
+        Some(Value::Number(n)) => n.as_u64().map(|x| x as u32),
+        Some(Value::Array(a)) => a.first().and_then(Value::as_u64).map(|x| x as u32),
+        _ => None,
+    }
+}
+
+fn need_usize(v: &Value, key: &str) -> Result<usize> {
+    get_usize(v, key).ok_or_else(|| ProbeError::Config {
+        origin: "config.json".into(),
+        msg: format!("missing integer field `{key}`"),
+    })
+}
+
+/// Rope theta and scaling from either the transformers ≥ 5 `rope_parameters` block or the older
+/// top-level `rope_theta` / `rope_scaling` fields.
+fn parse_rope(v: &Value, default_theta: f64, rotary_dim: usize) -> Result<RopeConfig> {
+    let params = v.get("rope_parameters").filter(|p| p.is_object());
+    let theta = params
+        .and_then(|p| get_f64(p, "rope_theta"))
+        .or_else(|| get_f64(v, "rope_theta"))
+        .or_else(|| get_f64(v, "rotary_emb_base"))
+        .unwrap_or(default_theta);
+    let scaling_obj = params.or_else(|| v.get("rope_scaling").filter(|p| p.is_object()));
+    let scaling = match scaling_obj {
+        None => RopeScaling::None,
+        Some(s) => {
+            let kind = s
+                .get("rope_type")
+                .or_else(|| s.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            let factor = get_f64(s, "factor").unwrap_or(1.0) as f32;
+            match kind {
+                "default" => RopeScaling::None,
+                "linear" => RopeScaling::Linear { factor },
+                "llama3" => RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor: get_f64(s, "low_freq_factor").unwrap_or(1.0) as f32,
+                    high_freq_factor: get_f64(s, "high_freq_factor").unwrap_or(4.0) as f32,
+                    original_max_position_embeddings: get_f64(s, "original_max_position_embeddings")
+                        .unwrap_or(8192.0)
+                        as f32,
+                },
+                other => {
+                    return Err(ProbeError::Config {
+                        origin: "config.json".into(),
+                        msg: format!("unsupported rope scaling `{other}`"),
+                    })
+                }
+            }
+        }
+    };
+    Ok(RopeConfig {
+        theta: theta as f32,
+        rotary_dim,
+        scaling,
+    })
+}
+
+impl ModelConfig {
+    /// Build from the parsed contents of a Hugging Face `config.json`.
+    pub fn from_hf_json(v: &Value) -> Result<Self> {
+        let model_type =
+            v.get("model_type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ProbeError::Config {
+                    origin: "config.json".into(),
+                    msg: "missing `model_type`".into(),
+                })?;
+        let architecture = Architecture::from_model_type(model_type)?;
+        let vocab_size = need_usize(v, "vocab_size")?;
+        let bos_token_id = get_token_id(v, "bos_token_id");
+        let eos_token_id = get_token_id(v, "eos_token_id");
+        let cfg = match architecture {
+            Architecture::Llama | Architecture::Qwen2 => {
+                let d_model = need_usize(v, "hidden_size")?;
+                let n_heads = need_usize(v, "num_attention_heads")?;
+                let d_head = get_usize(v, "head_dim").unwrap_or(d_model / n_heads);
+                let is_qwen = architecture == Architecture::Qwen2;
+                let attention_bias = get_bool(v, "attention_bias").unwrap_or(false);
+                ModelConfig {
+                    architecture,
+                    n_layers: need_usize(v, "num_hidden_layers")?,
+                    d_model,
+                    n_heads,
+                    n_kv_heads: get_usize(v, "num_key_value_heads").unwrap_or(n_heads),
+                    d_head,
+                    d_mlp: need_usize(v, "intermediate_size")?,
+                    vocab_size,
+                    max_positions: get_usize(v, "max_position_embeddings").unwrap_or(4096),
+                    norm: NormKind::RmsNorm,
+                    norm_eps: get_f64(v, "rms_norm_eps").unwrap_or(1e-6) as f32,
+                    activation: Activation::from_hf(
+                        v.get("hidden_act")
+                            .and_then(Value::as_str)
+                            .unwrap_or("silu"),
+                    )?,
+                    gated_mlp: true,
+                    rope: Some(parse_rope(v, 10000.0, d_head)?),
+                    parallel_residual: false,
+                    qkv_bias: is_qwen || attention_bias,
+                    o_bias: attention_bias,
+                    mlp_bias: get_bool(v, "mlp_bias").unwrap_or(false),
+                    tied_embeddings: get_bool(v, "tie_word_embeddings").unwrap_or(false),
+                    bos_token_id,
+                    eos_token_id,
+                }
+            }
+            Architecture::Gpt2 => {
+                let d_model = need_usize(v, "n_embd")?;
+                let n_heads = need_usize(v, "n_head")?;
+                ModelConfig {
+                    architecture,
+                    n_layers: need_usize(v, "n_layer")?,
+                    d_model,
+                    n_heads,
+                    n_kv_heads: n_heads,
+                    d_head: d_model / n_heads,
+                    d_mlp: get_usize(v, "n_inner").unwrap_or(4 * d_model),
+                    vocab_size,
+                    max_positions: get_usize(v, "n_positions").unwrap_or(1024),
+                    norm: NormKind::LayerNorm,
+                    norm_eps: get_f64(v, "layer_norm_epsilon").unwrap_or(1e-5) as f32,
+                    activation: Activation::from_hf(
+                        v.get("activation_function")
+                            .and_then(Value::as_str)
+                            .unwrap_or("gelu_new"),
+                    )?,
+                    gated_mlp: false,
+                    rope: None,
+                    parallel_residual: false,
+                    qkv_bias: true,
+                    o_bias: true,
+                    mlp_bias: true,
+                    // GPT2LMHeadModel always ties lm_head to wte.
+                    tied_embeddings: true,
+                    bos_token_id,
+                    eos_token_id,
+                }
+            }
+            Architecture::GptNeoX => {
+                let d_model = need_usize(v, "hidden_size")?;
+                let n_heads = need_usize(v, "num_attention_heads")?;
+                let d_head = d_model / n_heads;
+                let pct = v
+                    .get("rope_parameters")
+                    .and_then(|p| get_f64(p, "partial_rotary_factor"))
+                    .or_else(|| get_f64(v, "rotary_pct"))
+                    .or_else(|| get_f64(v, "partial_rotary_factor"))
+                    .unwrap_or(1.0);
+                let rotary_dim = (d_head as f64 * pct) as usize;
+                let bias = get_bool(v, "attention_bias").unwrap_or(true);
+                ModelConfig {
+                    architecture,
+                    n_layers: need_usize(v, "num_hidden_layers")?,
+                    d_model,
+                    n_heads,
+                    n_kv_heads: n_heads,
+                    d_head,
+                    d_mlp: need_usize(v, "intermediate_size")?,
+                    vocab_size,
+                    max_positions: get_usize(v, "max_position_embeddings").unwrap_or(2048),
+                    norm: NormKind::LayerNorm,
+                    norm_eps: get_f64(v, "layer_norm_eps").unwrap_or(1e-5) as f32,
+                    activation: Activation::from_hf(
+                        v.get("hidden_act")
+                            .and_then(Value::as_str)
+                            .unwrap_or("gelu"),
+                    )?,
+                    gated_mlp: false,
+                    rope: Some(parse_rope(v, 10000.0, rotary_dim)?),
+                    parallel_residual: get_bool(v, "use_parallel_residual").unwrap_or(true),
+                    qkv_bias: bias,
+                    o_bias: bias,
+                    mlp_bias: true,
+                    tied_embeddings: get_bool(v, "tie_word_embeddings").unwrap_or(false),
+                    bos_token_id,
+                    eos_token_id,
+                }
+            }
+        };
+        cfg.validate("config.json")?;
+        Ok(cfg)
+    }
+
+    /// Reject configs that would make the forward pass index out of range.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |msg: String| {
+            Err(ProbeError::Config {
+                origin: origin.to_string(),
+                msg,
+            })
+        };
+        if self.n_heads == 0 || self.n_kv_heads == 0 || self.d_head == 0 || self.n_layers == 0 {
+            return bad("zero heads, head dim or layers".into());
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!(
+                "n_heads {} not a multiple of n_kv_heads {}",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if let Some(r) = &self.rope {
+            if r.rotary_dim % 2 != 0 || r.rotary_dim > self.d_head {
+                return bad(format!(
+                    "rotary dim {} must be even and ≤ head dim {}",
+                    r.rotary_dim, self.d_head
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_model_type_is_a_typed_error() {
+        let v: Value = serde_json::json!({"model_type": "mamba", "vocab_size": 10});
+        assert!(matches!(
+            ModelConfig::from_hf_json(&v),
+            Err(ProbeError::UnknownArchitecture(a)) if a == "mamba"
+        ));
+    }
+
+    #[test]
+    fn old_style_rope_fields_are_read() {
+        let v: Value = serde_json::json!({
+            "model_type": "llama", "vocab_size": 10, "hidden_size": 8, "num_attention_heads": 2,
+            "num_hidden_layers": 1, "intermediate_size": 16, "rope_theta": 500000.0,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+        });
+        let c = ModelConfig::from_hf_json(&v).unwrap();
+        let r = c.rope.unwrap();
+        assert_eq!(r.theta, 500000.0);
+        assert!(matches!(r.scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
+        assert_eq!(c.n_kv_heads, 2);
+    }
+}

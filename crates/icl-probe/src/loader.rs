@@ -1,0 +1,164 @@
+//! Finding and loading models: a Hugging Face folder, a `.gguf` file, or a repo id already in the
+//! local hf-hub cache (offline: nothing is downloaded).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+
+use crate::arch;
+use crate::config::{Architecture, ModelConfig};
+use crate::error::{ProbeError, Result};
+use crate::gguf::GgufFile;
+use crate::model::{HostModel, Model};
+use crate::tokenizer::Tokenizer;
+use crate::weights::{load_safetensors_into, safetensors_files, WeightMap};
+
+/// Where a model lives on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A folder with `config.json` and `model.safetensors` (or sharded with an index).
+    HfDir(PathBuf),
+    /// A single GGUF file.
+    Gguf(PathBuf),
+}
+
+/// Resolve a path or a hub repo id (`HuggingFaceTB/SmolLM2-135M`, looked up in the local hf-hub
+/// cache, `$HF_HOME` / `~/.cache/huggingface/hub`).
+pub fn resolve(spec: &str) -> Result<ModelSource> {
+    let p = Path::new(spec);
+    if p.is_file() {
+        if p.extension().and_then(|e| e.to_str()) == Some("gguf") {
+            return Ok(ModelSource::Gguf(p.to_path_buf()));
+        }
+        return Err(ProbeError::NotFound(format!(
+            "{spec}: a file that is not .gguf (give the model folder instead)"
+        )));
+    }
+    if p.is_dir() {
+        return Ok(ModelSource::HfDir(p.to_path_buf()));
+    }
+    if spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/') {
+        let cache = hf_hub::Cache::from_env();
+        let repo = cache.model(spec.to_string());
+        if let Some(cfg) = repo.get("config.json") {
+            if let Some(dir) = cfg.parent() {
+                return Ok(ModelSource::HfDir(dir.to_path_buf()));
+            }
+        }
+        return Err(ProbeError::NotFound(format!(
+            "{spec}: not a path, and not in the local hf-hub cache at {} (download it first, e.g. \
+             `huggingface-cli download {spec}`)",
+            cache.path().display()
+        )));
+    }
+    Err(ProbeError::NotFound(format!(
+        "{spec}: no such file or folder"
+    )))
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|err| ProbeError::Io {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    serde_json::from_str(&text).map_err(|err| ProbeError::Json {
+        path: path.to_path_buf(),
+        err,
+    })
+}
+
+fn open_gguf(path: &Path) -> Result<GgufFile> {
+    GgufFile::open(path)
+        .map_err(|err| ProbeError::Io {
+            path: path.to_path_buf(),
+            err,
+        })?
+        .map_err(|err| ProbeError::Gguf {
+            path: path.to_path_buf(),
+            err,
+        })
+}
+
+fn build<B: Backend>(cfg: ModelConfig, mut w: WeightMap, device: &B::Device) -> Result<Model<B>> {
+    let host: HostModel = match cfg.architecture {
+        Architecture::Llama | Architecture::Qwen2 => arch::llama::load(&cfg, &mut w)?,
+        Architecture::Gpt2 => arch::gpt2::load(&cfg, &mut w)?,
+        Architecture::GptNeoX => arch::gpt_neox::load(&cfg, &mut w)?,
+    };
+    Ok(Model::from_host(cfg, host, device))
+}
+
+/// Read the config of a model without loading weights.
+pub fn load_config(spec: &str) -> Result<ModelConfig> {
+    match resolve(spec)? {
+        ModelSource::HfDir(dir) => ModelConfig::from_hf_json(&read_json(&dir.join("config.json"))?),
+        ModelSource::Gguf(path) => arch::llama::config_from_gguf(&open_gguf(&path)?),
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Load weights (no tokenizer) from a folder, a `.gguf`, or a cached hub repo id.
+    pub fn load(spec: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        load_any(spec.as_ref(), device, false).map(|(m, _)| m)
+    }
+}
+
+/// Load a model and its tokenizer (`tokenizer.json` in the folder, or the GGUF's own).
+pub fn load_model<B: Backend>(
+    spec: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<(Model<B>, Tokenizer)> {
+    let (m, t) = load_any(spec.as_ref(), device, true)?;
+    Ok((m, t.expect("tokenizer requested")))
+}
+
+/// Load only the tokenizer.
+pub fn load_tokenizer(spec: impl AsRef<Path>) -> Result<Tokenizer> {
+    let spec = spec.as_ref().to_string_lossy().to_string();
+    match resolve(&spec)? {
+        ModelSource::HfDir(dir) => hf_tokenizer(&dir),
+        ModelSource::Gguf(path) => Tokenizer::from_gguf(&open_gguf(&path)?),
+    }
+}
+
+fn hf_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    let cfg = ModelConfig::from_hf_json(&read_json(&dir.join("config.json"))?)?;
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        return Err(ProbeError::NotFound(format!("{}", path.display())));
+    }
+    Ok(Tokenizer::from_file(&path)?.with_special_ids(cfg.bos_token_id, cfg.eos_token_id))
+}
+
+fn load_any<B: Backend>(
+    spec: &Path,
+    device: &B::Device,
+    with_tokenizer: bool,
+) -> Result<(Model<B>, Option<Tokenizer>)> {
+    match resolve(&spec.to_string_lossy())? {
+        ModelSource::HfDir(dir) => {
+            let cfg = ModelConfig::from_hf_json(&read_json(&dir.join("config.json"))?)?;
+            let mut w = WeightMap::new(dir.display().to_string());
+            for f in safetensors_files(&dir)? {
+                load_safetensors_into(&f, &mut w)?;
+            }
+            let tok = if with_tokenizer {
+                Some(hf_tokenizer(&dir)?)
+            } else {
+                None
+            };
+            Ok((build(cfg, w, device)?, tok))
+        }
+        ModelSource::Gguf(path) => {
+            let g = open_gguf(&path)?;
+            let cfg = arch::llama::config_from_gguf(&g)?;
+            let w = arch::llama::gguf_weights(&g, &cfg, &path.display().to_string())?;
+            let tok = if with_tokenizer {
+                Some(Tokenizer::from_gguf(&g)?)
+            } else {
+                None
+            };
+            Ok((build(cfg, w, device)?, tok))
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The hookable decoder: one block implementation for every architecture, switched by
+//! [`ModelConfig`]. Weights live as `[in, out]` matrices so every projection is one batched matmul
+//! over all `B·T` tokens; q, k and v share one fused matmul, as do a gated MLP's gate and up.
+
+use std::collections::HashSet;
+
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::batch::Batch;
+use crate::config::{Activation, ModelConfig, NormKind};
+use crate::error::{ProbeError, Result};
+use crate::hooks::{ActivationCache, HookRunner, HookSpec, LogitsMode};
+use crate::rope::RopeTables;
+use crate::weights::HostTensor;
+
+fn to_tensor<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> Tensor<B, D> {
+    let shape: [usize; D] = t.shape.clone().try_into().expect("rank checked by loader");
+    Tensor::from_data(TensorData::new(t.data, shape), device)
+}
+
+/// Host weights of a linear map, `weight` stored `[in, out]`.
+pub(crate) struct HostLinear {
+    pub weight: HostTensor,
+    pub bias: Option<HostTensor>,
+}
+
+pub(crate) struct HostNorm {
+    pub weight: HostTensor,
+    pub bias: Option<HostTensor>,
+}
+
+pub(crate) struct HostBlock {
+    pub ln1: HostNorm,
+    pub ln2: HostNorm,
+    /// `[d_model, (H + 2·KV)·d_head]`: q | k | v columns, heads contiguous inside each.
+    pub qkv: HostLinear,
+    pub o: HostLinear,
+    /// Gated: `[d_model, 2·d_mlp]` gate | up. Plain: `[d_model, d_mlp]`.
+    pub mlp_in: HostLinear,
+    pub mlp_out: HostLinear,
+}
+
+/// A whole model's weights on the host, as the architecture loaders produce them.
+pub(crate) struct HostModel {
+    pub embed: HostTensor,
+    pub pos_embed: Option<HostTensor>,
+    pub blocks: Vec<HostBlock>,
+    pub ln_final: HostNorm,
+    /// `[d_model, vocab]`
+    pub unembed: HostLinear,
+}
+
+#[derive(Clone, Debug)]
+struct Linear<B: Backend> {
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Linear<B> {
+    fn new(h: HostLinear, device: &B::Device) -> Self {
+        Self {
+            weight: to_tensor(h.weight, device),
+            bias: h
+                .bias
+                .map(|b| to_tensor::<B, 1>(b, device).unsqueeze_dim(0)),
+        }
+    }
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y = x.matmul(self.weight.clone());
+        match &self.bias {
+            Some(b) => y + b.clone(),
+            None => y,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Norm<B: Backend> {
+    kind: NormKind,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 2>>,
+    eps: f32,
+}
+
+impl<B: Backend> Norm<B> {
+    fn new(h: HostNorm, kind: NormKind, eps: f32, device: &B::Device) -> Self {
+        Self {
+            kind,
+            weight: to_tensor::<B, 1>(h.weight, device).unsqueeze_dim(0),
+            bias: h
+                .bias
+                .map(|b| to_tensor::<B, 1>(b, device).unsqueeze_dim(0)),
+            eps,
+        }
+    }
+    /// Normalise each row of `[N, D]`.
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y = match self.kind {
+            NormKind::RmsNorm => {
+                let ms = (x.clone() * x.clone()).mean_dim(1);
+                x * (ms + self.eps).sqrt().recip()
+            }
+            NormKind::LayerNorm => {
+                let xc = x.clone() - x.mean_dim(1);
+                let var = (xc.clone() * xc.clone()).mean_dim(1);
+                xc * (var + self.eps).sqrt().recip()
+            }
+        };
+        let y = y * self.weight.clone();
+        match &self.bias {
+            Some(b) => y + b.clone(),
+            None => y,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Block<B: Backend> {
+    ln1: Norm<B>,
+    ln2: Norm<B>,
+    qkv: Linear<B>,
+    o: Linear<B>,
+    mlp_in: Linear<B>,
+    mlp_out: Linear<B>,
+}
+
+/// A decoder-only transformer whose activations can be cached and overwritten by hook name.
+#[derive(Clone, Debug)]
+pub struct Model<B: Backend> {
+    config: ModelConfig,
+    device: B::Device,
+    embed: Tensor<B, 2>,
+    pos_embed: Option<Tensor<B, 2>>,
+    blocks: Vec<Block<B>>,
+    ln_final: Norm<B>,
+    unembed: Linear<B>,
+    hook_names: Vec<String>,
+}
+
+/// Result of a forward pass.
+#[derive(Clone, Debug)]
+pub struct Output<B: Backend> {
+    /// `[B, T, V]` ([`LogitsMode::All`]), `[B, 1, V]` ([`LogitsMode::Last`]), or `None`
+    /// ([`LogitsMode::None`] or [`HookSpec::stop_at_layer`]).
+    pub logits: Option<Tensor<B, 3>>,
+    /// The requested activations (after any interventions at the same hook).
+    pub cache: ActivationCache<B>,
+}
+
+impl<B: Backend> Model<B> {
+    pub(crate) fn from_host(config: ModelConfig, host: HostModel, device: &B::Device) -> Self {
+        let (kind, eps) = (config.norm, config.norm_eps);
+        let blocks = host
+            .blocks
+            .into_iter()
+            .map(|b| Block {
+                ln1: Norm::new(b.ln1, kind, eps, device),
+                ln2: Norm::new(b.ln2, kind, eps, device),
+                qkv: Linear::new(b.qkv, device),
+                o: Linear::new(b.o, device),
+                mlp_in: Linear::new(b.mlp_in, device),
+                mlp_out: Linear::new(b.mlp_out, device),
+            })
+            .collect();
+        let hook_names = Self::list_hook_names(&config);
+        Self {
+            device: device.clone(),
+            embed: to_tensor(host.embed, device),
+            pos_embed: host.pos_embed.map(|p| to_tensor(p, device)),
+            blocks,
+            ln_final: Norm::new(host.ln_final, kind, eps, device),
+            unembed: Linear::new(host.unembed, device),
+            hook_names,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// Every hook name this model exposes, in forward order.
+    pub fn hook_names(&self) -> &[String] {
+        &self.hook_names
+    }
+
+    fn list_hook_names(cfg: &ModelConfig) -> Vec<String> {
+        let mut v = vec!["hook_embed".to_string()];
+        if cfg.rope.is_none() {
+            v.push("hook_pos_embed".into());
+        }
+        for l in 0..cfg.n_layers {
+            let mut push = |s: &str| v.push(format!("blocks.{l}.{s}"));
+            push("hook_resid_pre");
+            push("ln1.hook_normalized");
+            push("attn.hook_q");
+            push("attn.hook_k");
+            push("attn.hook_v");
+            push("attn.hook_attn_scores");
+            push("attn.hook_pattern");
+            push("attn.hook_z");
+            push("hook_attn_out");
+            if !cfg.parallel_residual {
+                push("hook_resid_mid");
+            }
+            push("ln2.hook_normalized");
+            push("mlp.hook_post");
+            push("hook_mlp_out");
+            push("hook_resid_post");
+        }
+        v.push("ln_final.hook_normalized".into());
+        v
+    }
+
+    /// Run the model on a batch with the given hooks.
+    pub fn forward(&self, batch: &Batch, spec: &HookSpec<B>) -> Result<Output<B>> {
+        let cfg = &self.config;
+        let (b, t) = (batch.len(), batch.seq_len());
+        let n = b * t;
+        let valid: HashSet<String> = if spec.cache.is_empty()
+            && spec.interventions.is_empty()
+            && spec.knockouts.is_empty()
+        {
+            HashSet::new()
+        } else {
+            self.hook_names.iter().cloned().collect()
+        };
+        let mut hooks = HookRunner::new(spec, batch, &valid, cfg.n_layers, &self.device)?;
+
+        let ids = batch.padded_ids();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
+            return Err(ProbeError::BadInput(format!(
+                "token id {bad} ≥ vocab size {}",
+                cfg.vocab_size
+            )));
+        }
+        let ids: Vec<i32> = ids.into_iter().map(|i| i as i32).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), &self.device);
+        let positions = batch.positions();
+
+        let mut x = self.embed.clone().select(0, ids);
+        x = hooks.point_rows(|| "hook_embed".into(), x)?;
+        if let Some(pe) = &self.pos_embed {
+            if t > cfg.max_positions {
+                return Err(ProbeError::BadInput(format!(
+                    "sequence length {t} > max positions {}",
+                    cfg.max_positions
+                )));
+            }
+            let pos: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+            let pos = Tensor::<B, 1, Int>::from_data(TensorData::new(pos, [n]), &self.device);
+            let p = hooks.point_rows(|| "hook_pos_embed".into(), pe.clone().select(0, pos))?;
+            x = x + p;
+        }
+        let rope = cfg
+            .rope
+            .as_ref()
+            .map(|r| RopeTables::<B>::new(r, &positions, b, t, &self.device));
+        let mask: Tensor<B, 4> = Tensor::from_data(
+            TensorData::new(batch.attention_bias(), [b, 1, t, t]),
+            &self.device,
+        );
+
+        let n_run = spec.stop_at_layer.unwrap_or(cfg.n_layers).min(cfg.n_layers);
+        for (l, blk) in self.blocks.iter().enumerate().take(n_run) {
+            x = self.block_forward(l, blk, x, &mask, rope.as_ref(), &mut hooks, b, t)?;
+        }
+        let skip_final = spec.logits == LogitsMode::None && !hooks_wants_final(spec);
+        if n_run < cfg.n_layers || skip_final {
+            return Ok(Output {
+                logits: None,
+                cache: hooks.cache,
+            });
+        }
+        let x = self.ln_final.forward(x);
+        let x = hooks.point_rows(|| "ln_final.hook_normalized".into(), x)?;
+        let v = cfg.vocab_size;
+        let logits = match spec.logits {
+            LogitsMode::All => Some(self.unembed.forward(x).reshape([b, t, v])),
+            LogitsMode::Last => {
+                let last: Vec<i32> = (0..b).map(|r| (r * t + t - 1) as i32).collect();
+                let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [b]), &self.device);
+                Some(self.unembed.forward(x.select(0, last)).reshape([b, 1, v]))
+            }
+            LogitsMode::None => None,
+        };
+        Ok(Output {
+            logits,
+            cache: hooks.cache,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block_forward(
+        &self,
+        l: usize,
+        blk: &Block<B>,
+        x: Tensor<B, 2>,
+        mask: &Tensor<B, 4>,
+        rope: Option<&RopeTables<B>>,
+        hooks: &mut HookRunner<'_, B>,
+        b: usize,
+        t: usize,
+    ) -> Result<Tensor<B, 2>> {
+        let resid_pre = hooks.point_rows(|| format!("blocks.{l}.hook_resid_pre"), x)?;
+        let h = blk.ln1.forward(resid_pre.clone());
+        let h = hooks.point_rows(|| format!("blocks.{l}.ln1.hook_normalized"), h)?;
+        let attn_out = self.attention(l, blk, h, mask, rope, hooks, b, t)?;
+        let attn_out = hooks.point_rows(|| format!("blocks.{l}.hook_attn_out"), attn_out)?;
+        let (mlp_in, base) = if self.config.parallel_residual {
+            // GPT-NeoX: both sublayers read the block input.
+            (resid_pre.clone(), resid_pre + attn_out)
+        } else {
+            let mid = hooks.point_rows(
+                || format!("blocks.{l}.hook_resid_mid"),
+                resid_pre + attn_out,
+            )?;
+            (mid.clone(), mid)
+        };
+        let h = blk.ln2.forward(mlp_in);
+        let h = hooks.point_rows(|| format!("blocks.{l}.ln2.hook_normalized"), h)?;
+        let mlp_out = self.mlp(l, blk, h, hooks)?;
+        let mlp_out = hooks.point_rows(|| format!("blocks.{l}.hook_mlp_out"), mlp_out)?;
+        hooks.point_rows(|| format!("blocks.{l}.hook_resid_post"), base + mlp_out)
+    }
+
+    fn mlp(
+        &self,
+        l: usize,
+        blk: &Block<B>,
+        h: Tensor<B, 2>,
+        hooks: &mut HookRunner<'_, B>,
+    ) -> Result<Tensor<B, 2>> {
+        let f = self.config.d_mlp;
+        let pre = blk.mlp_in.forward(h);
+        let post = if self.config.gated_mlp {
+            let gate = pre.clone().narrow(1, 0, f);
+            let up = pre.narrow(1, f, f);
+            act(self.config.activation, gate) * up
+        } else {
+            act(self.config.activation, pre)
+        };
+        let post = hooks.point_rows(|| format!("blocks.{l}.mlp.hook_post"), post)?;
+        Ok(blk.mlp_out.forward(post))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        l: usize,
+        blk: &Block<B>,
+        h: Tensor<B, 2>,
+        mask: &Tensor<B, 4>,
+        rope: Option<&RopeTables<B>>,
+        hooks: &mut HookRunner<'_, B>,
+        b: usize,
+        t: usize,
+    ) -> Result<Tensor<B, 2>> {
+        let cfg = &self.config;
+        let (nh, nkv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let qkv = blk.qkv.forward(h);
+        let q = qkv.clone().narrow(1, 0, nh * dh).reshape([b, t, nh, dh]);
+        let k = qkv
+            .clone()
+            .narrow(1, nh * dh, nkv * dh)
+            .reshape([b, t, nkv, dh]);
+        let v = qkv
+            .narrow(1, (nh + nkv) * dh, nkv * dh)
+            .reshape([b, t, nkv, dh]);
+        let q = hooks.point4(|| format!("blocks.{l}.attn.hook_q"), q)?;
+        let k = hooks.point4(|| format!("blocks.{l}.attn.hook_k"), k)?;
+        let v = hooks.point4(|| format!("blocks.{l}.attn.hook_v"), v)?;
+        let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        if let Some(r) = rope {
+            q = r.apply(q);
+            k = r.apply(k);
+        }
+        let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale + mask.clone();
+        if let Some(knock) = hooks.knockout_bias(l, nh)? {
+            scores = scores + knock;
+        }
+        let scores = hooks.point4(|| format!("blocks.{l}.attn.hook_attn_scores"), scores)?;
+        let pattern = softmax(scores, 3);
+        let pattern = hooks.point4(|| format!("blocks.{l}.attn.hook_pattern"), pattern)?;
+        let z = pattern.matmul(v).swap_dims(1, 2);
+        let z = hooks.point4(|| format!("blocks.{l}.attn.hook_z"), z)?;
+        Ok(blk.o.forward(z.reshape([b * t, nh * dh])))
+    }
+
+    /// Greedy next token after each row's last token.
+    pub fn greedy_next(&self, batch: &Batch) -> Result<Vec<u32>> {
+        Ok(self
+            .top_k_last(batch, 1)?
+            .into_iter()
+            .map(|v| v[0].0)
+            .collect())
+    }
+
+    /// The `k` most likely next tokens (id, logit) after each row's last token, best first.
+    pub fn top_k_last(&self, batch: &Batch, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
+        let out = self.forward(batch, &HookSpec::new().logits(LogitsMode::Last))?;
+        let logits = out.logits.expect("LogitsMode::Last gives logits");
+        Ok(top_k_rows(logits, k))
+    }
+
+    /// Greedy generation of up to `max_new_tokens` per row (stops a row at `stop`, which is not
+    /// included). Recomputes the full prefix each step (no KV cache): meant for short answers.
+    pub fn generate(
+        &self,
+        batch: &Batch,
+        max_new_tokens: usize,
+        stop: Option<u32>,
+    ) -> Result<Vec<Vec<u32>>> {
+        let mut rows: Vec<Vec<u32>> = batch.rows().to_vec();
+        let mut new: Vec<Vec<u32>> = vec![Vec::new(); rows.len()];
+        let mut done = vec![false; rows.len()];
+        for _ in 0..max_new_tokens {
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            let cur = Batch::from_ids(rows.clone(), batch.pad_id())?;
+            let next = self.greedy_next(&cur)?;
+            for (i, &tok) in next.iter().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                if Some(tok) == stop {
+                    done[i] = true;
+                } else {
+                    new[i].push(tok);
+                    rows[i].push(tok);
+                }
+            }
+        }
+        Ok(new)
+    }
+}
+
+fn hooks_wants_final<B: Backend>(spec: &HookSpec<B>) -> bool {
+    spec.cache
+        .iter()
+        .any(|c| crate::hooks::glob_match(c, "ln_final.hook_normalized"))
+        || spec
+            .interventions
+            .iter()
+            .any(|i| i.hook == "ln_final.hook_normalized")
+}
+
+/// Top-`k` (id, logit) of the last position of `[B, T, V]` logits, per row.
+pub fn top_k_rows<B: Backend>(logits: Tensor<B, 3>, k: usize) -> Vec<Vec<(u32, f32)>> {
+    let [b, t, v] = logits.dims();
+    let last = logits.narrow(1, t - 1, 1).reshape([b, v]);
+    let data = last.into_data().convert::<f32>();
+    let vals = data.as_slice::<f32>().expect("f32 data");
+    (0..b)
+        .map(|r| {
+            let row = &vals[r * v..(r + 1) * v];
+            let mut idx: Vec<usize> = (0..v).collect();
+            let k = k.min(v);
+            // Ties keep the lower id first, as torch.topk does on CPU in practice.
+            idx.select_nth_unstable_by(k.saturating_sub(1).min(v - 1), |&a, &b| {
+                row[b].total_cmp(&row[a]).then(a.cmp(&b))
+            });
+            let mut top: Vec<usize> = idx[..k].to_vec();
+            top.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            top.into_iter().map(|i| (i as u32, row[i])).collect()
+        })
+        .collect()
+}
+
+fn act<B: Backend>(a: Activation, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    match a {
+        Activation::Silu => silu(x),
+        Activation::Gelu => gelu(x),
+        Activation::GeluTanh => gelu_approximate(x),
+        Activation::Relu => relu(x),
+    }
+}
+
+/// Grouped-query attention: key/value head `j` serves query heads `j·g .. (j+1)·g`.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, g: usize) -> Tensor<B, 4> {
+    if g == 1 {
+        return x;
+    }
+    let [b, kv, t, dh] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .repeat_dim(2, g)
+        .reshape([b, kv * g, t, dh])
+}
