@@ -11,6 +11,7 @@ pub mod dhariwal_unet;
 pub mod error;
 pub mod layers;
 pub mod precond;
+pub mod sampler;
 pub mod song_unet;
 pub mod weights;
 
@@ -20,6 +21,7 @@ pub use error::{EdmError, Result};
 pub use precond::{
     load_precond, Denoiser, EdmPrecond, EdmPrecondConfig, Precision, PrecondCoefficients, UNet,
 };
+pub use sampler::{edm_sigma_steps, parse_seeds, sample, SamplerConfig, Solver, StackedRng};
 pub use song_unet::SongUNet;
 pub use weights::{
     read_safetensors, write_safetensors, NamedTensor, RawTensor, TensorRef, VisitNamed,
