@@ -7,15 +7,18 @@
 //! - [`train`]: EDM's loss, Adam with learning-rate ramp, EMA, atomic resumable checkpoints.
 
 pub mod config;
+pub mod data;
 pub mod dhariwal_unet;
 pub mod error;
 pub mod layers;
 pub mod precond;
 pub mod sampler;
 pub mod song_unet;
+pub mod train;
 pub mod weights;
 
 pub use config::{DecoderType, EdmConfig, EmbeddingType, EncoderType, ModelType, PrecondKind};
+pub use data::{read_idx, ImageDataset};
 pub use dhariwal_unet::DhariwalUNet;
 pub use error::{EdmError, Result};
 pub use precond::{
@@ -23,6 +26,10 @@ pub use precond::{
 };
 pub use sampler::{edm_sigma_steps, parse_seeds, sample, SamplerConfig, Solver, StackedRng};
 pub use song_unet::SongUNet;
+pub use train::{
+    edm_loss, edm_loss_weight, ema_update, train, EdmLossConfig, StepReport, TrainOptions, Trainer,
+    TrainingState,
+};
 pub use weights::{
     read_safetensors, write_safetensors, NamedTensor, RawTensor, TensorRef, VisitNamed,
 };

@@ -1,0 +1,509 @@
+//! EDM training (`training/loss.py` EDMLoss + `training/training_loop.py`): log-normal σ, EDM's loss
+//! weighting, Adam with a linear learning-rate ramp, EMA with half-life and ramp-up, and atomic,
+//! resumable checkpoints.
+//!
+//! Randomness (batch indices, σ, noise) is drawn on the host from a generator seeded by (seed, step), so
+//! a resumed run continues exactly as the uninterrupted one would.
+//!
+//! Not implemented: EDM's `AugmentPipe` (geometric/colour augmentation producing the 9 augment labels).
+//! Networks with `augment_dim > 0` train with `augment_labels = None`, which EDM's networks treat as "no
+//! augmentation" (the `map_augment` term is skipped), as EDM itself does when `--augment=0`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+use crate::config::EdmConfig;
+use crate::data::ImageDataset;
+use crate::error::{EdmError, Result};
+use crate::precond::EdmPrecond;
+use crate::weights::write_atomic;
+
+/// EDM's loss settings (`EDMLoss`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EdmLossConfig {
+    pub p_mean: f64,
+    pub p_std: f64,
+    pub sigma_data: f64,
+}
+
+impl Default for EdmLossConfig {
+    fn default() -> Self {
+        EdmLossConfig {
+            p_mean: -1.2,
+            p_std: 1.2,
+            sigma_data: 0.5,
+        }
+    }
+}
+
+/// EDM's loss weight λ(σ) = (σ² + σ_d²) / (σ·σ_d)².
+pub fn edm_loss_weight(sigma: f64, sigma_data: f64) -> f64 {
+    (sigma * sigma + sigma_data * sigma_data) / (sigma * sigma_data).powi(2)
+}
+
+/// EDM's per-element loss λ(σ)·(D(y + n; σ) − y)² for given σ [N] and noise n [N,C,H,W] (already
+/// unit-variance; scaled by σ here). Returns [N,C,H,W].
+pub fn edm_loss<B: Backend>(
+    net: &EdmPrecond<B>,
+    images: Tensor<B, 4>,
+    sigma: Tensor<B, 1>,
+    noise: Tensor<B, 4>,
+    class_labels: Option<Tensor<B, 2>>,
+    sigma_data: f64,
+) -> Tensor<B, 4> {
+    let n = sigma.dims()[0];
+    let s = sigma.clone().reshape([n, 1, 1, 1]);
+    let sd2 = sigma_data * sigma_data;
+    let weight = (s.clone().square() + sd2) / (s.clone().square().mul_scalar(sd2));
+    let noisy = images.clone() + noise * s;
+    let denoised = net.forward(noisy, sigma, class_labels);
+    weight * (denoised - images).square()
+}
+
+/// Training hyper-parameters (EDM's `train.py` options, with its defaults where they make sense).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub batch_size: usize,
+    /// Training length in thousands of images (EDM's `--duration` is in Mimg).
+    pub total_kimg: f64,
+    /// Adam learning rate (EDM: 10e-4).
+    pub lr: f64,
+    /// Linear learning-rate ramp length (EDM: 10000 kimg).
+    pub lr_rampup_kimg: f64,
+    /// EMA half-life (EDM: 500 kimg).
+    pub ema_halflife_kimg: f64,
+    /// EMA ramp-up ratio (EDM: 0.05; None disables).
+    pub ema_rampup_ratio: Option<f64>,
+    pub loss: EdmLossConfig,
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            batch_size: 512,
+            total_kimg: 200_000.0,
+            lr: 10e-4,
+            lr_rampup_kimg: 10_000.0,
+            ema_halflife_kimg: 500.0,
+            ema_rampup_ratio: Some(0.05),
+            loss: EdmLossConfig::default(),
+            seed: 0,
+            checkpoint_every: 500,
+        }
+    }
+}
+
+impl TrainOptions {
+    /// EDM's learning rate at `cur_nimg` images seen: lr·min(cur_nimg / (lr_rampup_kimg·1000), 1).
+    pub fn lr_at(&self, cur_nimg: u64) -> f64 {
+        self.lr * (cur_nimg as f64 / (self.lr_rampup_kimg * 1000.0).max(1e-8)).min(1.0)
+    }
+
+    /// EDM's EMA decay β at `cur_nimg`: 0.5^(batch / max(halflife, 1e-8)), half-life ramped.
+    pub fn ema_beta(&self, cur_nimg: u64) -> f64 {
+        let mut halflife = self.ema_halflife_kimg * 1000.0;
+        if let Some(r) = self.ema_rampup_ratio {
+            halflife = halflife.min(cur_nimg as f64 * r);
+        }
+        0.5f64.powf(self.batch_size as f64 / halflife.max(1e-8))
+    }
+
+    pub fn total_steps(&self) -> usize {
+        ((self.total_kimg * 1000.0) / self.batch_size as f64).ceil() as usize
+    }
+}
+
+/// What a checkpoint's `training_state.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingState {
+    pub step: usize,
+    pub cur_nimg: u64,
+    pub options: TrainOptions,
+    pub last_loss: f64,
+}
+
+/// Per-step report passed to the progress callback.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    pub step: usize,
+    pub total_steps: usize,
+    pub cur_nimg: u64,
+    /// Mean over the batch of the per-image summed weighted loss, divided by pixels (EDM's `Loss/loss`).
+    pub loss: f64,
+    pub lr: f64,
+}
+
+/// The host-side random draws of one training step (deterministic in (seed, step)).
+struct StepDraws {
+    indices: Vec<usize>,
+    sigma: Vec<f32>,
+    noise: Vec<f32>,
+}
+
+fn step_draws(
+    seed: u64,
+    step: usize,
+    batch: usize,
+    len: usize,
+    per: usize,
+    loss: &EdmLossConfig,
+) -> StepDraws {
+    let mut rng = StdRng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let indices = (0..batch).map(|_| rng.random_range(0..len)).collect();
+    let sigma = (0..batch)
+        .map(|_| {
+            let r: f64 = rng.sample(StandardNormal);
+            (r * loss.p_std + loss.p_mean).exp() as f32
+        })
+        .collect();
+    let noise = (0..batch * per)
+        .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
+        .collect();
+    StepDraws {
+        indices,
+        sigma,
+        noise,
+    }
+}
+
+/// Collects every float parameter of a module (flattened) by id.
+struct Collect<B: Backend> {
+    params: HashMap<ParamId, Tensor<B, 1>>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collect<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.params.insert(param.id, t.reshape([n]));
+    }
+}
+
+/// ema ← net + (ema − net)·β for every parameter with the same id (EDM's `lerp`).
+struct EmaUpdate<B: Backend> {
+    net: HashMap<ParamId, Tensor<B, 1>>,
+    beta: f64,
+}
+
+impl<B: Backend> ModuleMapper<B> for EmaUpdate<B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let id = param.id;
+        match self.net.remove(&id) {
+            Some(net) => {
+                let beta = self.beta;
+                param.map(|ema| {
+                    let shape = ema.shape();
+                    let net = net.reshape(shape);
+                    net.clone() + (ema - net).mul_scalar(beta)
+                })
+            }
+            None => param,
+        }
+    }
+}
+
+/// Updates `ema` towards `net` (same parameter ids) with decay `beta`.
+pub fn ema_update<B: Backend>(ema: EdmPrecond<B>, net: &EdmPrecond<B>, beta: f64) -> EdmPrecond<B> {
+    let mut c = Collect {
+        params: HashMap::new(),
+    };
+    net.visit(&mut c);
+    ema.map(&mut EmaUpdate {
+        net: c.params,
+        beta,
+    })
+}
+
+type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// A training run: network, EMA, optimizer, position. Create with [`Trainer::new`] or
+/// [`Trainer::resume`], advance with [`Trainer::step`], persist with [`Trainer::checkpoint`].
+pub struct Trainer<B: AutodiffBackend> {
+    pub net: EdmPrecond<B>,
+    pub ema: EdmPrecond<B::InnerBackend>,
+    optim: burn::optim::adaptor::OptimizerAdaptor<burn::optim::Adam, EdmPrecond<B>, B>,
+    pub state: TrainingState,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// A fresh run: EDM-initialised network (from `options.seed`), EMA = network.
+    pub fn new(config: &EdmConfig, options: TrainOptions, device: &B::Device) -> Result<Self> {
+        let net = EdmPrecond::<B>::init(config, options.seed, device)?;
+        Ok(Self::from_network(net, options, device))
+    }
+
+    /// Starts from given weights (e.g. fine-tuning a loaded network).
+    pub fn from_network(net: EdmPrecond<B>, options: TrainOptions, device: &B::Device) -> Self {
+        let ema = net.valid();
+        Trainer {
+            net,
+            ema,
+            optim: Self::adam().init(),
+            state: TrainingState {
+                step: 0,
+                cur_nimg: 0,
+                options,
+                last_loss: f64::NAN,
+            },
+            device: device.clone(),
+        }
+    }
+
+    /// EDM's optimizer: Adam, betas (0.9, 0.999), eps 1e-8.
+    fn adam() -> AdamConfig {
+        AdamConfig::new()
+            .with_beta_1(0.9)
+            .with_beta_2(0.999)
+            .with_epsilon(1e-8)
+    }
+
+    /// One optimisation step on a batch drawn from `data`; returns the step's report.
+    pub fn step(&mut self, data: &ImageDataset) -> Result<StepReport> {
+        let opts = &self.state.options;
+        let cfg = &self.net.config;
+        if data.channels != cfg.img_channels || data.resolution != cfg.img_resolution {
+            return Err(EdmError::Input(format!(
+                "dataset is {}x{}x{}, network expects {}x{}x{}",
+                data.channels,
+                data.resolution,
+                data.resolution,
+                cfg.img_channels,
+                cfg.img_resolution,
+                cfg.img_resolution
+            )));
+        }
+        if data.len == 0 {
+            return Err(EdmError::Input("empty dataset".into()));
+        }
+        let (bs, c, r) = (opts.batch_size, data.channels, data.resolution);
+        let per = c * r * r;
+        let d = step_draws(opts.seed, self.state.step, bs, data.len, per, &opts.loss);
+        let mut images = Vec::with_capacity(bs * per);
+        for &i in &d.indices {
+            images.extend_from_slice(data.image(i));
+        }
+        let dev = &self.device;
+        let images = Tensor::<B, 4>::from_data(TensorData::new(images, [bs, c, r, r]), dev);
+        let sigma = Tensor::<B, 1>::from_data(TensorData::new(d.sigma, [bs]), dev);
+        let noise = Tensor::<B, 4>::from_data(TensorData::new(d.noise, [bs, c, r, r]), dev);
+        let labels = match (&data.labels, cfg.label_dim) {
+            (_, 0) => None,
+            (Some(l), dim) => {
+                let mut onehot = vec![0f32; bs * dim];
+                for (k, &i) in d.indices.iter().enumerate() {
+                    if l[i] >= dim {
+                        return Err(EdmError::Input(format!("label {} ≥ label_dim {dim}", l[i])));
+                    }
+                    onehot[k * dim + l[i]] = 1.0;
+                }
+                Some(Tensor::<B, 2>::from_data(
+                    TensorData::new(onehot, [bs, dim]),
+                    dev,
+                ))
+            }
+            (None, _) => {
+                return Err(EdmError::Input(
+                    "conditional network needs a labelled dataset".into(),
+                ))
+            }
+        };
+
+        let loss = edm_loss(
+            &self.net,
+            images,
+            sigma,
+            noise,
+            labels,
+            opts.loss.sigma_data,
+        );
+        // EDM: loss.sum() / batch, so each image contributes its summed weighted error.
+        let loss = loss.sum().div_scalar(bs as f64);
+        let value: f64 = burn::tensor::ElementConversion::elem(loss.clone().into_scalar());
+        if !value.is_finite() {
+            return Err(EdmError::NonFinite(format!(
+                "loss {value} at step {}",
+                self.state.step
+            )));
+        }
+        let lr = opts.lr_at(self.state.cur_nimg);
+        let grads = GradientsParams::from_grads(loss.backward(), &self.net);
+        self.net = self.optim.step(lr, self.net.clone(), grads);
+
+        let beta = opts.ema_beta(self.state.cur_nimg);
+        let ema = std::mem::replace(&mut self.ema, self.net.valid());
+        self.ema = ema_update(ema, &self.net.valid(), beta);
+
+        self.state.cur_nimg += bs as u64;
+        self.state.step += 1;
+        self.state.last_loss = value / per as f64;
+        Ok(StepReport {
+            step: self.state.step,
+            total_steps: opts.total_steps(),
+            cur_nimg: self.state.cur_nimg,
+            loss: value / per as f64,
+            lr,
+        })
+    }
+
+    /// Writes `dir/checkpoint/` atomically: `net.mpk`, `ema.mpk`, `optim.mpk` (burn records, exact
+    /// resume), `training_state.json`, and the EMA as a loadable EDM model (`config.json` +
+    /// `model.safetensors`, EDM names). The previous checkpoint is replaced only once the new one is
+    /// complete.
+    pub fn checkpoint(&self, dir: &Path) -> Result<PathBuf> {
+        let final_dir = dir.join("checkpoint");
+        let tmp = dir.join("checkpoint.tmp");
+        let old = dir.join("checkpoint.old");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| EdmError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| EdmError::io(&tmp, e))?;
+        let rec_err = |what: &str, e: burn::record::RecorderError| {
+            EdmError::Input(format!("saving {what}: {e}"))
+        };
+        Rec::new()
+            .record(self.net.clone().into_record(), tmp.join("net"))
+            .map_err(|e| rec_err("net", e))?;
+        Rec::new()
+            .record(self.ema.clone().into_record(), tmp.join("ema"))
+            .map_err(|e| rec_err("ema", e))?;
+        Rec::new()
+            .record(self.optim.to_record(), tmp.join("optim"))
+            .map_err(|e| rec_err("optimizer", e))?;
+        self.ema.save(&tmp)?;
+        let state = serde_json::to_string_pretty(&self.state).expect("state serialises");
+        write_atomic(&tmp.join("training_state.json"), state.as_bytes())?;
+
+        if final_dir.exists() {
+            if old.exists() {
+                std::fs::remove_dir_all(&old).map_err(|e| EdmError::io(&old, e))?;
+            }
+            std::fs::rename(&final_dir, &old).map_err(|e| EdmError::io(&final_dir, e))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(|e| EdmError::io(&tmp, e))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| EdmError::io(&old, e))?;
+        }
+        Ok(final_dir)
+    }
+
+    /// Resumes from `dir/checkpoint/` (or `checkpoint.old` if a crash interrupted the swap).
+    pub fn resume(dir: &Path, device: &B::Device) -> Result<Self> {
+        let mut ck = dir.join("checkpoint");
+        if !ck.join("training_state.json").exists() {
+            ck = dir.join("checkpoint.old");
+        }
+        let state_path = ck.join("training_state.json");
+        let text =
+            std::fs::read_to_string(&state_path).map_err(|e| EdmError::io(&state_path, e))?;
+        let state: TrainingState = serde_json::from_str(&text).map_err(|e| EdmError::Config {
+            path: state_path.clone(),
+            message: e.to_string(),
+        })?;
+        let config = EdmConfig::from_file(ck.join("config.json"))?;
+        let load_err = |what: &str, e: burn::record::RecorderError| {
+            EdmError::Input(format!("loading {what} from {}: {e}", ck.display()))
+        };
+        let net = EdmPrecond::<B>::init(&config, state.options.seed, device)?;
+        let net = net.load_record(
+            Rec::new()
+                .load(ck.join("net"), device)
+                .map_err(|e| load_err("net", e))?,
+        );
+        let ema = EdmPrecond::<B::InnerBackend>::init(&config, state.options.seed, device)?;
+        let ema = ema.load_record(
+            Rec::new()
+                .load(ck.join("ema"), device)
+                .map_err(|e| load_err("ema", e))?,
+        );
+        let optim = Self::adam().init().load_record(
+            Rec::new()
+                .load(ck.join("optim"), device)
+                .map_err(|e| load_err("optimizer", e))?,
+        );
+        Ok(Trainer {
+            net,
+            ema,
+            optim,
+            state,
+            device: device.clone(),
+        })
+    }
+}
+
+/// Trains to `options.total_kimg` (resuming from `out_dir/checkpoint` when present), checkpointing every
+/// `checkpoint_every` steps and at the end. `on_step` sees every step's report.
+pub fn train<B: AutodiffBackend>(
+    config: &EdmConfig,
+    data: &ImageDataset,
+    options: TrainOptions,
+    out_dir: &Path,
+    device: &B::Device,
+    on_step: &mut dyn FnMut(&StepReport),
+) -> Result<Trainer<B>> {
+    std::fs::create_dir_all(out_dir).map_err(|e| EdmError::io(out_dir, e))?;
+    let mut trainer =
+        if out_dir.join("checkpoint").exists() || out_dir.join("checkpoint.old").exists() {
+            let mut t = Trainer::<B>::resume(out_dir, device)?;
+            // A resumed run may be extended; everything else must match the checkpoint.
+            t.state.options.total_kimg = options.total_kimg;
+            t
+        } else {
+            Trainer::<B>::new(config, options, device)?
+        };
+    let total = trainer.state.options.total_steps();
+    let every = trainer.state.options.checkpoint_every.max(1);
+    while trainer.state.step < total {
+        let report = trainer.step(data)?;
+        on_step(&report);
+        if trainer.state.step % every == 0 || trainer.state.step == total {
+            trainer.checkpoint(out_dir)?;
+        }
+    }
+    Ok(trainer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_weight_by_hand() {
+        // σ = σ_d = 0.5: (0.25 + 0.25) / 0.0625 = 8
+        assert!((edm_loss_weight(0.5, 0.5) - 8.0).abs() < 1e-12);
+        // σ = 1: (1 + 0.25) / 0.25 = 5
+        assert!((edm_loss_weight(1.0, 0.5) - 5.0).abs() < 1e-12);
+        // σ = 0.1: (0.01 + 0.25) / 0.0025 = 104
+        assert!((edm_loss_weight(0.1, 0.5) - 104.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lr_ramp_and_ema_beta_follow_edm() {
+        let o = TrainOptions {
+            batch_size: 512,
+            ..Default::default()
+        };
+        assert_eq!(o.lr_at(0), 0.0);
+        assert!((o.lr_at(5_000_000) - 5e-4).abs() < 1e-15);
+        assert!((o.lr_at(20_000_000) - 1e-3).abs() < 1e-15);
+        // cur_nimg = 0: half-life ramps to 0, β = 0 (EMA copies the network)
+        assert_eq!(o.ema_beta(0), 0.0);
+        // cur_nimg = 1M: half-life min(500k, 50k) = 50k; β = 0.5^(512/50000)
+        assert!((o.ema_beta(1_000_000) - 0.5f64.powf(512.0 / 50_000.0)).abs() < 1e-15);
+        // late: half-life 500k
+        assert!((o.ema_beta(100_000_000) - 0.5f64.powf(512.0 / 500_000.0)).abs() < 1e-15);
+    }
+}
