@@ -33,7 +33,8 @@ pub struct ScriptModule {
 /// The globals a TorchScript `data.pkl` may name: its own module classes, the tensor rebuild function,
 /// storage types, `OrderedDict` and the `torch.jit._pickle` list builders. Nothing else.
 pub fn torchscript_allows(module: &str, name: &str) -> bool {
-    module.starts_with("__torch__.")
+    module == "__torch__"
+        || module.starts_with("__torch__.")
         || matches!(
             (module, name),
             ("torch._utils", "_rebuild_tensor_v2")
