@@ -576,19 +576,35 @@ impl<'a, B: Backend> HookRunner<'a, B> {
                 v.clone()
             })
         };
-        let delta = match &iv.op {
-            Op::Replace(v) => values(v)? - selected,
-            Op::Add(v) => values(v)?,
-            Op::Scale(s) => selected * (*s - 1.0),
-            Op::ZeroAblate => selected.neg(),
+        let new = match &iv.op {
+            // A plain scatter-add is exact for Add.
+            Op::Add(v) => return Ok(x.select_assign(0, idx_t, values(v)?, IndexingUpdateOp::Add)),
+            Op::Replace(v) => values(v)?,
+            Op::Scale(s) => selected * *s,
+            Op::ZeroAblate => selected.zeros_like(),
             Op::MeanAblate => {
                 let mean = self.batch_mean(&iv.hook, x.clone(), layout, n_heads, w)?;
                 let heads_t =
                     Tensor::<B, 1, Int>::from_data(TensorData::new(head_of, [n]), &self.device);
-                mean.select(0, heads_t) - selected
+                mean.select(0, heads_t)
             }
         };
-        Ok(x.select_assign(0, idx_t, delta, IndexingUpdateOp::Add))
+        // Overwrite exactly (not x + (new − x), which rounds): keep = 1 − one-hot rows, then add
+        // the new rows scattered into zeros. Only scatter-add is used, which every backend has.
+        let r = x.dims()[0];
+        let hit = Tensor::<B, 2>::zeros([r, 1], &self.device).select_assign(
+            0,
+            idx_t.clone(),
+            Tensor::ones([n, 1], &self.device),
+            IndexingUpdateOp::Add,
+        );
+        let scattered = Tensor::<B, 2>::zeros([r, w], &self.device).select_assign(
+            0,
+            idx_t,
+            new,
+            IndexingUpdateOp::Add,
+        );
+        Ok(x * (hit.neg() + 1.0) + scattered)
     }
 
     /// Mean over the real tokens of the batch: `[1, W]`, or `[H, W]` for per-head hooks.
