@@ -49,12 +49,12 @@ EOF
     echo "## performance"
     "$BIN" --device cuda primitives --precision f32
     "$BIN" --device cuda primitives --precision bf16
-    "$BIN" --device cuda edm --net ddpmpp-cifar10 --mode onestep --batch 1024 --precision f32
-    "$BIN" --device cuda edm --net ddpmpp-cifar10 --mode onestep --batch 1024 --precision f16
-    "$BIN" --device cuda edm --net ddpmpp-cifar10 --mode heun --steps 18 --batch 256 --precision f32 --runs 2
-    "$BIN" --device cuda edm --net ddpmpp-cifar10 --mode heun --steps 18 --batch 256 --precision f16 --runs 2
-    "$BIN" --device cuda edm --net ddpmpp-cifar10 --mode train --batch 256 --precision f32
-    "$BIN" --device cuda edm --net adm-imagenet64 --mode onestep --batch 256 --precision f16
+    "$BIN" --device cuda edm --net ddpmpp --mode onestep --batch 1024 --precision f32
+    "$BIN" --device cuda edm --net ddpmpp --mode onestep --batch 1024 --precision f16
+    "$BIN" --device cuda edm --net ddpmpp --mode heun --steps 18 --batch 256 --precision f32 --runs 2
+    "$BIN" --device cuda edm --net ddpmpp --mode heun --steps 18 --batch 256 --precision f16 --runs 2
+    "$BIN" --device cuda edm --net ddpmpp --mode train --batch 256 --precision f32
+    "$BIN" --device cuda edm --net adm --mode onestep --batch 256 --precision f16
     "$BIN" --device cuda inception --batch 500
     "$BIN" --device cuda gpt2 --batch 64 --tokens 128 --precision f32
     "$BIN" --device cuda gpt2 --batch 64 --tokens 128 --precision f32 --cache-residuals

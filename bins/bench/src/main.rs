@@ -6,9 +6,11 @@
 
 mod timing;
 
-use burn::tensor::backend::Backend;
+use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod edm;
 mod primitives;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -25,7 +27,10 @@ pub enum Precision {
 }
 
 #[derive(Parser)]
-#[command(name = "icl-gdd-bench", about = "Throughput of the networks and primitives, as Markdown table rows")]
+#[command(
+    name = "icl-gdd-bench",
+    about = "Throughput of the networks and primitives, as Markdown table rows"
+)]
 struct Cli {
     #[arg(long, value_enum, default_value = "cpu", global = true)]
     device: DeviceKind,
@@ -54,14 +59,53 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         batch: usize,
     },
+    /// EDM networks at their real sizes (random weights): one-step, Heun, or a training step.
+    Edm {
+        #[arg(long, value_enum, default_value = "ddpmpp")]
+        net: edm::Net,
+        #[arg(long, value_enum, default_value = "onestep")]
+        mode: edm::Mode,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Sampler steps (Heun: NFE = 2·steps − 1).
+        #[arg(long, default_value_t = 18)]
+        steps: usize,
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
+    },
 }
 
-fn run<B: Backend>(cli: &Cli, device: B::Device) {
-    let t = timing::Timer { runs: cli.runs, warmup: cli.warmup };
+fn run<B: AutodiffBackend>(cli: &Cli, device: B::Device) {
+    let t = timing::Timer {
+        runs: cli.runs,
+        warmup: cli.warmup,
+    };
     match &cli.command {
-        Command::Primitives { precision, n, channels, size, batch } => {
-            primitives::run::<B>(&device, &t, *precision, *n, *channels, *size, *batch)
-        }
+        Command::Primitives {
+            precision,
+            n,
+            channels,
+            size,
+            batch,
+        } => primitives::run::<B::InnerBackend>(
+            &device, &t, *precision, *n, *channels, *size, *batch,
+        ),
+        Command::Edm {
+            net,
+            mode: edm::Mode::Train,
+            batch,
+            precision,
+            ..
+        } => edm::run_train::<B>(&device, &t, *net, *batch, *precision),
+        Command::Edm {
+            net,
+            mode,
+            batch,
+            steps,
+            precision,
+        } => edm::run_sampling::<B::InnerBackend>(
+            &device, &t, *net, *mode, *batch, *steps, *precision,
+        ),
     }
 }
 
@@ -70,9 +114,9 @@ fn main() {
     println!("| workload | shape | precision | median time | throughput |");
     println!("|---|---|---|---|---|");
     match cli.device {
-        DeviceKind::Cpu => run::<burn::backend::Flex>(&cli, Default::default()),
+        DeviceKind::Cpu => run::<Autodiff<burn::backend::Flex>>(&cli, Default::default()),
         #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => run::<burn::backend::Cuda>(&cli, Default::default()),
+        DeviceKind::Cuda => run::<Autodiff<burn::backend::Cuda>>(&cli, Default::default()),
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => {
             eprintln!("error: this binary was built without CUDA; rebuild with `--features cuda`");

@@ -16,7 +16,11 @@ pub fn dtype(p: Precision) -> FloatDType {
     }
 }
 
-fn random<B: Backend, const D: usize>(shape: [usize; D], p: Precision, device: &B::Device) -> Tensor<B, D> {
+fn random<B: Backend, const D: usize>(
+    shape: [usize; D],
+    p: Precision,
+    device: &B::Device,
+) -> Tensor<B, D> {
     let t = Tensor::<B, D>::random(shape, Distribution::Normal(0.0, 1.0), device);
     if p == Precision::F32 {
         t
@@ -51,7 +55,13 @@ pub fn run<B: Backend>(
     let b = random::<B, 2>([n, n], p, device);
     let time = t.median::<B, _>(device, || a.clone().matmul(b.clone()));
     let flops = 2.0 * (n as f64).powi(3);
-    row("matmul", &format!("{n}x{n}"), &prec, time, &rate(flops / time.as_secs_f64(), "FLOP/s"));
+    row(
+        "matmul",
+        &format!("{n}x{n}"),
+        &prec,
+        time,
+        &rate(flops / time.as_secs_f64(), "FLOP/s"),
+    );
 
     let x = random::<B, 4>([batch, channels, size, size], p, device);
     let w = random::<B, 4>([channels, channels, 3, 3], p, device);
@@ -68,7 +78,8 @@ pub fn run<B: Backend>(
 
     let time = t.median::<B, _>(device, || group_norm_silu(x.clone(), 32, 1e-5));
     // One read and one write of the activation is the floor for a fused kernel.
-    let bytes = 2.0 * (batch * channels * size * size) as f64 * if p == Precision::F32 { 4.0 } else { 2.0 };
+    let bytes =
+        2.0 * (batch * channels * size * size) as f64 * if p == Precision::F32 { 4.0 } else { 2.0 };
     row(
         "GroupNorm+SiLU",
         &format!("{batch}x{channels}x{size}x{size}"),
@@ -88,7 +99,10 @@ mod tests {
         let device = Default::default();
         let x = Tensor::<Flex, 4>::random([2, 8, 4, 4], Distribution::Normal(3.0, 2.0), &device);
         // SiLU is invertible enough to check through: compare with a by-hand reference on one group.
-        let out = group_norm_silu(x.clone(), 2, 1e-5).into_data().to_vec::<f32>().unwrap();
+        let out = group_norm_silu(x.clone(), 2, 1e-5)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let xs = x.into_data().to_vec::<f32>().unwrap();
         let group: Vec<f64> = xs[..4 * 16].iter().map(|&v| v as f64).collect();
         let mean = group.iter().sum::<f64>() / group.len() as f64;
@@ -96,7 +110,11 @@ mod tests {
         for (i, v) in group.iter().enumerate() {
             let z = (v - mean) / (var + 1e-5).sqrt();
             let expected = z / (1.0 + (-z).exp());
-            assert!((out[i] as f64 - expected).abs() < 1e-4, "{i}: {} vs {expected}", out[i]);
+            assert!(
+                (out[i] as f64 - expected).abs() < 1e-4,
+                "{i}: {} vs {expected}",
+                out[i]
+            );
         }
     }
 }

@@ -42,7 +42,10 @@ fn sync<B: Backend>(device: &B::Device) {
 
 /// One Markdown table row.
 pub fn row(workload: &str, shape: &str, precision: &str, time: Duration, throughput: &str) {
-    println!("| {workload} | {shape} | {precision} | {:.3} ms | {throughput} |", time.as_secs_f64() * 1e3);
+    println!(
+        "| {workload} | {shape} | {precision} | {:.3} ms | {throughput} |",
+        time.as_secs_f64() * 1e3
+    );
 }
 
 /// A rate with an SI prefix that keeps three significant digits readable on a CPU and on a GPU alike.
