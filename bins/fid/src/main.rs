@@ -21,7 +21,11 @@ use fid::{frechet_distance, Dataset, FidError, InceptionV3, RefStats};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "fid", version, about = "FID equal to EDM's fid.py (TF-Inception 2015-12-05)")]
+#[command(
+    name = "fid",
+    version,
+    about = "FID equal to EDM's fid.py (TF-Inception 2015-12-05)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -149,9 +153,12 @@ fn run<B: Backend>(cli: &Cli, device: B::Device) -> Result<()> {
             })?;
             bar.finish();
             let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, FEATURE_DIM], &bytes)
-                    .context("building the pool3 tensor")?;
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                vec![n, FEATURE_DIM],
+                &bytes,
+            )
+            .context("building the pool3 tensor")?;
             safetensors::serialize_to_file([("pool3", view)], None, output)
                 .with_context(|| format!("writing {}", output.display()))?;
             eprintln!("wrote pool3 [{n}, {FEATURE_DIM}] to {}", output.display());
@@ -184,7 +191,9 @@ fn run<B: Backend>(cli: &Cli, device: B::Device) -> Result<()> {
             }
             let bar = progress(*num, "calc");
             let started = Instant::now();
-            let stats = dataset_stats(&net, &mut ds, *num, cli.batch, &device, |k| bar.inc(k as u64))?;
+            let stats = dataset_stats(&net, &mut ds, *num, cli.batch, &device, |k| {
+                bar.inc(k as u64)
+            })?;
             bar.finish();
             report_speed(*num, started);
             let d = frechet_distance(&stats.finalize()?, &reference)?;

@@ -389,7 +389,7 @@ impl<A: Allow> Machine<'_, A> {
     }
 
     fn set_items(&mut self, items: Vec<Slot>) -> Result<(), PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.wrong("key/value pairs"));
         }
         let err = self.wrong("a dict under the items");

@@ -51,7 +51,7 @@ impl FeatureStats {
     /// Adds a batch of float64 feature vectors, row-major `[rows, dim]`.
     pub fn update_f64(&mut self, features: &[f64]) -> Result<()> {
         let d = self.dim;
-        if d == 0 || features.len() % d != 0 {
+        if d == 0 || !features.len().is_multiple_of(d) {
             return Err(FidError::Stats(format!(
                 "{} values are not whole rows of {d} features",
                 features.len()

@@ -204,20 +204,21 @@ fn rebuild_tensor(
         ));
     };
     let pid = pid.as_seq().unwrap_or(&[]);
-    let (kind, key) =
-        match pid {
-            [tag, Value::Global { name: kind, .. }, key, _location, _numel, ..]
-                if tag.as_str() == Some("storage") =>
-            {
-                (kind.as_str(), key.as_str())
-            }
-            _ => return Err(structure(
+    let (kind, key) = match pid {
+        [tag, Value::Global { name: kind, .. }, key, _location, _numel, ..]
+            if tag.as_str() == Some("storage") =>
+        {
+            (kind.as_str(), key.as_str())
+        }
+        _ => {
+            return Err(structure(
                 path,
                 format!(
                     "tensor `{name}`: persistent id is not ('storage', type, key, location, numel)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let key = key.ok_or_else(|| {
         structure(
             path,

@@ -110,7 +110,10 @@ fn pool3_matches_reference_for_40_images() {
     let secs = t1.elapsed().as_secs_f64();
     let mut worst = 0.0f64;
     for i in 0..n {
-        let e = rel_err(&got[i * 2048..(i + 1) * 2048], &want[i * 2048..(i + 1) * 2048]);
+        let e = rel_err(
+            &got[i * 2048..(i + 1) * 2048],
+            &want[i * 2048..(i + 1) * 2048],
+        );
         worst = worst.max(e);
         assert!(e <= 1e-4, "image {i}: pool3 relative error {e}");
     }
@@ -180,10 +183,16 @@ fn frechet_matches_scipy() {
             let r = s.finalize().unwrap();
             let scale = stats.sigma.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             for (u, v) in r.sigma.iter().zip(&stats.sigma) {
-                assert!((u - v).abs() <= 1e-10 * scale, "{name}/{feats}: sigma {u} vs {v}");
+                assert!(
+                    (u - v).abs() <= 1e-10 * scale,
+                    "{name}/{feats}: sigma {u} vs {v}"
+                );
             }
             for (u, v) in r.mu.iter().zip(&stats.mu) {
-                assert!((u - v).abs() <= 1e-12 * (1.0 + v.abs()), "{name}/{feats}: mu {u} vs {v}");
+                assert!(
+                    (u - v).abs() <= 1e-12 * (1.0 + v.abs()),
+                    "{name}/{feats}: mu {u} vs {v}"
+                );
             }
         }
     }

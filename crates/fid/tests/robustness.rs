@@ -35,7 +35,14 @@ fn wrong_tensor_count_is_a_typed_error() {
     let err = InceptionV3::<B>::from_torchscript(extra("tiny_script.pt"), &Default::default())
         .unwrap_err();
     assert!(
-        matches!(err, FidError::TensorCount { expected: 376, found: 2, .. }),
+        matches!(
+            err,
+            FidError::TensorCount {
+                expected: 376,
+                found: 2,
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -67,13 +74,19 @@ fn truncated_archives_are_typed_errors() {
     if let Some(real) = assets::cached(fid::INCEPTION_ASSET) {
         let mut head = vec![0u8; 1 << 20];
         use std::io::Read;
-        std::fs::File::open(real).unwrap().read_exact(&mut head).unwrap();
+        std::fs::File::open(real)
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
         let p = dir.path().join("default_1_truncated.pt");
         std::fs::write(&p, &head).unwrap();
         let err = InceptionV3::<B>::from_torchscript(&p, &Default::default()).unwrap_err();
         assert!(matches!(err, FidError::Zip { .. }), "{err}");
     } else {
-        println!("skipped the real-asset part: asset {} not in cache", fid::INCEPTION_ASSET);
+        println!(
+            "skipped the real-asset part: asset {} not in cache",
+            fid::INCEPTION_ASSET
+        );
     }
 }
 
@@ -109,7 +122,11 @@ fn missing_or_short_storage_is_a_typed_error() {
     ));
     let p = dir.path().join("short.pt");
     rezip(&extra("tiny_script.pt"), &p, |n, b| {
-        Some(if n.ends_with("data/0") { b[..8].to_vec() } else { b })
+        Some(if n.ends_with("data/0") {
+            b[..8].to_vec()
+        } else {
+            b
+        })
     });
     assert!(matches!(
         read_script_module(&p).unwrap_err(),
@@ -117,7 +134,11 @@ fn missing_or_short_storage_is_a_typed_error() {
     ));
     let p = dir.path().join("badpkl.pt");
     rezip(&extra("tiny_script.pt"), &p, |n, b| {
-        Some(if n.ends_with("data.pkl") { b[..b.len() / 2].to_vec() } else { b })
+        Some(if n.ends_with("data.pkl") {
+            b[..b.len() / 2].to_vec()
+        } else {
+            b
+        })
     });
     assert!(matches!(
         read_script_module(&p).unwrap_err(),
@@ -164,7 +185,10 @@ fn image_folder_and_dataset_zip_are_sorted_and_recursive() {
     // The same images in an EDM dataset zip.
     let zpath = dir.path().join("ds.zip");
     let mut w = zip::ZipWriter::new(std::fs::File::create(&zpath).unwrap());
-    for (name, v) in [("00000/img00000001.png", 20u8), ("00000/img00000000.png", 10)] {
+    for (name, v) in [
+        ("00000/img00000001.png", 20u8),
+        ("00000/img00000000.png", 10),
+    ] {
         let mut png = Vec::new();
         mk(v)
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
@@ -197,7 +221,8 @@ fn any_global(_: &str, _: &str) -> bool {
 /// A valid protocol-2 pickle used as the seed for mutations: the tiny archive's data.pkl.
 fn seed_pickle() -> Vec<u8> {
     use std::io::Read;
-    let mut a = zip::ZipArchive::new(std::fs::File::open(extra("tiny_script.pt")).unwrap()).unwrap();
+    let mut a =
+        zip::ZipArchive::new(std::fs::File::open(extra("tiny_script.pt")).unwrap()).unwrap();
     let mut f = a.by_name("tiny_script/data.pkl").unwrap();
     let mut b = Vec::new();
     f.read_to_end(&mut b).unwrap();

@@ -15,6 +15,9 @@ pub use idx::{read_idx, read_idx_images, read_idx_labels};
 
 use crate::error::{io_err, FidError, Result};
 
+/// One decoded image (`[c, h, w]`, CHW pixels) or why it failed.
+type Decoded = Result<([usize; 3], Vec<u8>)>;
+
 /// A batch of uint8 images, row-major `[n, c, h, w]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageBatch {
@@ -193,7 +196,7 @@ impl Dataset {
         let end = (start + count).min(self.len());
         let start = start.min(end);
         let n = end - start;
-        let decoded: Vec<(String, Result<([usize; 3], Vec<u8>)>)> = match &mut self.source {
+        let decoded: Vec<(String, Decoded)> = match &mut self.source {
             Source::Memory { data, chw } => {
                 let per = chw.iter().product::<usize>();
                 return Ok(ImageBatch {
@@ -239,13 +242,15 @@ impl Dataset {
             let (chw, pixels) = r?;
             match self.chw {
                 None => self.chw = Some(chw),
-                Some(first) if first != chw => return Err(FidError::Dataset {
-                    path: self.path.join(&name),
-                    reason: format!(
+                Some(first) if first != chw => {
+                    return Err(FidError::Dataset {
+                        path: self.path.join(&name),
+                        reason: format!(
                         "image is {chw:?} (c, h, w) but the dataset's first image is {first:?}; \
                              FID needs one resolution and channel count"
                     ),
-                }),
+                    })
+                }
                 Some(_) => {}
             }
             data.extend_from_slice(&pixels);
