@@ -6,22 +6,25 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::data::{Dataset, ImageBatch};
 use crate::error::{FidError, Result};
-use crate::frechet::frechet_distance;
+use crate::frechet::PreparedStats;
 use crate::inception::{InceptionV3, FEATURE_DIM};
 use crate::stats::{FeatureStats, RefStats};
 
 /// Inception network plus reference statistics: what a training loop needs to report FID.
 pub struct FidEvaluator<B: Backend> {
     pub inception: InceptionV3<B>,
-    pub reference: RefStats,
+    /// The reference statistics with `√sigma` precomputed.
+    pub reference: PreparedStats,
 }
 
 impl<B: Backend> FidEvaluator<B> {
-    pub fn new(inception: InceptionV3<B>, reference: RefStats) -> Self {
-        Self {
+    /// Precomputes `√sigma` of the reference (one 2048² eigen-decomposition); fails on malformed
+    /// statistics.
+    pub fn new(inception: InceptionV3<B>, reference: RefStats) -> Result<Self> {
+        Ok(Self {
             inception,
-            reference,
-        }
+            reference: PreparedStats::new(&reference)?,
+        })
     }
 
     /// pool3 features of uint8-range images `[N, 1|3, H, W]` (values 0..=255, float dtype).
@@ -36,7 +39,7 @@ impl<B: Backend> FidEvaluator<B> {
 
     /// FID of finished statistics against the reference.
     pub fn fid_of_stats(&self, stats: &RefStats) -> Result<f64> {
-        frechet_distance(stats, &self.reference)
+        self.reference.distance(stats)
     }
 
     /// FID of `num_images` images drawn from a generator, `batch_size` at a time. `generate(count)`

@@ -14,38 +14,72 @@ use crate::stats::RefStats;
 
 /// Fréchet distance between `(mu1, sigma1)` and `(mu2, sigma2)`.
 pub fn frechet_distance(a: &RefStats, b: &RefStats) -> Result<f64> {
-    let d = a.dim();
-    if b.dim() != d || a.sigma.len() != d * d || b.sigma.len() != d * d {
+    PreparedStats::new(a)?.distance(b)
+}
+
+/// Statistics with `√sigma` precomputed, so that repeated distances to it (FID during training, against
+/// fixed reference statistics) cost one eigen-decomposition each instead of two.
+#[derive(Debug, Clone)]
+pub struct PreparedStats {
+    stats: RefStats,
+    sigma: DMatrix<f64>,
+    sqrt_sigma: DMatrix<f64>,
+}
+
+impl PreparedStats {
+    pub fn new(stats: &RefStats) -> Result<Self> {
+        check(stats)?;
+        let d = stats.dim();
+        let sigma = symmetrize(DMatrix::from_row_slice(d, d, &stats.sigma));
+        let sqrt_sigma = psd_sqrt(sigma.clone());
+        Ok(Self {
+            stats: stats.clone(),
+            sigma,
+            sqrt_sigma,
+        })
+    }
+
+    pub fn stats(&self) -> &RefStats {
+        &self.stats
+    }
+
+    /// Fréchet distance from these statistics to `other`.
+    pub fn distance(&self, other: &RefStats) -> Result<f64> {
+        check(other)?;
+        let d = self.stats.dim();
+        if other.dim() != d {
+            return Err(FidError::Stats(format!(
+                "dimension mismatch: {d} vs {} features",
+                other.dim()
+            )));
+        }
+        let mu1 = DVector::from_column_slice(&self.stats.mu);
+        let mu2 = DVector::from_column_slice(&other.mu);
+        let s2 = symmetrize(DMatrix::from_row_slice(d, d, &other.sigma));
+        let mean_term = (&mu1 - &mu2).norm_squared();
+        let m = symmetrize(&self.sqrt_sigma * &s2 * &self.sqrt_sigma);
+        let tr_covmean: f64 = SymmetricEigen::new(m)
+            .eigenvalues
+            .iter()
+            .map(|&l| l.max(0.0).sqrt())
+            .sum();
+        Ok(mean_term + self.sigma.trace() + s2.trace() - 2.0 * tr_covmean)
+    }
+}
+
+fn check(s: &RefStats) -> Result<()> {
+    let d = s.dim();
+    if d == 0 || s.sigma.len() != d * d {
         return Err(FidError::Stats(format!(
-            "dimension mismatch: mu {} vs {}, sigma {} vs {} values",
-            a.dim(),
-            b.dim(),
-            a.sigma.len(),
-            b.sigma.len()
+            "mu has {d} values, sigma {} (expected {})",
+            s.sigma.len(),
+            d * d
         )));
     }
-    if a.mu
-        .iter()
-        .chain(&a.sigma)
-        .chain(&b.mu)
-        .chain(&b.sigma)
-        .any(|v| !v.is_finite())
-    {
+    if s.mu.iter().chain(&s.sigma).any(|v| !v.is_finite()) {
         return Err(FidError::Stats("statistics contain NaN or infinity".into()));
     }
-    let mu1 = DVector::from_column_slice(&a.mu);
-    let mu2 = DVector::from_column_slice(&b.mu);
-    let s1 = symmetrize(DMatrix::from_row_slice(d, d, &a.sigma));
-    let s2 = symmetrize(DMatrix::from_row_slice(d, d, &b.sigma));
-    let mean_term = (&mu1 - &mu2).norm_squared();
-    let sqrt_s1 = psd_sqrt(s1.clone());
-    let m = symmetrize(&sqrt_s1 * &s2 * &sqrt_s1);
-    let tr_covmean: f64 = SymmetricEigen::new(m)
-        .eigenvalues
-        .iter()
-        .map(|&l| l.max(0.0).sqrt())
-        .sum();
-    Ok(mean_term + s1.trace() + s2.trace() - 2.0 * tr_covmean)
+    Ok(())
 }
 
 fn symmetrize(m: DMatrix<f64>) -> DMatrix<f64> {

@@ -21,7 +21,7 @@ pub mod torchscript;
 pub use data::{read_idx_images, Dataset, ImageBatch};
 pub use error::{FidError, Result};
 pub use evaluator::{dataset_stats, FidEvaluator};
-pub use frechet::frechet_distance;
+pub use frechet::{frechet_distance, PreparedStats};
 pub use inception::InceptionV3;
 pub use stats::{FeatureStats, RefStats};
 

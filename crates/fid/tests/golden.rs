@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use fid::evaluator::{batch_to_tensor, tensor_to_vec};
-use fid::{frechet_distance, preprocess, Dataset, FeatureStats, ImageBatch, InceptionV3, RefStats};
+use fid::{
+    frechet_distance, preprocess, Dataset, FeatureStats, FidEvaluator, ImageBatch, InceptionV3,
+    RefStats,
+};
 use ndarray::{Array1, Array2};
 use ndarray_npy::NpzReader;
 
@@ -123,6 +126,26 @@ fn pool3_matches_reference_for_40_images() {
         load.as_secs_f64(),
         n as f64 / secs
     );
+
+    // The in-training API: FID of a "generator" that yields the first 8 images (batches of 3) against
+    // statistics of PyTorch's features of the same 8 images is zero up to rounding.
+    let mut reference = FeatureStats::new(2048);
+    reference.update(&want[..8 * 2048]).unwrap();
+    let eval = FidEvaluator::new(net, reference.finalize().unwrap()).unwrap();
+    let mut next = 0;
+    let fid = eval
+        .fid_of_generator(8, 3, |count| {
+            let batch = ImageBatch {
+                data: imgs.data[next * per..(next + count) * per].to_vec(),
+                shape: [count, c, h, w],
+            };
+            next += count;
+            batch_to_tensor::<B>(&batch, &device)
+        })
+        .unwrap();
+    assert_eq!(next, 8);
+    println!("FidEvaluator::fid_of_generator on the reference's own 8 images: {fid:.3e}");
+    assert!(fid.abs() < 1e-2, "{fid}");
 }
 
 #[test]
