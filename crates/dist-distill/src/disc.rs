@@ -209,6 +209,12 @@ pub struct SnConv<B: Backend> {
     pub padding: usize,
 }
 
+/// A fresh leaf tensor with the same values (Params must wrap leaves on autodiff backends).
+fn leaf<B: Backend>(t: Tensor<B, 1>) -> Tensor<B, 1> {
+    let device = t.device();
+    Tensor::from_data(t.into_data(), &device)
+}
+
 fn l2_normalize<B: Backend>(t: Tensor<B, 1>) -> Tensor<B, 1> {
     let n = t.clone().square().sum().sqrt().clamp_min(1e-12);
     t / n
@@ -238,15 +244,15 @@ impl<B: Backend> SnConv<B> {
                 device,
             )),
             bias: b.map(|b| Param::from_tensor(Tensor::from_data(TensorData::new(b, [cout]), device))),
-            u: Param::from_tensor(l2_normalize(Tensor::from_data(
+            u: Param::from_tensor(leaf(l2_normalize(Tensor::from_data(
                 TensorData::new(u, [cout]),
                 device,
-            )))
+            ))))
             .set_require_grad(false),
-            v: Param::from_tensor(l2_normalize(Tensor::from_data(
+            v: Param::from_tensor(leaf(l2_normalize(Tensor::from_data(
                 TensorData::new(v, [fan_in]),
                 device,
-            )))
+            ))))
             .set_require_grad(false),
             stride,
             padding,
@@ -267,8 +273,8 @@ impl<B: Backend> SnConv<B> {
         let v = l2_normalize(wm.clone().transpose().matmul(u.unsqueeze_dim(1)).squeeze_dim(1));
         let u = l2_normalize(wm.matmul(v.clone().unsqueeze_dim(1)).squeeze_dim(1));
         Self {
-            u: Param::from_tensor(u).set_require_grad(false),
-            v: Param::from_tensor(v).set_require_grad(false),
+            u: Param::initialized(self.u.id, leaf(u)).set_require_grad(false),
+            v: Param::initialized(self.v.id, leaf(v)).set_require_grad(false),
             ..self
         }
     }

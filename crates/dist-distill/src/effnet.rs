@@ -148,6 +148,75 @@ impl TensorSource for PthSource {
     }
 }
 
+/// Output channels, depthwise kernel and expansion of the 16 MBConv blocks of Lite0.
+const BLOCK_OUT: [usize; 16] = [16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320];
+const BLOCK_KERNEL: [usize; 16] = [3, 3, 3, 5, 5, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 3];
+
+/// Random tensors with Lite0's shapes (tests and benchmarks without the real asset): conv weights
+/// N(0, 1/fan_in)·2, batch norms with positive variances, so activations stay O(1).
+pub struct RandomLite0Source {
+    rng: rand::rngs::StdRng,
+    shapes: std::collections::HashMap<String, Vec<usize>>,
+}
+
+impl RandomLite0Source {
+    pub fn new(seed: u64) -> Self {
+        use rand::SeedableRng;
+        let mut shapes = std::collections::HashMap::new();
+        let mut conv = |c: &str, bn: &str, shape: Vec<usize>| {
+            let co = shape[0];
+            shapes.insert(format!("{c}.weight"), shape);
+            for leaf in ["weight", "bias", "running_mean", "running_var"] {
+                shapes.insert(format!("{bn}.{leaf}"), vec![co]);
+            }
+        };
+        conv("_conv_stem", "_bn0", vec![32, 3, 3, 3]);
+        let mut cin = 32;
+        for i in 0..16 {
+            let p = format!("_blocks.{i}");
+            let hidden = if i == 0 { cin } else { cin * 6 };
+            if i > 0 {
+                conv(&format!("{p}._expand_conv"), &format!("{p}._bn0"), vec![hidden, cin, 1, 1]);
+            }
+            let k = BLOCK_KERNEL[i];
+            conv(&format!("{p}._depthwise_conv"), &format!("{p}._bn1"), vec![hidden, 1, k, k]);
+            conv(&format!("{p}._project_conv"), &format!("{p}._bn2"), vec![BLOCK_OUT[i], hidden, 1, 1]);
+            cin = BLOCK_OUT[i];
+        }
+        Self {
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            shapes,
+        }
+    }
+}
+
+impl TensorSource for RandomLite0Source {
+    fn tensor(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        use rand::Rng;
+        let shape = self
+            .shapes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DistillError::MissingTensor {
+                name: name.to_string(),
+                source_name: "random Lite0".into(),
+            })?;
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = if name.ends_with("running_var") {
+            (0..n).map(|_| self.rng.random_range(0.5f32..1.5)).collect()
+        } else if shape.len() == 4 {
+            let fan_in = (shape[1] * shape[2] * shape[3]) as f32;
+            let b = (3.0 / fan_in).sqrt() * 1.4;
+            (0..n).map(|_| self.rng.random_range(-b..b)).collect()
+        } else if name.ends_with(".weight") {
+            (0..n).map(|_| self.rng.random_range(0.8f32..1.2)).collect()
+        } else {
+            (0..n).map(|_| self.rng.random_range(-0.1f32..0.1)).collect()
+        };
+        Ok((shape, v))
+    }
+}
+
 fn expect_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<()> {
     if found != expected {
         return Err(DistillError::Shape {
@@ -223,6 +292,11 @@ impl<B: Backend> EfficientNetLite0<B> {
     pub fn load_pth(path: &Path, device: &B::Device) -> Result<Self> {
         let mut src = PthSource::open(path)?;
         Self::from_source(&mut src, device)
+    }
+
+    /// A random-weight trunk with the real architecture (for tests without the asset).
+    pub fn random(seed: u64, device: &B::Device) -> Self {
+        Self::from_source(&mut RandomLite0Source::new(seed), device).expect("shapes are consistent")
     }
 
     /// Builds the trunk from any named tensor source (checks every shape).

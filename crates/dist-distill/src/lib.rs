@@ -12,8 +12,10 @@ pub mod disc;
 pub mod effnet;
 pub mod error;
 pub mod freeze;
+pub mod generator;
 pub mod loss;
 pub mod pth;
 pub mod r1;
+pub mod train;
 
 pub use error::{DistillError, Result};
