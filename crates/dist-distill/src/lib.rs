@@ -8,9 +8,11 @@
 //! - [`r1`]: the R1 penalty with a first-order (finite-difference) parameter gradient.
 //! - [`freeze`]: GDD-I's freezing policies by EDM parameter name and the frozen-fraction report.
 
+pub mod analyze;
 pub mod disc;
 pub mod effnet;
 pub mod error;
+pub mod eval;
 pub mod freeze;
 pub mod generator;
 pub mod loss;
