@@ -29,6 +29,7 @@ fn bench_backend<B: Backend>(c: &mut Criterion, name: &str, device: B::Device) {
     let x = images::<B>(&device);
     let mut group = c.benchmark_group("fid_features");
     group.sample_size(10);
+    group.measurement_time(std::time::Duration::from_secs(12));
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function(name, |b| {
         b.iter(|| {

@@ -59,8 +59,8 @@ enum Command {
         #[arg(long)]
         dest: PathBuf,
     },
-    /// FID of the first --num images against reference statistics (EDM's rule: 50,000 by default, and
-    /// fewer images than --num is an error).
+    /// FID of --num images against reference statistics (EDM's rules: 50,000 by default, fewer images
+    /// is an error, more images means a seeded random subset exactly as EDM's dataset picks it).
     Calc {
         #[arg(long)]
         images: PathBuf,
@@ -68,6 +68,9 @@ enum Command {
         reference: PathBuf,
         #[arg(long, default_value_t = fid::EDM_NUM_IMAGES)]
         num: usize,
+        /// Seed for choosing --num images when there are more (EDM's `--seed`).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Fréchet distance between two statistics files.
     Frechet { a: PathBuf, b: PathBuf },
@@ -84,7 +87,7 @@ fn main() -> Result<()> {
     if let Command::Frechet { a, b } = &cli.command {
         let sa = RefStats::load_npz(a)?;
         let sb = RefStats::load_npz(b)?;
-        println!("{:.6}", frechet_distance(&sa, &sb)?);
+        println!("{}", frechet_distance(&sa, &sb)?);
         return Ok(());
     }
     match cli.device {
@@ -179,6 +182,7 @@ fn run<B: Backend>(cli: &Cli, device: B::Device) -> Result<()> {
             images,
             reference,
             num,
+            seed,
         } => {
             let reference = RefStats::load_npz(reference)?;
             let mut ds = open(images)?;
@@ -189,6 +193,8 @@ fn run<B: Backend>(cli: &Cli, device: B::Device) -> Result<()> {
                 }
                 .into());
             }
+            // EDM keeps a seeded random subset of --num images when there are more.
+            ds.restrict(&fid::data::subset::edm_subset(ds.len(), *num, *seed))?;
             let bar = progress(*num, "calc");
             let started = Instant::now();
             let stats = dataset_stats(&net, &mut ds, *num, cli.batch, &device, |k| {
@@ -197,7 +203,7 @@ fn run<B: Backend>(cli: &Cli, device: B::Device) -> Result<()> {
             bar.finish();
             report_speed(*num, started);
             let d = frechet_distance(&stats.finalize()?, &reference)?;
-            println!("{d:.6}");
+            println!("{d}");
         }
         Command::Frechet { .. } => unreachable!("handled before the network is loaded"),
     }

@@ -4,6 +4,7 @@
 
 pub mod cifar;
 pub mod idx;
+pub mod subset;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -176,6 +177,25 @@ impl Dataset {
 
     pub fn len(&self) -> usize {
         self.names.len()
+    }
+
+    /// Keeps only the images at `indices` (in that order), e.g. from [`subset::edm_subset`].
+    pub fn restrict(&mut self, indices: &[usize]) -> Result<()> {
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(FidError::Dataset {
+                path: self.path.clone(),
+                reason: format!("image index {bad} out of range ({} images)", self.len()),
+            });
+        }
+        if let Source::Memory { data, chw } = &mut self.source {
+            let per = chw.iter().product::<usize>();
+            *data = indices
+                .iter()
+                .flat_map(|&i| data[i * per..(i + 1) * per].iter().copied())
+                .collect();
+        }
+        self.names = indices.iter().map(|&i| self.names[i].clone()).collect();
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
