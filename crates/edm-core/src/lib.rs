@@ -24,7 +24,7 @@ pub use error::{EdmError, Result};
 pub use precond::{
     load_precond, Denoiser, EdmPrecond, EdmPrecondConfig, Precision, PrecondCoefficients, UNet,
 };
-pub use sampler::{edm_sigma_steps, parse_seeds, sample, SamplerConfig, Solver, StackedRng};
+pub use sampler::{edm_sigma_steps, nfe, parse_seeds, sample, SamplerConfig, Solver, StackedRng};
 pub use song_unet::SongUNet;
 pub use train::{
     edm_loss, edm_loss_weight, ema_update, train, EdmLossConfig, StepReport, TrainOptions, Trainer,

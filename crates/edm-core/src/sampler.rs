@@ -116,6 +116,15 @@ impl StackedRng {
         self.rngs.is_empty()
     }
 
+    /// One class index in 0..num_classes per image (EDM's `rnd.randint(label_dim)`).
+    pub fn randint(&mut self, num_classes: usize) -> Vec<usize> {
+        use rand::Rng;
+        self.rngs
+            .iter_mut()
+            .map(|r| r.random_range(0..num_classes))
+            .collect()
+    }
+
     /// Standard normal [N, C, H, W], image i drawn from generator i.
     pub fn randn<B: Backend>(&mut self, chw: [usize; 3], device: &B::Device) -> Tensor<B, 4> {
         let per: usize = chw.iter().product();
