@@ -35,7 +35,8 @@ struct Cli {
     /// Images per network batch.
     #[arg(long, default_value_t = 64, global = true)]
     batch: usize,
-    /// The TorchScript network (default: the `inception-2015-12-05` asset, fetched if missing).
+    /// The network: TorchScript `default_1.pt` or its tensors as `.safetensors` (default: the
+    /// `inception-2015-12-05` asset, fetched if missing).
     #[arg(long, global = true)]
     inception: Option<PathBuf>,
 }
@@ -105,7 +106,7 @@ fn load_network<B: Backend>(cli: &Cli, device: &B::Device) -> Result<InceptionV3
         None => assets::fetch(fid::INCEPTION_ASSET)
             .with_context(|| format!("fetching the {} asset", fid::INCEPTION_ASSET))?,
     };
-    Ok(InceptionV3::from_torchscript(&path, device)?)
+    Ok(InceptionV3::load(&path, device)?)
 }
 
 fn progress(total: usize, what: &str) -> ProgressBar {

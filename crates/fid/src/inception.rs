@@ -218,6 +218,24 @@ impl<B: Backend> InceptionV3<B> {
         Self::from_script_module(&module, &path.display().to_string(), device)
     }
 
+    /// Loads weights saved by [`ScriptModule::save_safetensors`] (the archive's 376 tensors, original
+    /// names, not folded).
+    pub fn from_safetensors(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let path = path.as_ref();
+        let module = ScriptModule::load_safetensors(path)?;
+        Self::from_script_module(&module, &path.display().to_string(), device)
+    }
+
+    /// Loads `.safetensors` files with [`Self::from_safetensors`], anything else as TorchScript.
+    pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let path = path.as_ref();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            Self::from_safetensors(path, device)
+        } else {
+            Self::from_torchscript(path, device)
+        }
+    }
+
     /// Maps an already-read TorchScript module (`net.layers.*`) onto the network.
     pub fn from_script_module(m: &ScriptModule, what: &str, device: &B::Device) -> Result<Self> {
         if m.tensors.len() != TENSOR_COUNT {

@@ -284,3 +284,68 @@ fn rebuild_tensor(
     }
     Ok(RawTensor { shape, data })
 }
+
+impl ScriptModule {
+    /// Writes the tensors (float32, original dotted names) as safetensors, e.g. to keep the Inception
+    /// weights without the TorchScript archive.
+    pub fn save_safetensors(&self, path: &Path) -> Result<()> {
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
+            .order
+            .iter()
+            .map(|name| {
+                let t = &self.tensors[name];
+                let b = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name.clone(), b, t.shape.clone())
+            })
+            .collect();
+        let st_err = |reason: String| FidError::Safetensors {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let views = bytes
+            .iter()
+            .map(|(n, b, shape)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                    .map(|v| (n.as_str(), v))
+                    .map_err(|e| st_err(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize_to_file(views, None, path).map_err(|e| st_err(e.to_string()))
+    }
+
+    /// Reads float32 tensors from a safetensors file (no attributes: those live only in TorchScript).
+    pub fn load_safetensors(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(crate::error::io_err(path))?;
+        let st_err = |reason: String| FidError::Safetensors {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let st =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| st_err(e.to_string()))?;
+        let mut m = ScriptModule::default();
+        for (name, view) in st.tensors() {
+            if view.dtype() != safetensors::Dtype::F32 {
+                return Err(st_err(format!(
+                    "tensor `{name}` is {:?}, not F32",
+                    view.dtype()
+                )));
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            m.order.push(name.clone());
+            m.tensors.insert(
+                name,
+                RawTensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
+        }
+        // safetensors does not keep insertion order; names are enough to map the network.
+        m.order.sort();
+        Ok(m)
+    }
+}

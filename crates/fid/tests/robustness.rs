@@ -31,6 +31,38 @@ fn reads_a_real_torchscript_archive() {
 }
 
 #[test]
+fn safetensors_round_trip_keeps_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = read_script_module(&extra("tiny_script.pt")).unwrap();
+    let p = dir.path().join("tiny.safetensors");
+    m.save_safetensors(&p).unwrap();
+    let back = fid::torchscript::ScriptModule::load_safetensors(&p).unwrap();
+    assert_eq!(back.tensors, m.tensors);
+    let mut names = m.order.clone();
+    names.sort();
+    assert_eq!(back.order, names);
+    let err = InceptionV3::<B>::load(&p, &Default::default()).unwrap_err();
+    assert!(matches!(err, FidError::TensorCount { .. }), "{err}");
+    std::fs::write(&p, b"\x02\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    assert!(fid::torchscript::ScriptModule::load_safetensors(&p).is_ok());
+    std::fs::write(&p, b"garbage").unwrap();
+    assert!(matches!(
+        InceptionV3::<B>::load(&p, &Default::default()).unwrap_err(),
+        FidError::Safetensors { .. }
+    ));
+    // The real network survives the round trip.
+    if let Some(real) = assets::cached(fid::INCEPTION_ASSET) {
+        let m = read_script_module(&real).unwrap();
+        let p = dir.path().join("inception.safetensors");
+        m.save_safetensors(&p).unwrap();
+        let back = fid::torchscript::ScriptModule::load_safetensors(&p).unwrap();
+        assert_eq!(back.order.len(), 376);
+        assert_eq!(back.tensors, m.tensors);
+        InceptionV3::<B>::load(&p, &Default::default()).unwrap();
+    }
+}
+
+#[test]
 fn wrong_tensor_count_is_a_typed_error() {
     let err = InceptionV3::<B>::from_torchscript(extra("tiny_script.pt"), &Default::default())
         .unwrap_err();
