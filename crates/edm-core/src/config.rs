@@ -244,7 +244,7 @@ impl EdmConfig {
         if u.channel_mult.is_empty() || u.model_channels == 0 || u.channel_mult.contains(&0) {
             return Err("model_channels and channel_mult entries must be positive".into());
         }
-        if u.img_resolution % (1 << (u.channel_mult.len() - 1)) != 0 {
+        if !u.img_resolution.is_multiple_of(1 << (u.channel_mult.len() - 1)) {
             return Err(format!(
                 "img_resolution {} is not divisible by 2^{}",
                 u.img_resolution,
@@ -258,7 +258,7 @@ impl EdmConfig {
             return Err(format!("dropout {} not in [0, 1)", u.dropout));
         }
         if self.model_type == ModelType::SongUNet
-            && (u.model_channels * u.channel_mult_noise) % 2 != 0
+            && !(u.model_channels * u.channel_mult_noise).is_multiple_of(2)
         {
             return Err("noise embedding channels must be even".into());
         }

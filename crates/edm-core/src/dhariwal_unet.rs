@@ -13,6 +13,8 @@ use crate::song_unet::label_dropout;
 use crate::weights::{join, InitMode, TensorRef, TensorSource, VisitNamed};
 
 /// An encoder entry: the input convolution or a UNetBlock.
+// Variants are built once and never moved in hot loops; burn's Module derive needs them unboxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum AdmEncLayer<B: Backend> {
     Conv(Conv2d<B>),

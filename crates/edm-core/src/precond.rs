@@ -48,6 +48,8 @@ impl Precision {
 }
 
 /// The U-Net inside a preconditioner.
+// Variants are built once and never moved in hot loops; burn's Module derive needs them unboxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum UNet<B: Backend> {
     Song(SongUNet<B>),

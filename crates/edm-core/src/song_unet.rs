@@ -15,6 +15,8 @@ use crate::layers::{
 use crate::weights::{join, InitMode, TensorRef, TensorSource, VisitNamed};
 
 /// One entry of the encoder `ModuleDict`, in EDM's order.
+// Variants are built once and never moved in hot loops; burn's Module derive needs them unboxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum EncLayer<B: Backend> {
     /// `{res}x{res}_conv`
@@ -30,6 +32,8 @@ pub enum EncLayer<B: Backend> {
 }
 
 /// One entry of the decoder `ModuleDict`, in EDM's order.
+// Variants are built once and never moved in hot loops; burn's Module derive needs them unboxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum DecLayer<B: Backend> {
     Block(UNetBlock<B>),

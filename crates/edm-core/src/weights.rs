@@ -130,6 +130,7 @@ fn bytemuck_f32(data: &[f32]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data)) }
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Source {
     Load {
         tensors: BTreeMap<String, RawTensor>,
