@@ -62,7 +62,7 @@ impl Batch {
                 Some(m) => {
                     let m = &m[r * t..(r + 1) * t];
                     let start = m.iter().position(|&x| x != 0).unwrap_or(t);
-                    if m[start..].iter().any(|&x| x == 0) {
+                    if m[start..].contains(&0) {
                         return Err(ProbeError::BadInput(format!(
                             "row {r}: attention mask is not left padding"
                         )));

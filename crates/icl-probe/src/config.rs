@@ -330,7 +330,7 @@ impl ModelConfig {
         if self.n_heads == 0 || self.n_kv_heads == 0 || self.d_head == 0 || self.n_layers == 0 {
             return bad("zero heads, head dim or layers".into());
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "n_heads {} not a multiple of n_kv_heads {}",
                 self.n_heads, self.n_kv_heads

@@ -385,7 +385,7 @@ impl GgufFile {
         })?;
         let n = info.n_elements();
         let (block, block_bytes) = ty.block();
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return Err(GgufError::BadBlockCount {
                 tensor: info.name.clone(),
                 n_elements: n,
@@ -430,6 +430,8 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> GResult<Vec<f32>> {
 }
 
 /// Decode one block (`x` holds exactly one block's bytes, `y` its elements).
+// Index loops mirror ggml's block layouts, which is what makes them checkable against the spec.
+#[allow(clippy::needless_range_loop)]
 pub fn dequantize_block(ty: GgmlType, x: &[u8], y: &mut [f32]) {
     match ty {
         GgmlType::F32 => y[0] = f32::from_le_bytes([x[0], x[1], x[2], x[3]]),
@@ -544,6 +546,7 @@ pub fn unpermute_qk(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
 
@@ -633,7 +636,7 @@ mod tests {
         for j in 0..4 {
             for l in 0..32 {
                 let byte = (32 * j + l) as u8;
-                let (lo, hi) = ((byte % 16) as f32, (((byte + 3) % 16) as u8) as f32);
+                let (lo, hi) = ((byte % 16) as f32, ((byte + 3) % 16) as f32);
                 let e1 = 0.5 * sc[2 * j] as f32 * lo - 0.25 * mn[2 * j] as f32;
                 let e2 = 0.5 * sc[2 * j + 1] as f32 * hi - 0.25 * mn[2 * j + 1] as f32;
                 assert_eq!(y[64 * j + l], e1, "j={j} l={l}");
