@@ -21,7 +21,10 @@ use edm_core::{EdmConfig, EdmPrecond, ImageDataset};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "gdd", about = "GDD / GDD-I: one-step generators distilled from EDM teachers")]
+#[command(
+    name = "gdd",
+    about = "GDD / GDD-I: one-step generators distilled from EDM teachers"
+)]
 struct Cli {
     /// cpu (burn Flex) or cuda (needs the `cuda` feature).
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu, global = true)]
@@ -199,14 +202,17 @@ fn teacher_dir(p: &Path) -> PathBuf {
 
 fn load_net<B: Backend>(p: &Path, device: &B::Device) -> Result<EdmPrecond<B>> {
     let dir = teacher_dir(p);
-    edm_core::load_precond(&dir, device).with_context(|| format!("loading EDM network from {}", dir.display()))
+    edm_core::load_precond(&dir, device)
+        .with_context(|| format!("loading EDM network from {}", dir.display()))
 }
 
 fn bar(len: u64) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+        )
+        .expect("valid template"),
     );
     pb
 }
@@ -223,7 +229,10 @@ fn ref_stats<B: Backend>(
             return Ok(fid::RefStats::load_npz(c)?);
         }
     }
-    eprintln!("computing reference statistics of {} images...", num.min(data.len));
+    eprintln!(
+        "computing reference statistics of {} images...",
+        num.min(data.len)
+    );
     let s = eval::reference_stats(inception, data, num, 50, device)?;
     if let Some(c) = cache {
         s.save_npz(c)?;
@@ -264,7 +273,8 @@ fn run<B: Backend>(cmd: Command, device: &B::Device) -> Result<()> {
             eps,
         } => {
             let net = load_net::<B>(&net, device)?;
-            let ds = ImageDataset::fashion_mnist(&data, true, net.config.img_resolution, Some(ref_num))?;
+            let ds =
+                ImageDataset::fashion_mnist(&data, true, net.config.img_resolution, Some(ref_num))?;
             let inception = eval::load_inception::<B>(device)?;
             let stats = ref_stats(&inception, &ds, ref_num, ref_cache.as_deref(), device)?;
             let evaluator = fid::FidEvaluator::new(inception, stats)?;
@@ -294,7 +304,8 @@ fn run<B: Backend>(cmd: Command, device: &B::Device) -> Result<()> {
             println!("|---|---|---|---|---|---|");
             let mut reports = Vec::new();
             for level in 0..=3u8 {
-                let r = FreezeReport::new(params.iter().map(|t| (t.name.as_str(), t.numel())), level);
+                let r =
+                    FreezeReport::new(params.iter().map(|t| (t.name.as_str(), t.numel())), level);
                 println!("{}", r.markdown_row());
                 reports.push(r);
             }
@@ -354,11 +365,16 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         precision: a.precision.clone(),
         ..GddConfig::default()
     };
-    let resumed = a.out.join("checkpoint/state.json").exists() || a.out.join("checkpoint.old/state.json").exists();
+    let resumed = a.out.join("checkpoint/state.json").exists()
+        || a.out.join("checkpoint.old/state.json").exists();
     let mut tr = if resumed {
         let mut t = GddTrainer::resume(&a.out, teacher, backbone, device)?;
         t.state.config.total_kimg = a.kimg;
-        eprintln!("resumed at step {} ({:.2} kimg)", t.state.step, t.state.cur_nimg as f64 / 1000.0);
+        eprintln!(
+            "resumed at step {} ({:.2} kimg)",
+            t.state.step,
+            t.state.cur_nimg as f64 / 1000.0
+        );
         t
     } else {
         GddTrainer::new(teacher, backbone, config, device)?
@@ -368,15 +384,32 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         "generator: {} parameters, {} trainable, {} frozen ({:.1} %, freeze={})",
         fr.total_params, fr.trainable_params, fr.frozen_params, fr.frozen_percent, fr.level
     );
-    std::fs::write(a.out.join("freeze_report.json"), serde_json::to_vec_pretty(fr)?)?;
-    std::fs::write(a.out.join("config.json"), serde_json::to_vec_pretty(&tr.state.config)?)?;
+    std::fs::write(
+        a.out.join("freeze_report.json"),
+        serde_json::to_vec_pretty(fr)?,
+    )?;
+    std::fs::write(
+        a.out.join("config.json"),
+        serde_json::to_vec_pretty(&tr.state.config)?,
+    )?;
 
     let evaluator = if a.no_fid {
         None
     } else {
         let inception = eval::load_inception::<B>(device)?;
-        let ds = ImageDataset::fashion_mnist(&a.data, true, tr.g.config.img_resolution, Some(a.fid_ref_num))?;
-        let stats = ref_stats(&inception, &ds, a.fid_ref_num, Some(&a.out.join("ref_stats.npz")), device)?;
+        let ds = ImageDataset::fashion_mnist(
+            &a.data,
+            true,
+            tr.g.config.img_resolution,
+            Some(a.fid_ref_num),
+        )?;
+        let stats = ref_stats(
+            &inception,
+            &ds,
+            a.fid_ref_num,
+            Some(&a.out.join("ref_stats.npz")),
+            device,
+        )?;
         Some(fid::FidEvaluator::new(inception, stats)?)
     };
     let mut log = std::fs::OpenOptions::new()
@@ -400,7 +433,11 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
     };
     let started = std::time::Instant::now();
     if tr.state.step == 0 {
-        eval::write_grid(tr.sample_ema(&grid_seeds, None), 8, &a.out.join("grid-000000.png"))?;
+        eval::write_grid(
+            tr.sample_ema(&grid_seeds, None),
+            8,
+            &a.out.join("grid-000000.png"),
+        )?;
         run_fid(&tr, &mut log)?;
     }
     while tr.state.step < total {
@@ -420,16 +457,25 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         pb.set_position(m.step);
         pb.set_message(format!(
             "G {:.3} D {:.3}/{:.3} s(real) {:.2} s(fake) {:.2} {:.1} img/s",
-            m.g_loss, m.d_loss_real, m.d_loss_fake, m.d_real_score, m.d_fake_score, m.images_per_sec
+            m.g_loss,
+            m.d_loss_real,
+            m.d_loss_fake,
+            m.d_real_score,
+            m.d_fake_score,
+            m.images_per_sec
         ));
         let s = tr.state.step;
-        if s % a.grid_every == 0 || s == total {
-            eval::write_grid(tr.sample_ema(&grid_seeds, None), 8, &a.out.join(format!("grid-{s:06}.png")))?;
+        if s.is_multiple_of(a.grid_every.max(1)) || s == total {
+            eval::write_grid(
+                tr.sample_ema(&grid_seeds, None),
+                8,
+                &a.out.join(format!("grid-{s:06}.png")),
+            )?;
         }
-        if s % a.checkpoint_every == 0 || s == total {
+        if s.is_multiple_of(a.checkpoint_every.max(1)) || s == total {
             tr.checkpoint(&a.out)?;
         }
-        if (a.fid_every > 0 && s % a.fid_every == 0) || s == total {
+        if (a.fid_every > 0 && s.is_multiple_of(a.fid_every)) || s == total {
             run_fid(&tr, &mut log)?;
         }
     }

@@ -27,19 +27,30 @@ fn main() {
     };
     let t0 = std::time::Instant::now();
     let mut last = 0.0;
-    edm_core::train::<Autodiff<Flex>>(&config, &dataset, options, &out, &Default::default(), &mut |r| {
-        last = if last == 0.0 { r.loss } else { 0.98 * last + 0.02 * r.loss };
-        if r.step % 10 == 0 {
-            eprintln!(
-                "step {} kimg {:.2} loss {:.4} (avg {:.4}) {:.1}s",
-                r.step,
-                r.cur_nimg as f64 / 1000.0,
-                r.loss,
-                last,
-                t0.elapsed().as_secs_f64()
-            );
-        }
-    })
+    edm_core::train::<Autodiff<Flex>>(
+        &config,
+        &dataset,
+        options,
+        &out,
+        &Default::default(),
+        &mut |r| {
+            last = if last == 0.0 {
+                r.loss
+            } else {
+                0.98 * last + 0.02 * r.loss
+            };
+            if r.step.is_multiple_of(10) {
+                eprintln!(
+                    "step {} kimg {:.2} loss {:.4} (avg {:.4}) {:.1}s",
+                    r.step,
+                    r.cur_nimg as f64 / 1000.0,
+                    r.loss,
+                    last,
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+        },
+    )
     .expect("training");
     eprintln!("done in {:.1}s", t0.elapsed().as_secs_f64());
 }

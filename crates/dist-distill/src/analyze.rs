@@ -187,6 +187,29 @@ pub fn innate_one_step<B: Backend>(
     innate_one_step_with(net, None, num, seed, device)
 }
 
+/// Registers a system TrueType font for plot text (plotters' ab_glyph backend has none built in).
+/// Returns false when no font is found; plots are then drawn without text.
+fn ensure_font() -> bool {
+    static FONT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FONT.get_or_init(|| {
+        let candidates = [
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+            "/usr/share/fonts/TTF/DejaVuSans.ttf",
+            "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
+        ];
+        for c in candidates {
+            if let Ok(bytes) = std::fs::read(c) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
 impl InnateReport {
     /// Markdown table: one row per block, one column per σ.
     pub fn markdown(&self) -> String {
@@ -238,19 +261,28 @@ impl InnateReport {
             .cloned()
             .fold(1.0f64, f64::min)
             .min(0.0);
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Teacher block activations: cosine similarity to σ = 80", ("sans-serif", 22))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(55)
+        let text = ensure_font();
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(15);
+        if text {
+            builder
+                .caption(
+                    "Teacher block activations: cosine similarity to σ = 80",
+                    ("sans-serif", 22),
+                )
+                .x_label_area_size(45)
+                .y_label_area_size(55);
+        }
+        let mut chart = builder
             .build_cartesian_2d(xmax..xmin, ymin..1.02)
             .map_err(|e| perr(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("log10 σ")
-            .y_desc("mean cosine similarity")
-            .draw()
-            .map_err(|e| perr(e.to_string()))?;
+        let mut mesh = chart.configure_mesh();
+        if text {
+            mesh.x_desc("log10 σ").y_desc("mean cosine similarity");
+        } else {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.draw().map_err(|e| perr(e.to_string()))?;
         let nb = self.blocks.len().max(1);
         for (i, (name, row)) in self.blocks.iter().zip(&self.similarity).enumerate() {
             let t = i as f64 / nb as f64;

@@ -243,7 +243,8 @@ impl<B: Backend> SnConv<B> {
                 TensorData::new(w, [cout, cin, k, k]),
                 device,
             )),
-            bias: b.map(|b| Param::from_tensor(Tensor::from_data(TensorData::new(b, [cout]), device))),
+            bias: b
+                .map(|b| Param::from_tensor(Tensor::from_data(TensorData::new(b, [cout]), device))),
             u: Param::from_tensor(leaf(l2_normalize(Tensor::from_data(
                 TensorData::new(u, [cout]),
                 device,
@@ -270,7 +271,12 @@ impl<B: Backend> SnConv<B> {
         let [co, ci, kh, kw] = w.dims();
         let wm = w.reshape([co, ci * kh * kw]);
         let u = self.u.val().detach();
-        let v = l2_normalize(wm.clone().transpose().matmul(u.unsqueeze_dim(1)).squeeze_dim(1));
+        let v = l2_normalize(
+            wm.clone()
+                .transpose()
+                .matmul(u.unsqueeze_dim(1))
+                .squeeze_dim(1),
+        );
         let u = l2_normalize(wm.matmul(v.clone().unsqueeze_dim(1)).squeeze_dim(1));
         Self {
             u: Param::initialized(self.u.id, leaf(u)).set_require_grad(false),
@@ -284,7 +290,9 @@ impl<B: Backend> SnConv<B> {
         let w = self.weight.val();
         let [co, ci, kh, kw] = w.dims();
         let wm = w.reshape([co, ci * kh * kw]);
-        let wv = wm.matmul(self.v.val().detach().unsqueeze_dim(1)).squeeze_dim(1);
+        let wv = wm
+            .matmul(self.v.val().detach().unsqueeze_dim(1))
+            .squeeze_dim(1);
         (self.u.val().detach() * wv).sum()
     }
 
@@ -362,7 +370,10 @@ impl<B: Backend> ClassProjection<B> {
     pub fn cmap(&self, labels: Tensor<B, 2>) -> Tensor<B, 2> {
         let embed_dim = self.embed.dims()[1];
         let e = labels.matmul(self.embed.val());
-        let w = self.fc_weight.val().mul_scalar(1.0 / (embed_dim as f64).sqrt());
+        let w = self
+            .fc_weight
+            .val()
+            .mul_scalar(1.0 / (embed_dim as f64).sqrt());
         let y = e.matmul(w.transpose()) + self.fc_bias.val().unsqueeze_dim(0);
         leaky_relu(y, 0.2).mul_scalar(2f64.sqrt())
     }
@@ -504,7 +515,11 @@ impl<B: Backend> MultiScaleD<B> {
     /// One spectral-norm power iteration for every layer (done once per training step).
     pub fn power_iteration(self) -> Self {
         Self {
-            heads: self.heads.into_iter().map(|h| h.power_iteration()).collect(),
+            heads: self
+                .heads
+                .into_iter()
+                .map(|h| h.power_iteration())
+                .collect(),
         }
     }
 }

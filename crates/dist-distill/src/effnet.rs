@@ -149,7 +149,9 @@ impl TensorSource for PthSource {
 }
 
 /// Output channels, depthwise kernel and expansion of the 16 MBConv blocks of Lite0.
-const BLOCK_OUT: [usize; 16] = [16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320];
+const BLOCK_OUT: [usize; 16] = [
+    16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320,
+];
 const BLOCK_KERNEL: [usize; 16] = [3, 3, 3, 5, 5, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 3];
 
 /// Random tensors with Lite0's shapes (tests and benchmarks without the real asset): conv weights
@@ -176,11 +178,23 @@ impl RandomLite0Source {
             let p = format!("_blocks.{i}");
             let hidden = if i == 0 { cin } else { cin * 6 };
             if i > 0 {
-                conv(&format!("{p}._expand_conv"), &format!("{p}._bn0"), vec![hidden, cin, 1, 1]);
+                conv(
+                    &format!("{p}._expand_conv"),
+                    &format!("{p}._bn0"),
+                    vec![hidden, cin, 1, 1],
+                );
             }
             let k = BLOCK_KERNEL[i];
-            conv(&format!("{p}._depthwise_conv"), &format!("{p}._bn1"), vec![hidden, 1, k, k]);
-            conv(&format!("{p}._project_conv"), &format!("{p}._bn2"), vec![BLOCK_OUT[i], hidden, 1, 1]);
+            conv(
+                &format!("{p}._depthwise_conv"),
+                &format!("{p}._bn1"),
+                vec![hidden, 1, k, k],
+            );
+            conv(
+                &format!("{p}._project_conv"),
+                &format!("{p}._bn2"),
+                vec![BLOCK_OUT[i], hidden, 1, 1],
+            );
             cin = BLOCK_OUT[i];
         }
         Self {
@@ -211,7 +225,9 @@ impl TensorSource for RandomLite0Source {
         } else if name.ends_with(".weight") {
             (0..n).map(|_| self.rng.random_range(0.8f32..1.2)).collect()
         } else {
-            (0..n).map(|_| self.rng.random_range(-0.1f32..0.1)).collect()
+            (0..n)
+                .map(|_| self.rng.random_range(-0.1f32..0.1))
+                .collect()
         };
         Ok((shape, v))
     }
@@ -301,7 +317,17 @@ impl<B: Backend> EfficientNetLite0<B> {
 
     /// Builds the trunk from any named tensor source (checks every shape).
     pub fn from_source(src: &mut dyn TensorSource, device: &B::Device) -> Result<Self> {
-        let stem = load_folded(src, "_conv_stem", "_bn0", 3, Some(32), 2, false, true, device)?;
+        let stem = load_folded(
+            src,
+            "_conv_stem",
+            "_bn0",
+            3,
+            Some(32),
+            2,
+            false,
+            true,
+            device,
+        )?;
         let mut blocks = Vec::with_capacity(16);
         let mut cin = 32;
         for (i, &stride) in BLOCK_STRIDES.iter().enumerate() {

@@ -72,7 +72,12 @@ pub fn reference_stats<B: Backend>(
 
 /// Standard-normal latents for `n` consecutive seeds starting at `seed0` (one RNG per image, so a
 /// sample depends only on its seed).
-pub fn latents<B: Backend>(seed0: u64, n: usize, chw: [usize; 3], device: &B::Device) -> Tensor<B, 4> {
+pub fn latents<B: Backend>(
+    seed0: u64,
+    n: usize,
+    chw: [usize; 3],
+    device: &B::Device,
+) -> Tensor<B, 4> {
     let per = chw.iter().product::<usize>();
     let mut v = Vec::with_capacity(n * per);
     for s in seed0..seed0 + n as u64 {
@@ -82,7 +87,12 @@ pub fn latents<B: Backend>(seed0: u64, n: usize, chw: [usize; 3], device: &B::De
     Tensor::from_data(TensorData::new(v, [n, chw[0], chw[1], chw[2]]), device)
 }
 
-fn random_labels<B: Backend>(net: &EdmPrecond<B>, seed0: u64, n: usize, device: &B::Device) -> Option<Tensor<B, 2>> {
+fn random_labels<B: Backend>(
+    net: &EdmPrecond<B>,
+    seed0: u64,
+    n: usize,
+    device: &B::Device,
+) -> Option<Tensor<B, 2>> {
     let k = net.config.label_dim;
     (k > 0).then(|| {
         let mut v = vec![0f32; n * k];
@@ -112,7 +122,12 @@ pub fn draw<B: Backend>(
     device: &B::Device,
 ) -> Result<Tensor<B, 4>> {
     let c = &net.config;
-    let z = latents::<B>(seed0, n, [c.img_channels, c.img_resolution, c.img_resolution], device);
+    let z = latents::<B>(
+        seed0,
+        n,
+        [c.img_channels, c.img_resolution, c.img_resolution],
+        device,
+    );
     let labels = random_labels(net, seed0, n, device);
     match sampler {
         Sampler::OneStep(one) => Ok(generate(net, z, labels, &one)),
@@ -172,7 +187,11 @@ pub fn write_grid<B: Backend>(images: Tensor<B, 4>, cols: usize, path: &Path) ->
                     let val = v[((i * c + ch.min(c - 1)) * h + y) * w + x];
                     ((val * 127.5 + 128.0).clamp(0.0, 255.0)) as u8
                 };
-                img.put_pixel((gx + x) as u32, (gy + y) as u32, image::Rgb([px(0), px(1), px(2)]));
+                img.put_pixel(
+                    (gx + x) as u32,
+                    (gy + y) as u32,
+                    image::Rgb([px(0), px(1), px(2)]),
+                );
             }
         }
     }

@@ -25,7 +25,9 @@ pub fn is_frozen(name: &str, level: u8) -> bool {
     if kws.is_empty() {
         return false;
     }
-    let located = ["block", "up", "down", "in"].iter().any(|s| name.contains(s));
+    let located = ["block", "up", "down", "in"]
+        .iter()
+        .any(|s| name.contains(s));
     located && kws.iter().any(|k| name.contains(k))
 }
 
@@ -50,7 +52,10 @@ impl FreezeReport {
     pub fn new<'a>(params: impl IntoIterator<Item = (&'a str, usize)>, level: u8) -> Self {
         let mut r = FreezeReport {
             level,
-            keywords: freeze_keywords(level).iter().map(|s| s.to_string()).collect(),
+            keywords: freeze_keywords(level)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             total_params: 0,
             frozen_params: 0,
             trainable_params: 0,

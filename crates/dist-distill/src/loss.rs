@@ -100,13 +100,18 @@ mod tests {
     fn ns_losses_match_hand_computation() {
         // sample 0: (0, 2, -1); sample 1: (30, -30, 0.5)
         let g: f32 = generator_loss(LossType::Ns, logits()).into_scalar();
-        let want = (sp(0.0) + sp(-2.0) + sp(1.0)) / 3.0 + (sp(-30.0) + 30.0 + sp(30.0 - 30.0) * 0.0 + sp(-0.5)) / 3.0;
+        let want = (sp(0.0) + sp(-2.0) + sp(1.0)) / 3.0
+            + (sp(-30.0) + 30.0 + sp(30.0 - 30.0) * 0.0 + sp(-0.5)) / 3.0;
         // sp(30) = 30 + sp(-30); written out: sample 1 G terms sp(-30), sp(30), sp(-0.5)
-        let want_exact = (sp(0.0) + sp(-2.0) + sp(1.0)) / 3.0 + (sp(-30.0) + sp(30.0) + sp(-0.5)) / 3.0;
+        let want_exact =
+            (sp(0.0) + sp(-2.0) + sp(1.0)) / 3.0 + (sp(-30.0) + sp(30.0) + sp(-0.5)) / 3.0;
         assert!((want - want_exact).abs() < 1e-9);
         close(g, want_exact);
         let f: f32 = disc_fake_loss(LossType::Ns, logits()).into_scalar();
-        close(f, (sp(0.0) + sp(2.0) + sp(-1.0)) / 3.0 + (sp(30.0) + sp(-30.0) + sp(0.5)) / 3.0);
+        close(
+            f,
+            (sp(0.0) + sp(2.0) + sp(-1.0)) / 3.0 + (sp(30.0) + sp(-30.0) + sp(0.5)) / 3.0,
+        );
         let r: f32 = disc_real_loss(LossType::Ns, logits()).into_scalar();
         close(r, want_exact);
     }
@@ -125,7 +130,10 @@ mod tests {
 
     #[test]
     fn softplus_is_stable_for_large_inputs() {
-        let x = Tensor::<Flex, 1>::from_data(TensorData::new(vec![100.0f32, -100.0], [2]), &Default::default());
+        let x = Tensor::<Flex, 1>::from_data(
+            TensorData::new(vec![100.0f32, -100.0], [2]),
+            &Default::default(),
+        );
         let y: Vec<f32> = softplus(x).into_data().into_vec().unwrap();
         assert!((y[0] - 100.0).abs() < 1e-4 && y[1] >= 0.0 && y[1] < 1e-30);
     }

@@ -311,7 +311,7 @@ impl<'a> Machine<'a> {
                     } else {
                         self.pop_mark()?
                     };
-                    if items.len() % 2 != 0 {
+                    if !items.len().is_multiple_of(2) {
                         return Err(self.err("odd SETITEMS"));
                     }
                     let V::Dict(d) = self.top()? else {
@@ -415,12 +415,21 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
                 V::Tensor(t) if t.storage_key == k => elem_size(&t.dtype),
                 _ => None,
             })
-            .ok_or_else(|| perr(format!("storage `{k}` has no tensor of a known element type")))?;
+            .ok_or_else(|| {
+                perr(format!(
+                    "storage `{k}` has no tensor of a known element type"
+                ))
+            })?;
         storages.insert(k, (pos, n));
         pos = pos
             .checked_add(n * es)
             .filter(|&p| p <= data.len())
-            .ok_or_else(|| perr(format!("truncated in storage data (needs {} bytes)", n * es)))?;
+            .ok_or_else(|| {
+                perr(format!(
+                    "truncated in storage data (needs {} bytes)",
+                    n * es
+                ))
+            })?;
     }
     if pos != data.len() {
         return Err(perr(format!(
@@ -440,9 +449,13 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
             _ => continue, // integer buffers (num_batches_tracked)
         };
         let numel: usize = t.shape.iter().product();
-        let max_index: usize = t
-            .offset
-            .saturating_add(t.shape.iter().zip(&t.stride).map(|(s, st)| s.saturating_sub(1) * st).sum());
+        let max_index: usize = t.offset.saturating_add(
+            t.shape
+                .iter()
+                .zip(&t.stride)
+                .map(|(s, st)| s.saturating_sub(1) * st)
+                .sum(),
+        );
         if numel > 0 && max_index >= count {
             return Err(perr(format!("tensor `{name}` reads past its storage")));
         }
@@ -457,7 +470,8 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
         let mut values = Vec::with_capacity(numel);
         let mut idx = vec![0usize; t.shape.len()];
         for _ in 0..numel {
-            let off: usize = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+            let off: usize =
+                t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
             values.push(read(off));
             for d in (0..idx.len()).rev() {
                 idx[d] += 1;

@@ -101,7 +101,11 @@ impl GddConfig {
             "f32" => edm_core::Precision::F32,
             "f16" => edm_core::Precision::F16,
             "bf16" => edm_core::Precision::BF16,
-            p => return Err(DistillError::Config(format!("precision `{p}` (f32|f16|bf16)"))),
+            p => {
+                return Err(DistillError::Config(format!(
+                    "precision `{p}` (f32|f16|bf16)"
+                )))
+            }
         };
         Ok(OneStep {
             sigma: self.sigma,
@@ -178,7 +182,9 @@ fn step_rng(seed: u64, step: u64, stream: u64) -> StdRng {
 
 fn normal<B: Backend>(rng: &mut StdRng, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|_| rng.sample::<f32, _>(StandardNormal))
+        .collect();
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
@@ -330,7 +336,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
 
         // --- lazy R1 ---
         let mut r1_penalty = None;
-        if cfg.r1_interval > 0 && step != 0 && step % cfg.r1_interval as u64 == 0 {
+        if cfg.r1_interval > 0 && step != 0 && step.is_multiple_of(cfg.r1_interval as u64) {
             let labels = self.labels(&r_ids);
             let d = &self.d;
             let feats = &self.feats;
@@ -380,7 +386,11 @@ impl<B: AutodiffBackend> GddTrainer<B> {
     }
 
     /// One-step samples of the EMA generator for seeds `seeds` (noise from `StdRng(seed)`).
-    pub fn sample_ema(&self, seeds: &[u64], labels: Option<&[usize]>) -> Tensor<B::InnerBackend, 4> {
+    pub fn sample_ema(
+        &self,
+        seeds: &[u64],
+        labels: Option<&[usize]>,
+    ) -> Tensor<B::InnerBackend, 4> {
         sample_one_step(&self.ema, seeds, labels, &self.one, &self.device)
     }
 
@@ -451,10 +461,11 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         }
         let sp = ck.join("state.json");
         let bytes = std::fs::read(&sp).map_err(|e| DistillError::io(&sp, e))?;
-        let state: GddState = serde_json::from_slice(&bytes).map_err(|e| DistillError::Checkpoint {
-            path: sp.clone(),
-            message: e.to_string(),
-        })?;
+        let state: GddState =
+            serde_json::from_slice(&bytes).map_err(|e| DistillError::Checkpoint {
+                path: sp.clone(),
+                message: e.to_string(),
+            })?;
         let mut t = Self::new(teacher, backbone, state.config.clone(), device)?;
         let rec = BinFileRecorder::<FullPrecisionSettings>::new();
         let cerr = |e: burn::record::RecorderError| DistillError::Checkpoint {
@@ -462,20 +473,22 @@ impl<B: AutodiffBackend> GddTrainer<B> {
             message: e.to_string(),
         };
         let level = state.config.freeze;
-        t.g = t
-            .g
-            .load_file(ck.join("g"), &rec, device)
-            .map_err(cerr)?
-            .freeze_where(|n| is_frozen(n, level));
+        t.g =
+            t.g.load_file(ck.join("g"), &rec, device)
+                .map_err(cerr)?
+                .freeze_where(|n| is_frozen(n, level));
         t.d = t.d.load_file(ck.join("d"), &rec, device).map_err(cerr)?;
         // (The spectral-norm vectors u, v are always used detached, so they never get gradients.)
-        t.g_opt = t.g_opt.load_record(rec.load(ck.join("g_opt"), device).map_err(cerr)?);
-        t.d_opt = t.d_opt.load_record(rec.load(ck.join("d_opt"), device).map_err(cerr)?);
-        t.ema = t
-            .g
-            .valid()
-            .load_file(ck.join("ema_rec"), &rec, device)
-            .map_err(cerr)?;
+        t.g_opt = t
+            .g_opt
+            .load_record(rec.load(ck.join("g_opt"), device).map_err(cerr)?);
+        t.d_opt = t
+            .d_opt
+            .load_record(rec.load(ck.join("d_opt"), device).map_err(cerr)?);
+        t.ema =
+            t.g.valid()
+                .load_file(ck.join("ema_rec"), &rec, device)
+                .map_err(cerr)?;
         t.state = state;
         Ok(t)
     }

@@ -79,7 +79,10 @@ fn freezing_keeps_frozen_weights_bit_identical() {
     let (mut frozen, mut moved) = (0, 0);
     for ((n, a), (_, b)) in before.iter().zip(&after) {
         if is_frozen(n, 1) {
-            assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{n} changed");
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{n} changed"
+            );
             frozen += 1;
         } else if a != b {
             moved += 1;
@@ -119,17 +122,31 @@ fn resume_reproduces_uninterrupted_run() {
     mb.push(b.step(&data).unwrap());
     for (x, y) in ma.iter().zip(&mb) {
         assert_eq!(x.g_loss.to_bits(), y.g_loss.to_bits(), "step {}", x.step);
-        assert_eq!(x.d_loss_real.to_bits(), y.d_loss_real.to_bits(), "step {}", x.step);
-        assert_eq!(x.r1_penalty.map(f64::to_bits), y.r1_penalty.map(f64::to_bits));
+        assert_eq!(
+            x.d_loss_real.to_bits(),
+            y.d_loss_real.to_bits(),
+            "step {}",
+            x.step
+        );
+        assert_eq!(
+            x.r1_penalty.map(f64::to_bits),
+            y.r1_penalty.map(f64::to_bits)
+        );
     }
     assert!(ma[2].r1_penalty.is_some());
     let (pa, pb) = (params(&a.g.valid()), params(&b.g.valid()));
     for ((n, x), (_, y)) in pa.iter().zip(&pb) {
-        assert!(x.iter().zip(y).all(|(u, v)| u.to_bits() == v.to_bits()), "{n} differs");
+        assert!(
+            x.iter().zip(y).all(|(u, v)| u.to_bits() == v.to_bits()),
+            "{n} differs"
+        );
     }
     let (ea, eb) = (params(&a.ema), params(&b.ema));
     for ((n, x), (_, y)) in ea.iter().zip(&eb) {
-        assert!(x.iter().zip(y).all(|(u, v)| u.to_bits() == v.to_bits()), "EMA {n} differs");
+        assert!(
+            x.iter().zip(y).all(|(u, v)| u.to_bits() == v.to_bits()),
+            "EMA {n} differs"
+        );
     }
 }
 
@@ -149,4 +166,3 @@ fn nan_stops_with_a_typed_error_and_keeps_the_checkpoint() {
     assert!(err.to_string().contains("non-finite"));
     assert!(dir.path().join("checkpoint/state.json").exists());
 }
-
