@@ -4,6 +4,7 @@
 //! new one by adding a module and a variant to [`Command`].
 
 mod backend;
+mod experiments_cli;
 mod forward;
 mod predict;
 
@@ -26,11 +27,23 @@ enum Command {
     Predict(predict::Args),
     /// Logits and cached activations for token ids from a safetensors file.
     Forward(forward::Args),
+    /// Run an ICL experiment (baseline, icl, task-vector, rule-vector, knockout, pca, all).
+    Run(experiments_cli::RunArgs),
+    /// Build the ICL task sets (JSONL) from the asset cache.
+    Tasks(experiments_cli::TasksArgs),
+    /// Markdown report and plots from a folder of results.
+    Report(experiments_cli::ReportArgs),
+    /// A few-minute version of the experiments on one task.
+    Demo(experiments_cli::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Predict(a) => backend::dispatch(a.device.device, a),
         Command::Forward(a) => backend::dispatch(a.device.device, a),
+        Command::Run(a) => backend::dispatch(a.device.device, a),
+        Command::Tasks(a) => experiments_cli::tasks(a),
+        Command::Report(a) => experiments_cli::report(a),
+        Command::Demo(a) => backend::dispatch(a.device.device, a),
     }
 }

@@ -24,6 +24,7 @@ pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod rule_vector;
+pub mod suite;
 pub mod task_vector;
 
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, TensorData};
 use icl_tasks::{answer_token, tokenize_prompt, Item, PromptSpec, TokenizeOffsets};
 
 use super::{ExperimentError, Result};
-use crate::{top_k_rows, AttentionKnockout, Batch, HookSpec, Intervention, LogitsMode, Model, Op, Tokenizer};
+use crate::{AttentionKnockout, Batch, HookSpec, Intervention, LogitsMode, Model, Op, Tokenizer};
 
 /// The residual stream at layer `l` of an `n_layers` model: `L = 0` is the embedding output and
 /// `L = l` the output of block `l − 1`, i.e. `blocks.{l}.hook_resid_pre`, and for `l = n_layers`
@@ -93,21 +93,33 @@ impl<'a, B: Backend> Probe<'a, B> {
         Ok(Batch::from_ids(prompts.iter().map(|p| p.ids.clone()).collect(), self.tok.pad_id())?)
     }
 
-    /// Greedy next token of every prompt, with hooks built per chunk by `spec(chunk_start, batch)`.
-    pub fn predict_with(
+    /// Next-token logits `[V]` after the last token of every prompt, with hooks built per chunk
+    /// by `spec(chunk_start, chunk)`.
+    pub fn logits_with(
         &self,
         prompts: &[Prepared],
         spec: impl Fn(usize, &[Prepared]) -> Result<HookSpec<B>>,
-    ) -> Result<Vec<u32>> {
+    ) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(prompts.len());
         for (c, chunk) in prompts.chunks(self.batch_size).enumerate() {
             let batch = self.batch(chunk)?;
             let hooks = spec(c * self.batch_size, chunk)?.logits(LogitsMode::Last);
             let o = self.model.forward(&batch, &hooks)?;
             let logits = o.logits.ok_or_else(|| ExperimentError::Invalid("forward returned no logits".into()))?;
-            out.extend(top_k_rows(logits, 1).into_iter().map(|r| r[0].0));
+            let [b, _, v] = logits.dims();
+            let data = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| ExperimentError::Invalid(format!("{e:?}")))?;
+            out.extend((0..b).map(|r| data[r * v..(r + 1) * v].to_vec()));
         }
         Ok(out)
+    }
+
+    /// Greedy next token of every prompt, with hooks built per chunk by `spec(chunk_start, chunk)`.
+    pub fn predict_with(
+        &self,
+        prompts: &[Prepared],
+        spec: impl Fn(usize, &[Prepared]) -> Result<HookSpec<B>>,
+    ) -> Result<Vec<u32>> {
+        Ok(self.logits_with(prompts, spec)?.iter().map(|l| argmax_f32(l)).collect())
     }
 
     /// Greedy next token of every prompt, no intervention.
@@ -118,12 +130,17 @@ impl<'a, B: Backend> Probe<'a, B> {
     /// Greedy next token with the residual at `layer`, last position, replaced by `vectors[i]`
     /// for prompt `i` (each of length `d_model`).
     pub fn predict_patched(&self, prompts: &[Prepared], layer: usize, vectors: &[Vec<f32>]) -> Result<Vec<u32>> {
+        Ok(self.logits_patched(prompts, layer, vectors)?.iter().map(|l| argmax_f32(l)).collect())
+    }
+
+    /// Next-token logits with the residual at `layer`, last position, replaced by `vectors[i]`.
+    pub fn logits_patched(&self, prompts: &[Prepared], layer: usize, vectors: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         if vectors.len() != prompts.len() {
             return Err(ExperimentError::Invalid(format!("{} patch vectors for {} prompts", vectors.len(), prompts.len())));
         }
         let (w, hook) = (self.d_model(), resid_hook(self.n_layers(), layer));
         let device = self.model.device().clone();
-        self.predict_with(prompts, |start, chunk| {
+        self.logits_with(prompts, |start, chunk| {
             let n = chunk.len();
             let mut flat = Vec::with_capacity(n * w);
             for v in &vectors[start..start + n] {
@@ -198,4 +215,15 @@ impl<'a, B: Backend> Probe<'a, B> {
         }
         Ok(out)
     }
+}
+
+/// Index of the largest value (first on ties; NaN never wins).
+pub fn argmax_f32(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
 }

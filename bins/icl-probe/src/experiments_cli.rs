@@ -1,0 +1,252 @@
+//! The experiment subcommands: `run {baseline,icl,task-vector,rule-vector,knockout,pca,all}`,
+//! `tasks build`, `report` and `demo` (see docs/icl-experiments.md).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use icl_probe::experiments::report::write_report;
+use icl_probe::experiments::suite::{run_experiments, Experiment, SuiteOptions};
+use icl_probe::experiments::{Probe, RunConfig};
+use icl_tasks::{Sources, TaskBuilder, TaskSet, TASKS};
+
+use crate::backend::{BackendTask, DeviceArgs};
+
+/// Where the task data come from.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Task name(s), comma-separated, or `all` (built from the asset cache).
+    #[arg(long, conflicts_with = "data")]
+    pub task: Option<String>,
+    /// A task JSONL file (`input`, `output`, `split` per line) instead of a built task.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Seed of the train/dev/test split when building tasks.
+    #[arg(long, default_value_t = 0)]
+    pub data_seed: u64,
+}
+
+/// Source folders from the asset cache (`assets::cached`), as far as present.
+fn sources() -> Sources {
+    Sources {
+        wordnet: assets::cached("wordnet-3.0"),
+        freedict: assets::cached("freedict-eng-fra"),
+        countryinfo: assets::cached("countryinfo"),
+    }
+}
+
+fn load_tasks(d: &DataArgs) -> anyhow::Result<Vec<TaskSet>> {
+    if let Some(p) = &d.data {
+        return Ok(vec![TaskSet::read_jsonl(p)?]);
+    }
+    let names: Vec<String> = match d.task.as_deref() {
+        None | Some("all") => TASKS.iter().map(|t| t.name.to_string()).collect(),
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).collect(),
+    };
+    let mut b = TaskBuilder::new(sources());
+    names
+        .iter()
+        .map(|n| b.build(n, d.data_seed).with_context(|| format!("building task {n} (fetch the data with `cargo run --release -p assets-cli -- fetch`)")))
+        .collect()
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Baseline,
+    Icl,
+    TaskVector,
+    RuleVector,
+    Knockout,
+    Pca,
+    /// baseline, icl, rule-vector (with the task-vector curves), knockout, pca.
+    All,
+}
+
+/// `icl-probe run EXPERIMENT --model PATH --task NAME|--data FILE --shots K --seed S --out DIR`
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    #[arg(value_enum)]
+    pub experiment: Which,
+    /// A `.gguf` file or a Hugging Face model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Demonstrations per prompt (for `icl`: a comma-separated list).
+    #[arg(long, default_value = "5")]
+    pub shots: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "out/icl")]
+    pub out: PathBuf,
+    /// Test queries per task.
+    #[arg(long, default_value_t = 100)]
+    pub n_test: usize,
+    /// Dev queries (layer selection).
+    #[arg(long, default_value_t = 50)]
+    pub n_dev: usize,
+    /// Layers to sweep, comma-separated, or `every:N` (default: all).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Prompts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Blocks per knockout window.
+    #[arg(long, default_value_t = 5)]
+    pub window: usize,
+    /// PCA layer (default: two thirds of the depth).
+    #[arg(long)]
+    pub pca_layer: Option<usize>,
+    /// Extraction prompts per task for the PCA.
+    #[arg(long, default_value_t = 20)]
+    pub pca_prompts: usize,
+    /// Write the Markdown report and plots into OUT afterwards.
+    #[arg(long)]
+    pub report: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+fn parse_layers(s: Option<&str>, n_layers: usize) -> anyhow::Result<Vec<usize>> {
+    let Some(s) = s else { return Ok(Vec::new()) };
+    if let Some(step) = s.strip_prefix("every:") {
+        let step: usize = step.parse().context("--layers every:N")?;
+        let mut v: Vec<usize> = (0..=n_layers).step_by(step.max(1)).collect();
+        if v.last() != Some(&n_layers) {
+            v.push(n_layers);
+        }
+        return Ok(v);
+    }
+    s.split(',').map(|x| x.trim().parse::<usize>().context("--layers")).collect()
+}
+
+fn model_id(p: &Path) -> String {
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+}
+
+impl BackendTask for RunArgs {
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let tasks = load_tasks(&self.data)?;
+        let t = std::time::Instant::now();
+        let (model, tok) = icl_probe::load_model::<B>(&self.model, &device)?;
+        eprintln!("loaded {} in {:.1}s", self.model.display(), t.elapsed().as_secs_f64());
+        let shots: Vec<usize> = self.shots.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>().context("--shots")?;
+        let k = if self.experiment == Which::Icl { 5 } else { shots[0] };
+        let cfg = RunConfig {
+            model_id: model_id(&self.model),
+            k,
+            seed: self.seed,
+            n_test: self.n_test,
+            n_dev: self.n_dev,
+            layers: parse_layers(self.layers.as_deref(), model.config().n_layers)?,
+            batch_size: self.batch_size,
+        };
+        let icl_shots = if self.experiment == Which::Icl { shots } else { vec![1, 3, 5, 10] };
+        let opts = SuiteOptions { shots: icl_shots, window: self.window, pca_layer: self.pca_layer, pca_prompts: self.pca_prompts };
+        let exps = match self.experiment {
+            Which::Baseline => vec![Experiment::Baseline],
+            Which::Icl => vec![Experiment::Icl],
+            Which::TaskVector => vec![Experiment::TaskVector],
+            Which::RuleVector => vec![Experiment::RuleVector],
+            Which::Knockout => vec![Experiment::Knockout],
+            Which::Pca => vec![Experiment::Pca],
+            Which::All => vec![Experiment::Baseline, Experiment::Icl, Experiment::RuleVector, Experiment::Knockout, Experiment::Pca],
+        };
+        std::fs::create_dir_all(&self.out)?;
+        let probe = Probe::new(&model, &tok, self.batch_size);
+        run_experiments(&probe, &tasks, &cfg, &opts, &exps, &self.out)?;
+        eprintln!("all done in {:.1}s; results in {}", t.elapsed().as_secs_f64(), self.out.display());
+        if self.report {
+            write_report(&self.out)?;
+            eprintln!("report: {}", self.out.join("report.md").display());
+        }
+        Ok(())
+    }
+}
+
+/// `icl-probe tasks build --out DIR`
+#[derive(clap::Args, Clone, Debug)]
+pub struct TasksArgs {
+    #[command(subcommand)]
+    pub cmd: TasksCmd,
+}
+
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum TasksCmd {
+    /// Build every task from the asset cache into OUT/<task>.jsonl.
+    Build {
+        #[arg(long, default_value = "out/tasks")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Only these tasks (comma-separated).
+        #[arg(long)]
+        task: Option<String>,
+    },
+}
+
+pub fn tasks(a: TasksArgs) -> anyhow::Result<()> {
+    let TasksCmd::Build { out, seed, task } = a.cmd;
+    std::fs::create_dir_all(&out)?;
+    let sets = load_tasks(&DataArgs { task, data: None, data_seed: seed })?;
+    for s in sets {
+        let (tr, dv, te) = s.counts();
+        let p = out.join(format!("{}.jsonl", s.name));
+        s.write_jsonl(&p)?;
+        println!("{:16} train {tr:5} dev {dv:4} test {te:4}  {}", s.name, p.display());
+    }
+    Ok(())
+}
+
+/// `icl-probe report DIR`
+#[derive(clap::Args, Clone, Debug)]
+pub struct ReportArgs {
+    pub dir: PathBuf,
+}
+
+pub fn report(a: ReportArgs) -> anyhow::Result<()> {
+    write_report(&a.dir)?;
+    println!("{}", a.dir.join("report.md").display());
+    Ok(())
+}
+
+/// `icl-probe demo --model PATH --out DIR`: a few minutes on a CPU: one task, a few layers.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DemoArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value = "out/icl-demo")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "list_first")]
+    pub task: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl BackendTask for DemoArgs {
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let tasks = load_tasks(&DataArgs { task: Some(self.task), data: None, data_seed: 0 })?;
+        let t = std::time::Instant::now();
+        let (model, tok) = icl_probe::load_model::<B>(&self.model, &device)?;
+        // 24 test and 12 dev queries, k = 5, every 6th layer, ICL at k ∈ {1, 5}, knockout in
+        // windows of 10 blocks: a few minutes for SmolLM2-135M on two CPU cores.
+        let cfg = RunConfig {
+            model_id: model_id(&self.model),
+            k: 5,
+            seed: 0,
+            n_test: 24,
+            n_dev: 12,
+            layers: parse_layers(Some("every:6"), model.config().n_layers)?,
+            batch_size: 24,
+        };
+        let opts = SuiteOptions { shots: vec![1, 5], window: 10, pca_layer: None, pca_prompts: 8 };
+        let exps = [Experiment::Baseline, Experiment::Icl, Experiment::RuleVector, Experiment::Knockout];
+        std::fs::create_dir_all(&self.out)?;
+        let probe = Probe::new(&model, &tok, cfg.batch_size);
+        run_experiments(&probe, &tasks, &cfg, &opts, &exps, &self.out)?;
+        let md = write_report(&self.out)?;
+        println!("{md}");
+        eprintln!("demo done in {:.1}s; report in {}", t.elapsed().as_secs_f64(), self.out.join("report.md").display());
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! Running experiments over tasks and writing their results where `report` finds them:
+//! `OUT/<model>_<task>_<experiment>_k<k>_s<seed>.json`, with the cache in `OUT/cache`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use icl_tasks::TaskSet;
+use serde::Serialize;
+
+use super::baseline::run_accuracy;
+use super::cache::{sanitize, write_json};
+use super::knockout::run_knockout;
+use super::pca::run_pca;
+use super::rule_vector::run_rule_vector;
+use super::task_vector::{extract, run_task_vector};
+use super::{Probe, Result, ResultCache, RunConfig};
+
+/// One experiment of the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Experiment {
+    Baseline,
+    Icl,
+    TaskVector,
+    RuleVector,
+    Knockout,
+    Pca,
+}
+
+impl Experiment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::Baseline => "baseline",
+            Experiment::Icl => "icl",
+            Experiment::TaskVector => "task-vector",
+            Experiment::RuleVector => "rule-vector",
+            Experiment::Knockout => "knockout",
+            Experiment::Pca => "pca",
+        }
+    }
+}
+
+/// Options beyond [`RunConfig`].
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// Shots of the ICL experiment.
+    pub shots: Vec<usize>,
+    /// Blocks per knockout window.
+    pub window: usize,
+    /// PCA layer (`None`: two thirds of the depth).
+    pub pca_layer: Option<usize>,
+    /// Extraction prompts per task for the PCA.
+    pub pca_prompts: usize,
+}
+
+impl Default for SuiteOptions {
+    fn default() -> Self {
+        Self { shots: vec![1, 3, 5, 10], window: 5, pca_layer: None, pca_prompts: 20 }
+    }
+}
+
+fn save<T: Serialize>(out: &Path, cfg: &RunConfig, task: &str, exp: Experiment, v: &T) -> Result<()> {
+    let file = format!("{}_{}_{}_k{}_s{}.json", sanitize(&cfg.model_id), sanitize(task), exp.name(), cfg.k, cfg.seed);
+    write_json(&out.join(file), v)
+}
+
+/// Runs `experiments` on every task (PCA once, across all tasks), writing results under `out`.
+pub fn run_experiments<B: Backend>(
+    probe: &Probe<B>,
+    tasks: &[TaskSet],
+    cfg: &RunConfig,
+    opts: &SuiteOptions,
+    experiments: &[Experiment],
+    out: &Path,
+) -> Result<()> {
+    let cache = ResultCache::new(out.join("cache"));
+    for task in tasks {
+        let t0 = Instant::now();
+        let mut extraction = None;
+        for &exp in experiments {
+            let t = Instant::now();
+            match exp {
+                Experiment::Baseline => save(out, cfg, &task.name, exp, &run_accuracy(probe, task, cfg, &[0], &cache)?)?,
+                Experiment::Icl => save(out, cfg, &task.name, exp, &run_accuracy(probe, task, cfg, &opts.shots, &cache)?)?,
+                Experiment::TaskVector | Experiment::RuleVector => {
+                    let cached = cache_has(out, cfg, &task.name, exp, probe.n_layers());
+                    if extraction.is_none() && !cached {
+                        extraction = Some(extract(probe, task, cfg)?);
+                    }
+                    if exp == Experiment::TaskVector {
+                        save(out, cfg, &task.name, exp, &run_task_vector(probe, task, cfg, &cache, extraction.as_ref())?)?
+                    } else {
+                        save(out, cfg, &task.name, exp, &run_rule_vector(probe, task, cfg, &cache, extraction.as_ref())?)?
+                    }
+                }
+                Experiment::Knockout => save(out, cfg, &task.name, exp, &run_knockout(probe, task, cfg, opts.window, &cache)?)?,
+                Experiment::Pca => continue,
+            }
+            eprintln!("[{}] {} {}: {:.1}s", cfg.model_id, task.name, exp.name(), t.elapsed().as_secs_f64());
+        }
+        eprintln!("[{}] {} done in {:.1}s", cfg.model_id, task.name, t0.elapsed().as_secs_f64());
+    }
+    if experiments.contains(&Experiment::Pca) {
+        let t = Instant::now();
+        let layer = opts.pca_layer.unwrap_or(probe.n_layers() * 2 / 3);
+        let r = run_pca(probe, tasks, cfg, layer, opts.pca_prompts, &cache)?;
+        let name = if tasks.len() == 1 { tasks[0].name.clone() } else { format!("{}tasks", tasks.len()) };
+        save(out, cfg, &name, Experiment::Pca, &r)?;
+        eprintln!("[{}] pca over {} tasks: {:.1}s", cfg.model_id, tasks.len(), t.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+fn cache_has(out: &Path, cfg: &RunConfig, task: &str, exp: Experiment, n_layers: usize) -> bool {
+    let layers = cfg.layer_list(n_layers);
+    let name = if exp == Experiment::TaskVector { "task_vector" } else { "rule_vector" };
+    out.join("cache").join(sanitize(&cfg.model_id)).join(sanitize(task)).join(cfg.key(&layers)).join(format!("{name}.json")).exists()
+}
