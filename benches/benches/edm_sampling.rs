@@ -9,7 +9,13 @@ use burn::tensor::backend::Backend;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edm_core::{sample, EdmPrecond, SamplerConfig, Solver, StackedRng};
 
-fn bench_net<B: Backend>(c: &mut Criterion, label: &str, net: &EdmPrecond<B>, batch: usize, device: &B::Device) {
+fn bench_net<B: Backend>(
+    c: &mut Criterion,
+    label: &str,
+    net: &EdmPrecond<B>,
+    batch: usize,
+    device: &B::Device,
+) {
     let cfg = &net.config;
     let (ch, res) = (cfg.img_channels, cfg.img_resolution);
     let seeds: Vec<u64> = (0..batch as u64).collect();
@@ -33,7 +39,8 @@ fn bench_net<B: Backend>(c: &mut Criterion, label: &str, net: &EdmPrecond<B>, ba
 fn cpu_tiny(c: &mut Criterion) {
     type B = burn::backend::Flex;
     let device = Default::default();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/edm-core/tests/fixtures/edm_ddpmpp_tiny");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/edm-core/tests/fixtures/edm_ddpmpp_tiny");
     let net = edm_core::load_precond::<B>(dir, &device).expect("fixture loads");
     bench_net(c, "cpu_tiny_ddpmpp", &net, 4, &device);
 }
@@ -42,7 +49,8 @@ fn cpu_tiny(c: &mut Criterion) {
 fn cuda_ddpmpp_cifar10(c: &mut Criterion) {
     type B = burn::backend::Cuda;
     let device = Default::default();
-    let net = EdmPrecond::<B>::init(&edm_core::EdmConfig::ddpmpp_cifar10(), 0, &device).expect("init");
+    let net =
+        EdmPrecond::<B>::init(&edm_core::EdmConfig::ddpmpp_cifar10(), 0, &device).expect("init");
     bench_net(c, "cuda_ddpmpp_cifar10", &net, 64, &device);
 }
 

@@ -117,11 +117,15 @@ fn parse_layers(s: Option<&str>, n_layers: usize) -> anyhow::Result<Vec<usize>> 
         }
         return Ok(v);
     }
-    s.split(',').map(|x| x.trim().parse::<usize>().context("--layers")).collect()
+    s.split(',')
+        .map(|x| x.trim().parse::<usize>().context("--layers"))
+        .collect()
 }
 
 fn model_id(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
 }
 
 impl BackendTask for RunArgs {
@@ -129,9 +133,22 @@ impl BackendTask for RunArgs {
         let tasks = load_tasks(&self.data)?;
         let t = std::time::Instant::now();
         let (model, tok) = icl_probe::load_model::<B>(&self.model, &device)?;
-        eprintln!("loaded {} in {:.1}s", self.model.display(), t.elapsed().as_secs_f64());
-        let shots: Vec<usize> = self.shots.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>().context("--shots")?;
-        let k = if self.experiment == Which::Icl { 5 } else { shots[0] };
+        eprintln!(
+            "loaded {} in {:.1}s",
+            self.model.display(),
+            t.elapsed().as_secs_f64()
+        );
+        let shots: Vec<usize> = self
+            .shots
+            .split(',')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("--shots")?;
+        let k = if self.experiment == Which::Icl {
+            5
+        } else {
+            shots[0]
+        };
         let cfg = RunConfig {
             model_id: model_id(&self.model),
             k,
@@ -141,8 +158,17 @@ impl BackendTask for RunArgs {
             layers: parse_layers(self.layers.as_deref(), model.config().n_layers)?,
             batch_size: self.batch_size,
         };
-        let icl_shots = if self.experiment == Which::Icl { shots } else { vec![1, 3, 5, 10] };
-        let opts = SuiteOptions { shots: icl_shots, window: self.window, pca_layer: self.pca_layer, pca_prompts: self.pca_prompts };
+        let icl_shots = if self.experiment == Which::Icl {
+            shots
+        } else {
+            vec![1, 3, 5, 10]
+        };
+        let opts = SuiteOptions {
+            shots: icl_shots,
+            window: self.window,
+            pca_layer: self.pca_layer,
+            pca_prompts: self.pca_prompts,
+        };
         let exps = match self.experiment {
             Which::Baseline => vec![Experiment::Baseline],
             Which::Icl => vec![Experiment::Icl],
@@ -150,12 +176,22 @@ impl BackendTask for RunArgs {
             Which::RuleVector => vec![Experiment::RuleVector],
             Which::Knockout => vec![Experiment::Knockout],
             Which::Pca => vec![Experiment::Pca],
-            Which::All => vec![Experiment::Baseline, Experiment::Icl, Experiment::RuleVector, Experiment::Knockout, Experiment::Pca],
+            Which::All => vec![
+                Experiment::Baseline,
+                Experiment::Icl,
+                Experiment::RuleVector,
+                Experiment::Knockout,
+                Experiment::Pca,
+            ],
         };
         std::fs::create_dir_all(&self.out)?;
         let probe = Probe::new(&model, &tok, self.batch_size);
         run_experiments(&probe, &tasks, &cfg, &opts, &exps, &self.out)?;
-        eprintln!("all done in {:.1}s; results in {}", t.elapsed().as_secs_f64(), self.out.display());
+        eprintln!(
+            "all done in {:.1}s; results in {}",
+            t.elapsed().as_secs_f64(),
+            self.out.display()
+        );
         if self.report {
             write_report(&self.out)?;
             eprintln!("report: {}", self.out.join("report.md").display());
@@ -188,12 +224,20 @@ pub enum TasksCmd {
 pub fn tasks(a: TasksArgs) -> anyhow::Result<()> {
     let TasksCmd::Build { out, seed, task } = a.cmd;
     std::fs::create_dir_all(&out)?;
-    let sets = load_tasks(&DataArgs { task, data: None, data_seed: seed })?;
+    let sets = load_tasks(&DataArgs {
+        task,
+        data: None,
+        data_seed: seed,
+    })?;
     for s in sets {
         let (tr, dv, te) = s.counts();
         let p = out.join(format!("{}.jsonl", s.name));
         s.write_jsonl(&p)?;
-        println!("{:16} train {tr:5} dev {dv:4} test {te:4}  {}", s.name, p.display());
+        println!(
+            "{:16} train {tr:5} dev {dv:4} test {te:4}  {}",
+            s.name,
+            p.display()
+        );
     }
     Ok(())
 }
@@ -225,7 +269,11 @@ pub struct DemoArgs {
 
 impl BackendTask for DemoArgs {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
-        let tasks = load_tasks(&DataArgs { task: Some(self.task), data: None, data_seed: 0 })?;
+        let tasks = load_tasks(&DataArgs {
+            task: Some(self.task),
+            data: None,
+            data_seed: 0,
+        })?;
         let t = std::time::Instant::now();
         let (model, tok) = icl_probe::load_model::<B>(&self.model, &device)?;
         // 24 test and 12 dev queries, k = 5, every 6th layer, ICL at k ∈ {1, 5}, knockout in
@@ -239,14 +287,28 @@ impl BackendTask for DemoArgs {
             layers: parse_layers(Some("every:6"), model.config().n_layers)?,
             batch_size: 24,
         };
-        let opts = SuiteOptions { shots: vec![1, 5], window: 10, pca_layer: None, pca_prompts: 8 };
-        let exps = [Experiment::Baseline, Experiment::Icl, Experiment::RuleVector, Experiment::Knockout];
+        let opts = SuiteOptions {
+            shots: vec![1, 5],
+            window: 10,
+            pca_layer: None,
+            pca_prompts: 8,
+        };
+        let exps = [
+            Experiment::Baseline,
+            Experiment::Icl,
+            Experiment::RuleVector,
+            Experiment::Knockout,
+        ];
         std::fs::create_dir_all(&self.out)?;
         let probe = Probe::new(&model, &tok, cfg.batch_size);
         run_experiments(&probe, &tasks, &cfg, &opts, &exps, &self.out)?;
         let md = write_report(&self.out)?;
         println!("{md}");
-        eprintln!("demo done in {:.1}s; report in {}", t.elapsed().as_secs_f64(), self.out.join("report.md").display());
+        eprintln!(
+            "demo done in {:.1}s; report in {}",
+            t.elapsed().as_secs_f64(),
+            self.out.join("report.md").display()
+        );
         Ok(())
     }
 }

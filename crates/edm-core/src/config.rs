@@ -244,7 +244,10 @@ impl EdmConfig {
         if u.channel_mult.is_empty() || u.model_channels == 0 || u.channel_mult.contains(&0) {
             return Err("model_channels and channel_mult entries must be positive".into());
         }
-        if !u.img_resolution.is_multiple_of(1 << (u.channel_mult.len() - 1)) {
+        if !u
+            .img_resolution
+            .is_multiple_of(1 << (u.channel_mult.len() - 1))
+        {
             return Err(format!(
                 "img_resolution {} is not divisible by 2^{}",
                 u.img_resolution,

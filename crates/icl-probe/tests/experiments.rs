@@ -23,7 +23,10 @@ fn setup() -> (Model<Flex>, Tokenizer) {
 }
 
 fn toy_task() -> TaskSet {
-    let words = ["hot", "cold", "big", "small", "up", "down", "wet", "dry", "old", "new", "fast", "slow", "dark", "light"];
+    let words = [
+        "hot", "cold", "big", "small", "up", "down", "wet", "dry", "old", "new", "fast", "slow",
+        "dark", "light",
+    ];
     let mut items = Vec::new();
     for (i, w) in words.iter().enumerate() {
         let split = match i % 7 {
@@ -31,13 +34,28 @@ fn toy_task() -> TaskSet {
             1 => Split::Dev,
             _ => Split::Train,
         };
-        items.push(Item { input: w.to_string(), output: w.to_uppercase(), split });
+        items.push(Item {
+            input: w.to_string(),
+            output: w.to_uppercase(),
+            split,
+        });
     }
-    TaskSet { name: "toy_upper".into(), items }
+    TaskSet {
+        name: "toy_upper".into(),
+        items,
+    }
 }
 
 fn cfg(k: usize) -> RunConfig {
-    RunConfig { model_id: "llama_tiny".into(), k, seed: 3, n_test: 4, n_dev: 2, layers: vec![], batch_size: 3 }
+    RunConfig {
+        model_id: "llama_tiny".into(),
+        k,
+        seed: 3,
+        n_test: 4,
+        n_dev: 2,
+        layers: vec![],
+        batch_size: 3,
+    }
 }
 
 #[test]
@@ -50,7 +68,10 @@ fn answer_positions_point_at_the_output_tokens() {
     for (j, &pos) in p.answer_positions.iter().enumerate() {
         let piece = tok.decode(&p.ids[pos..pos + 1]).unwrap();
         let out = &spec.demos[j].output;
-        assert!(out.starts_with(piece.trim_start()), "token {piece:?} is not the start of {out:?}");
+        assert!(
+            out.starts_with(piece.trim_start()),
+            "token {piece:?} is not the start of {out:?}"
+        );
     }
     assert_eq!(tok.decode(&p.ids[p.last()..]).unwrap().trim(), "->");
     assert_eq!(p.ids, tok.encode(&spec.prompt().text).unwrap());
@@ -63,7 +84,9 @@ fn patching_the_embedding_equals_substituting_the_token() {
     let (model, tok) = setup();
     let probe = Probe::new(&model, &tok, 4);
     let task = toy_task();
-    let a = probe.prepare_all(&sample_prompts(&task, Split::Test, 2, 2, 1).unwrap()).unwrap();
+    let a = probe
+        .prepare_all(&sample_prompts(&task, Split::Test, 2, 2, 1).unwrap())
+        .unwrap();
     let mut b = a.clone();
     let substitute = tok.encode(" big").unwrap()[0];
     for p in &mut b {
@@ -74,7 +97,11 @@ fn patching_the_embedding_equals_substituting_the_token() {
     let patched = probe.logits_patched(&a, 0, &vecs).unwrap();
     let direct = probe.logits_with(&b, |_, _| Ok(HookSpec::new())).unwrap();
     for (x, y) in patched.iter().zip(&direct) {
-        let d = x.iter().zip(y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let d = x
+            .iter()
+            .zip(y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(d <= 1e-5, "max |Δlogit| = {d}");
     }
 }
@@ -84,32 +111,66 @@ fn a_patched_run_equals_the_hand_written_intervention() {
     let (model, tok) = setup();
     let probe = Probe::new(&model, &tok, 2);
     let task = toy_task();
-    let prompts = probe.prepare_all(&sample_prompts(&task, Split::Test, 0, 2, 0).unwrap()).unwrap();
+    let prompts = probe
+        .prepare_all(&sample_prompts(&task, Split::Test, 0, 2, 0).unwrap())
+        .unwrap();
     let n_layers = model.config().n_layers;
     let w = model.config().d_model;
     for layer in 0..=n_layers {
-        let vecs: Vec<Vec<f32>> = (0..prompts.len()).map(|i| (0..w).map(|c| ((c + 7 * i) as f32 * 0.37).sin()).collect()).collect();
+        let vecs: Vec<Vec<f32>> = (0..prompts.len())
+            .map(|i| (0..w).map(|c| ((c + 7 * i) as f32 * 0.37).sin()).collect())
+            .collect();
         let patched = probe.logits_patched(&prompts, layer, &vecs).unwrap();
         for (i, p) in prompts.iter().enumerate() {
             // By hand: one prompt, residual at the last position overwritten with `vecs[i]`.
             let batch = icl_probe::Batch::from_ids(vec![p.ids.clone()], tok.pad_id()).unwrap();
-            let value = burn::tensor::Tensor::<Flex, 2>::from_data(burn::tensor::TensorData::new(vecs[i].clone(), [1, w]), &Default::default());
+            let value = burn::tensor::Tensor::<Flex, 2>::from_data(
+                burn::tensor::TensorData::new(vecs[i].clone(), [1, w]),
+                &Default::default(),
+            );
             let spec = HookSpec::new()
-                .intervene(icl_probe::Intervention::new(resid_hook(n_layers, layer), icl_probe::Op::Replace(value)).at(vec![p.last() as isize]))
+                .intervene(
+                    icl_probe::Intervention::new(
+                        resid_hook(n_layers, layer),
+                        icl_probe::Op::Replace(value),
+                    )
+                    .at(vec![p.last() as isize]),
+                )
                 .logits(LogitsMode::Last);
             let o = model.forward(&batch, &spec).unwrap();
-            let hand = o.logits.unwrap().into_data().convert::<f32>().into_vec::<f32>().unwrap();
-            let d = hand.iter().zip(&patched[i]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let hand = o
+                .logits
+                .unwrap()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap();
+            let d = hand
+                .iter()
+                .zip(&patched[i])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(d <= 1e-5, "layer {layer}, prompt {i}: max |Δlogit| = {d}");
         }
         // Patching a prompt with its own residual changes nothing.
-        let own = probe.residuals(&prompts, &[layer], |p| vec![p.last()]).unwrap();
+        let own = probe
+            .residuals(&prompts, &[layer], |p| vec![p.last()])
+            .unwrap();
         let own: Vec<Vec<f32>> = own.iter().map(|r| r[0][0].clone()).collect();
         let same = probe.logits_patched(&prompts, layer, &own).unwrap();
-        let plain = probe.logits_with(&prompts, |_, _| Ok(HookSpec::new())).unwrap();
+        let plain = probe
+            .logits_with(&prompts, |_, _| Ok(HookSpec::new()))
+            .unwrap();
         for (x, y) in same.iter().zip(&plain) {
-            let d = x.iter().zip(y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(d <= 1e-4, "layer {layer}: own-residual patch moved logits by {d}");
+            let d = x
+                .iter()
+                .zip(y)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                d <= 1e-4,
+                "layer {layer}: own-residual patch moved logits by {d}"
+            );
         }
     }
 }
@@ -129,13 +190,24 @@ fn rule_vectors_and_subset_means_match_manual_reads() {
     let li = 1;
     let batch = icl_probe::Batch::from_ids(vec![single.ids.clone()], tok.pad_id()).unwrap();
     let hook = resid_hook(model.config().n_layers, ex.layers[li]);
-    let o = model.forward(&batch, &HookSpec::new().cache([hook.clone()]).logits(LogitsMode::None)).unwrap();
+    let o = model
+        .forward(
+            &batch,
+            &HookSpec::new()
+                .cache([hook.clone()])
+                .logits(LogitsMode::None),
+        )
+        .unwrap();
     let t = o.cache.get3(&hook).unwrap();
     let w = model.config().d_model;
     let data = t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
     for (j, &pos) in single.answer_positions.iter().enumerate() {
         let manual = &data[pos * w..(pos + 1) * w];
-        let d = manual.iter().zip(&ex.rules[i][li][j]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let d = manual
+            .iter()
+            .zip(&ex.rules[i][li][j])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(d <= 1e-4, "demo {j}: batched vs single read differ by {d}");
     }
     // Subset aggregation is the plain mean.
@@ -151,17 +223,30 @@ fn rule_vectors_and_subset_means_match_manual_reads() {
         .collect();
     let pred = probe.predict_patched(test, ex.layers[li], &manual).unwrap();
     let targets: Vec<u32> = test.iter().map(|q| q.target).collect();
-    let acc = pred.iter().zip(&targets).filter(|(a, b)| a == b).count() as f64 / targets.len() as f64;
-    assert_eq!(subset_accuracy(&probe, &ex, li, |_| vec![0, 2]).unwrap(), acc);
+    let acc =
+        pred.iter().zip(&targets).filter(|(a, b)| a == b).count() as f64 / targets.len() as f64;
+    assert_eq!(
+        subset_accuracy(&probe, &ex, li, |_| vec![0, 2]).unwrap(),
+        acc
+    );
 }
 
 #[test]
 fn knockout_of_no_edges_changes_nothing() {
     let (model, tok) = setup();
     let probe = Probe::new(&model, &tok, 4);
-    let prompts = probe.prepare_all(&sample_prompts(&toy_task(), Split::Test, 3, 2, 0).unwrap()).unwrap();
-    let plain = probe.logits_with(&prompts, |_, _| Ok(HookSpec::new())).unwrap();
-    let none = probe.predict_knockout(&prompts, &[0, 1], |_| vec![]).unwrap();
-    let argmax: Vec<u32> = plain.iter().map(|l| icl_probe::experiments::probe::argmax_f32(l)).collect();
+    let prompts = probe
+        .prepare_all(&sample_prompts(&toy_task(), Split::Test, 3, 2, 0).unwrap())
+        .unwrap();
+    let plain = probe
+        .logits_with(&prompts, |_, _| Ok(HookSpec::new()))
+        .unwrap();
+    let none = probe
+        .predict_knockout(&prompts, &[0, 1], |_| vec![])
+        .unwrap();
+    let argmax: Vec<u32> = plain
+        .iter()
+        .map(|l| icl_probe::experiments::probe::argmax_f32(l))
+        .collect();
     assert_eq!(none, argmax);
 }

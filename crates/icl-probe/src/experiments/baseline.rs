@@ -37,12 +37,22 @@ pub fn shot_accuracy<B: Backend>(
     cache: &ResultCache,
 ) -> Result<ShotAccuracy> {
     let key = format!("acc_s{seed}");
-    cache.get_or(model_id, &task.name, &key, &format!("{}_k{k}_n{n}", split.as_str()), || {
-        let prompts = probe.prepare_all(&sample_prompts(task, split, k, n, seed)?)?;
-        let pred = probe.predict(&prompts)?;
-        let target: Vec<u32> = prompts.iter().map(|p| p.target).collect();
-        Ok(ShotAccuracy { k, accuracy: accuracy(&pred, &target), n: prompts.len() })
-    })
+    cache.get_or(
+        model_id,
+        &task.name,
+        &key,
+        &format!("{}_k{k}_n{n}", split.as_str()),
+        || {
+            let prompts = probe.prepare_all(&sample_prompts(task, split, k, n, seed)?)?;
+            let pred = probe.predict(&prompts)?;
+            let target: Vec<u32> = prompts.iter().map(|p| p.target).collect();
+            Ok(ShotAccuracy {
+                k,
+                accuracy: accuracy(&pred, &target),
+                n: prompts.len(),
+            })
+        },
+    )
 }
 
 /// Zero-shot (`shots = [0]`) or ICL accuracies on the test split.
@@ -55,9 +65,24 @@ pub fn run_accuracy<B: Backend>(
 ) -> Result<AccuracyResult> {
     let shots = shots
         .iter()
-        .map(|&k| shot_accuracy(probe, task, Split::Test, k, cfg.n_test, cfg.seed, &cfg.model_id, cache))
+        .map(|&k| {
+            shot_accuracy(
+                probe,
+                task,
+                Split::Test,
+                k,
+                cfg.n_test,
+                cfg.seed,
+                &cfg.model_id,
+                cache,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
-    let experiment = if shots.iter().all(|s| s.k == 0) { "baseline" } else { "icl" };
+    let experiment = if shots.iter().all(|s| s.k == 0) {
+        "baseline"
+    } else {
+        "icl"
+    };
     Ok(AccuracyResult {
         experiment: experiment.into(),
         model: cfg.model_id.clone(),

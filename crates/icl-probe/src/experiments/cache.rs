@@ -16,7 +16,9 @@ pub struct ResultCache {
 
 impl ResultCache {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: Some(root.into()) }
+        Self {
+            root: Some(root.into()),
+        }
     }
 
     pub fn disabled() -> Self {
@@ -24,7 +26,12 @@ impl ResultCache {
     }
 
     fn path(&self, model: &str, task: &str, key: &str, name: &str) -> Option<PathBuf> {
-        self.root.as_ref().map(|r| r.join(sanitize(model)).join(sanitize(task)).join(key).join(format!("{name}.json")))
+        self.root.as_ref().map(|r| {
+            r.join(sanitize(model))
+                .join(sanitize(task))
+                .join(key)
+                .join(format!("{name}.json"))
+        })
     }
 
     /// The cached value, or `f()` stored for next time.
@@ -36,7 +43,9 @@ impl ResultCache {
         name: &str,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let Some(path) = self.path(model, task, key, name) else { return f() };
+        let Some(path) = self.path(model, task, key, name) else {
+            return f();
+        };
         if path.exists() {
             return read_json(&path);
         }
@@ -48,21 +57,47 @@ impl ResultCache {
 
 /// Keeps names usable as folder names.
 pub fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::Io { path: path.into(), source: e })?;
-    serde_json::from_str(&text).map_err(|e| ExperimentError::Json { path: path.into(), source: e })
+    let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ExperimentError::Json {
+        path: path.into(),
+        source: e,
+    })
 }
 
 /// Writes pretty JSON atomically (temporary file, then rename), creating parent folders.
 pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ExperimentError::Io { path: dir.into(), source: e })?;
+        std::fs::create_dir_all(dir).map_err(|e| ExperimentError::Io {
+            path: dir.into(),
+            source: e,
+        })?;
     }
-    let text = serde_json::to_string_pretty(v).map_err(|e| ExperimentError::Json { path: path.into(), source: e })?;
+    let text = serde_json::to_string_pretty(v).map_err(|e| ExperimentError::Json {
+        path: path.into(),
+        source: e,
+    })?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| ExperimentError::Io { path: tmp.clone(), source: e })?;
-    std::fs::rename(&tmp, path).map_err(|e| ExperimentError::Io { path: path.into(), source: e })
+    std::fs::write(&tmp, text).map_err(|e| ExperimentError::Io {
+        path: tmp.clone(),
+        source: e,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| ExperimentError::Io {
+        path: path.into(),
+        source: e,
+    })
 }

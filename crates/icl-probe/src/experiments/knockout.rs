@@ -59,8 +59,15 @@ pub fn run_knockout<B: Backend>(
     let window = window.clamp(1, n_layers);
     let key = format!("k{}_s{}_t{}_w{window}", cfg.k, cfg.seed, cfg.n_test);
     cache.get_or(&cfg.model_id, &task.name, &key, "knockout", || {
-        let prompts = probe.prepare_all(&sample_prompts(task, Split::Test, cfg.k, cfg.n_test, cfg.seed)?)?;
-        let zero = probe.prepare_all(&sample_prompts(task, Split::Test, 0, cfg.n_test, cfg.seed)?)?;
+        let prompts = probe.prepare_all(&sample_prompts(
+            task,
+            Split::Test,
+            cfg.k,
+            cfg.n_test,
+            cfg.seed,
+        )?)?;
+        let zero =
+            probe.prepare_all(&sample_prompts(task, Split::Test, 0, cfg.n_test, cfg.seed)?)?;
         let targets: Vec<u32> = prompts.iter().map(|p| p.target).collect();
         let base = probe.predict(&prompts)?;
         let zero_pred = probe.predict(&zero)?;
@@ -70,10 +77,14 @@ pub fn run_knockout<B: Backend>(
             .iter()
             .map(|p| {
                 let inputs: Vec<usize> = p.input_positions.iter().flatten().copied().collect();
-                inputs.choose_multiple(&mut rng, p.answer_positions.len()).copied().collect()
+                inputs
+                    .choose_multiple(&mut rng, p.answer_positions.len())
+                    .copied()
+                    .collect()
             })
             .collect();
-        let index_of = |p: &super::Prepared| prompts.iter().position(|q| std::ptr::eq(q, p)).unwrap_or(0);
+        let index_of =
+            |p: &super::Prepared| prompts.iter().position(|q| std::ptr::eq(q, p)).unwrap_or(0);
         let mut windows = Vec::new();
         let mut start = 0;
         while start < n_layers {
@@ -98,7 +109,10 @@ pub fn run_knockout<B: Backend>(
             k: cfg.k,
             seed: cfg.seed,
             n_test: prompts.len(),
-            zero_shot: accuracy(&zero_pred, &zero.iter().map(|p| p.target).collect::<Vec<_>>()),
+            zero_shot: accuracy(
+                &zero_pred,
+                &zero.iter().map(|p| p.target).collect::<Vec<_>>(),
+            ),
             icl: accuracy(&base, &targets),
             window,
             windows,

@@ -84,7 +84,11 @@ impl RunConfig {
         if self.layers.is_empty() {
             (0..=n_layers).collect()
         } else {
-            self.layers.iter().copied().filter(|&l| l <= n_layers).collect()
+            self.layers
+                .iter()
+                .copied()
+                .filter(|&l| l <= n_layers)
+                .collect()
         }
     }
 
@@ -93,9 +97,16 @@ impl RunConfig {
         let l = if self.layers.is_empty() {
             "all".to_string()
         } else {
-            layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join("-")
+            layers
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join("-")
         };
-        format!("k{}_s{}_t{}_d{}_L{}", self.k, self.seed, self.n_test, self.n_dev, l)
+        format!(
+            "k{}_s{}_t{}_d{}_L{}",
+            self.k, self.seed, self.n_test, self.n_dev, l
+        )
     }
 }
 

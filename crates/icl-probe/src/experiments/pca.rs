@@ -67,7 +67,13 @@ pub fn principal_components(x: &DMatrix<f64>, m: usize) -> (DMatrix<f64>, Vec<f6
                 s[(r, col)] = e.eigenvectors[(r, o)] * l;
             }
         }
-        (s, order.iter().map(|&o| e.eigenvalues[o].max(0.0)).collect::<Vec<_>>())
+        (
+            s,
+            order
+                .iter()
+                .map(|&o| e.eigenvalues[o].max(0.0))
+                .collect::<Vec<_>>(),
+        )
     } else {
         let cov = c.transpose() * &c;
         let e = cov.symmetric_eigen();
@@ -78,7 +84,13 @@ pub fn principal_components(x: &DMatrix<f64>, m: usize) -> (DMatrix<f64>, Vec<f6
         for (col, &o) in order.iter().take(m).enumerate() {
             v.set_column(col, &e.eigenvectors.column(o));
         }
-        (&c * v, order.iter().map(|&o| e.eigenvalues[o].max(0.0)).collect::<Vec<_>>())
+        (
+            &c * v,
+            order
+                .iter()
+                .map(|&o| e.eigenvalues[o].max(0.0))
+                .collect::<Vec<_>>(),
+        )
     };
     let total: f64 = evals.iter().sum::<f64>().max(f64::MIN_POSITIVE);
     let explained = evals.iter().take(10).map(|e| e / total).collect();
@@ -154,7 +166,10 @@ pub fn run_pca<B: Backend>(
     cache: &ResultCache,
 ) -> Result<PcaResult> {
     if layer > probe.n_layers() {
-        return Err(ExperimentError::Invalid(format!("layer {layer} > {} layers", probe.n_layers())));
+        return Err(ExperimentError::Invalid(format!(
+            "layer {layer} > {} layers",
+            probe.n_layers()
+        )));
     }
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let key = format!("k{}_s{}_p{n_prompts}_L{layer}", cfg.k, cfg.seed);
@@ -162,17 +177,26 @@ pub fn run_pca<B: Backend>(
         let mut rows: Vec<Vec<f32>> = Vec::new();
         let mut meta: Vec<(usize, usize, usize)> = Vec::new();
         for (ti, task) in tasks.iter().enumerate() {
-            let prompts = probe.prepare_all(&extraction_prompts(task, cfg.k, n_prompts, cfg.seed)?)?;
+            let prompts =
+                probe.prepare_all(&extraction_prompts(task, cfg.k, n_prompts, cfg.seed)?)?;
             let res = probe.residuals(&prompts, &[layer], |p| p.answer_positions.clone())?;
             for (pi, r) in res.into_iter().enumerate() {
-                for (j, v) in r.into_iter().next().unwrap_or_default().into_iter().enumerate() {
+                for (j, v) in r
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                {
                     rows.push(v);
                     meta.push((ti, pi, j));
                 }
             }
         }
         if rows.len() < 3 {
-            return Err(ExperimentError::Invalid("PCA needs at least 3 rule vectors".into()));
+            return Err(ExperimentError::Invalid(
+                "PCA needs at least 3 rule vectors".into(),
+            ));
         }
         let d = rows[0].len();
         let x = DMatrix::from_fn(rows.len(), d, |r, c| rows[r][c] as f64);
@@ -192,7 +216,14 @@ pub fn run_pca<B: Backend>(
                 task: names[t].clone(),
                 prompt: p,
                 demo: j,
-                pc: [scores[(i, 0)], if scores.ncols() > 1 { scores[(i, 1)] } else { 0.0 }],
+                pc: [
+                    scores[(i, 0)],
+                    if scores.ncols() > 1 {
+                        scores[(i, 1)]
+                    } else {
+                        0.0
+                    },
+                ],
             })
             .collect();
         Ok(PcaResult {

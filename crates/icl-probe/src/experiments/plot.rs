@@ -20,7 +20,10 @@ fn register_font() {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> ExperimentError {
-    ExperimentError::Plot { path: path.into(), msg: e.to_string() }
+    ExperimentError::Plot {
+        path: path.into(),
+        msg: e.to_string(),
+    }
 }
 
 /// A named series of (x, y) points.
@@ -31,9 +34,17 @@ pub struct Series {
 
 /// Accuracy (0..1) against layer: one line per series, horizontal reference lines (zero-shot,
 /// ICL) drawn thin across the whole range.
-pub fn layer_plot(path: &Path, title: &str, series: &[Series], refs: &[(String, f64)]) -> Result<()> {
+pub fn layer_plot(
+    path: &Path,
+    title: &str,
+    series: &[Series],
+    refs: &[(String, f64)],
+) -> Result<()> {
     register_font();
-    let x_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(1.0f64, f64::max);
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
     let root = BitMapBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -56,7 +67,9 @@ pub fn layer_plot(path: &Path, title: &str, series: &[Series], refs: &[(String, 
             .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
             .map_err(|e| err(path, e))?
             .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
         chart
             .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(|e| err(path, e))?;
@@ -65,10 +78,15 @@ pub fn layer_plot(path: &Path, title: &str, series: &[Series], refs: &[(String, 
     for (i, (name, y)) in refs.iter().enumerate() {
         let color = ref_colors[i % ref_colors.len()];
         chart
-            .draw_series(LineSeries::new(vec![(0.0, *y), (x_max, *y)], color.stroke_width(1)))
+            .draw_series(LineSeries::new(
+                vec![(0.0, *y), (x_max, *y)],
+                color.stroke_width(1),
+            ))
             .map_err(|e| err(path, e))?
             .label(format!("{name} = {y:.2}"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(1)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(1))
+            });
     }
     chart
         .configure_series_labels()
@@ -82,9 +100,20 @@ pub fn layer_plot(path: &Path, title: &str, series: &[Series], refs: &[(String, 
 }
 
 /// A scatter of 2-D points coloured by group (`groups[i]` indexes `names`).
-pub fn scatter_plot(path: &Path, title: &str, points: &[(f64, f64)], groups: &[usize], names: &[String]) -> Result<()> {
+pub fn scatter_plot(
+    path: &Path,
+    title: &str,
+    points: &[(f64, f64)],
+    groups: &[usize],
+    names: &[String],
+) -> Result<()> {
     register_font();
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for &(x, y) in points {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -113,8 +142,12 @@ pub fn scatter_plot(path: &Path, title: &str, points: &[(f64, f64)], groups: &[u
         .map_err(|e| err(path, e))?;
     for (g, name) in names.iter().enumerate() {
         let color = Palette99::pick(g).to_rgba();
-        let pts: Vec<(f64, f64)> =
-            points.iter().zip(groups).filter(|(_, &gg)| gg == g).map(|(p, _)| *p).collect();
+        let pts: Vec<(f64, f64)> = points
+            .iter()
+            .zip(groups)
+            .filter(|(_, &gg)| gg == g)
+            .map(|(p, _)| *p)
+            .collect();
         chart
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
             .map_err(|e| err(path, e))?
@@ -140,8 +173,17 @@ mod tests {
     fn plots_are_written_as_png() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("curve.png");
-        let s = vec![Series { name: "task vector".into(), points: vec![(0.0, 0.1), (1.0, 0.5), (2.0, 0.3)] }];
-        layer_plot(&p, "antonym", &s, &[("zero-shot".into(), 0.05), ("ICL k=5".into(), 0.6)]).unwrap();
+        let s = vec![Series {
+            name: "task vector".into(),
+            points: vec![(0.0, 0.1), (1.0, 0.5), (2.0, 0.3)],
+        }];
+        layer_plot(
+            &p,
+            "antonym",
+            &s,
+            &[("zero-shot".into(), 0.05), ("ICL k=5".into(), 0.6)],
+        )
+        .unwrap();
         let png = std::fs::read(&p).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         // Width and height from the IHDR chunk.
@@ -150,7 +192,14 @@ mod tests {
         // A blank image compresses to almost nothing; axes, text and lines do not.
         assert!(png.len() > 8_000, "{} bytes", png.len());
         let q = dir.path().join("pca.png");
-        scatter_plot(&q, "pca", &[(0.0, 0.0), (1.0, 2.0), (2.0, 1.0)], &[0, 1, 1], &["a".into(), "b".into()]).unwrap();
+        scatter_plot(
+            &q,
+            "pca",
+            &[(0.0, 0.0), (1.0, 2.0), (2.0, 1.0)],
+            &[0, 1, 1],
+            &["a".into(), "b".into()],
+        )
+        .unwrap();
         assert!(std::fs::read(&q).unwrap().starts_with(b"\x89PNG"));
     }
 }

@@ -26,9 +26,21 @@ pub fn resid_hook(n_layers: usize, l: usize) -> String {
 pub struct ProbeTokenizer<'a>(pub &'a Tokenizer);
 
 impl TokenizeOffsets for ProbeTokenizer<'_> {
-    fn tokenize_offsets(&self, text: &str) -> std::result::Result<Vec<(u32, Range<usize>)>, String> {
-        let enc = self.0.inner().encode(text, true).map_err(|e| e.to_string())?;
-        Ok(enc.get_ids().iter().zip(enc.get_offsets()).map(|(&id, &(s, e))| (id, s..e)).collect())
+    fn tokenize_offsets(
+        &self,
+        text: &str,
+    ) -> std::result::Result<Vec<(u32, Range<usize>)>, String> {
+        let enc = self
+            .0
+            .inner()
+            .encode(text, true)
+            .map_err(|e| e.to_string())?;
+        Ok(enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_offsets())
+            .map(|(&id, &(s, e))| (id, s..e))
+            .collect())
     }
 }
 
@@ -61,7 +73,11 @@ pub struct Probe<'a, B: Backend> {
 
 impl<'a, B: Backend> Probe<'a, B> {
     pub fn new(model: &'a Model<B>, tok: &'a Tokenizer, batch_size: usize) -> Self {
-        Self { model, tok, batch_size: batch_size.max(1) }
+        Self {
+            model,
+            tok,
+            batch_size: batch_size.max(1),
+        }
     }
 
     pub fn n_layers(&self) -> usize {
@@ -90,7 +106,10 @@ impl<'a, B: Backend> Probe<'a, B> {
     }
 
     fn batch(&self, prompts: &[Prepared]) -> Result<Batch> {
-        Ok(Batch::from_ids(prompts.iter().map(|p| p.ids.clone()).collect(), self.tok.pad_id())?)
+        Ok(Batch::from_ids(
+            prompts.iter().map(|p| p.ids.clone()).collect(),
+            self.tok.pad_id(),
+        )?)
     }
 
     /// Next-token logits `[V]` after the last token of every prompt, with hooks built per chunk
@@ -105,9 +124,15 @@ impl<'a, B: Backend> Probe<'a, B> {
             let batch = self.batch(chunk)?;
             let hooks = spec(c * self.batch_size, chunk)?.logits(LogitsMode::Last);
             let o = self.model.forward(&batch, &hooks)?;
-            let logits = o.logits.ok_or_else(|| ExperimentError::Invalid("forward returned no logits".into()))?;
+            let logits = o
+                .logits
+                .ok_or_else(|| ExperimentError::Invalid("forward returned no logits".into()))?;
             let [b, _, v] = logits.dims();
-            let data = logits.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| ExperimentError::Invalid(format!("{e:?}")))?;
+            let data = logits
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| ExperimentError::Invalid(format!("{e:?}")))?;
             out.extend((0..b).map(|r| data[r * v..(r + 1) * v].to_vec()));
         }
         Ok(out)
@@ -119,7 +144,11 @@ impl<'a, B: Backend> Probe<'a, B> {
         prompts: &[Prepared],
         spec: impl Fn(usize, &[Prepared]) -> Result<HookSpec<B>>,
     ) -> Result<Vec<u32>> {
-        Ok(self.logits_with(prompts, spec)?.iter().map(|l| argmax_f32(l)).collect())
+        Ok(self
+            .logits_with(prompts, spec)?
+            .iter()
+            .map(|l| argmax_f32(l))
+            .collect())
     }
 
     /// Greedy next token of every prompt, no intervention.
@@ -129,14 +158,32 @@ impl<'a, B: Backend> Probe<'a, B> {
 
     /// Greedy next token with the residual at `layer`, last position, replaced by `vectors[i]`
     /// for prompt `i` (each of length `d_model`).
-    pub fn predict_patched(&self, prompts: &[Prepared], layer: usize, vectors: &[Vec<f32>]) -> Result<Vec<u32>> {
-        Ok(self.logits_patched(prompts, layer, vectors)?.iter().map(|l| argmax_f32(l)).collect())
+    pub fn predict_patched(
+        &self,
+        prompts: &[Prepared],
+        layer: usize,
+        vectors: &[Vec<f32>],
+    ) -> Result<Vec<u32>> {
+        Ok(self
+            .logits_patched(prompts, layer, vectors)?
+            .iter()
+            .map(|l| argmax_f32(l))
+            .collect())
     }
 
     /// Next-token logits with the residual at `layer`, last position, replaced by `vectors[i]`.
-    pub fn logits_patched(&self, prompts: &[Prepared], layer: usize, vectors: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+    pub fn logits_patched(
+        &self,
+        prompts: &[Prepared],
+        layer: usize,
+        vectors: &[Vec<f32>],
+    ) -> Result<Vec<Vec<f32>>> {
         if vectors.len() != prompts.len() {
-            return Err(ExperimentError::Invalid(format!("{} patch vectors for {} prompts", vectors.len(), prompts.len())));
+            return Err(ExperimentError::Invalid(format!(
+                "{} patch vectors for {} prompts",
+                vectors.len(),
+                prompts.len()
+            )));
         }
         let (w, hook) = (self.d_model(), resid_hook(self.n_layers(), layer));
         let device = self.model.device().clone();
@@ -145,12 +192,17 @@ impl<'a, B: Backend> Probe<'a, B> {
             let mut flat = Vec::with_capacity(n * w);
             for v in &vectors[start..start + n] {
                 if v.len() != w {
-                    return Err(ExperimentError::Invalid(format!("patch vector of length {}, d_model {w}", v.len())));
+                    return Err(ExperimentError::Invalid(format!(
+                        "patch vector of length {}, d_model {w}",
+                        v.len()
+                    )));
                 }
                 flat.extend_from_slice(v);
             }
             let value = Tensor::<B, 2>::from_data(TensorData::new(flat, [n, w]), &device);
-            Ok(HookSpec::new().intervene(Intervention::new(hook.clone(), Op::Replace(value)).per_row(vec![vec![-1]; n])))
+            Ok(HookSpec::new().intervene(
+                Intervention::new(hook.clone(), Op::Replace(value)).per_row(vec![vec![-1]; n]),
+            ))
         })
     }
 
@@ -167,7 +219,12 @@ impl<'a, B: Backend> Probe<'a, B> {
             for &l in layers {
                 let per_row = chunk
                     .iter()
-                    .map(|p| (vec![p.last() as isize], keys(p).into_iter().map(|k| k as isize).collect()))
+                    .map(|p| {
+                        (
+                            vec![p.last() as isize],
+                            keys(p).into_iter().map(|k| k as isize).collect(),
+                        )
+                    })
                     .collect();
                 spec = spec.knockout(AttentionKnockout::from_sets(l, per_row));
             }
@@ -187,13 +244,22 @@ impl<'a, B: Backend> Probe<'a, B> {
         let mut out = Vec::with_capacity(prompts.len());
         for chunk in prompts.chunks(self.batch_size) {
             let batch = self.batch(chunk)?;
-            let spec = HookSpec::new().cache(names.clone()).logits(LogitsMode::None);
+            let spec = HookSpec::new()
+                .cache(names.clone())
+                .logits(LogitsMode::None);
             let o = self.model.forward(&batch, &spec)?;
             let mut per_layer = Vec::with_capacity(names.len());
             for name in &names {
-                let t = o.cache.get3(name).ok_or_else(|| ExperimentError::Invalid(format!("hook {name} not cached")))?;
+                let t = o
+                    .cache
+                    .get3(name)
+                    .ok_or_else(|| ExperimentError::Invalid(format!("hook {name} not cached")))?;
                 let [_, tt, w] = t.dims();
-                let data = t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| ExperimentError::Invalid(format!("{e:?}")))?;
+                let data = t
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .map_err(|e| ExperimentError::Invalid(format!("{e:?}")))?;
                 per_layer.push((data, tt, w));
             }
             for (b, p) in chunk.iter().enumerate() {
@@ -203,7 +269,10 @@ impl<'a, B: Backend> Probe<'a, B> {
                     let mut vecs = Vec::with_capacity(pos.len());
                     for &q in &pos {
                         let t = batch.resolve(b, q as isize).ok_or_else(|| {
-                            ExperimentError::Invalid(format!("position {q} outside a prompt of {} tokens", p.ids.len()))
+                            ExperimentError::Invalid(format!(
+                                "position {q} outside a prompt of {} tokens",
+                                p.ids.len()
+                            ))
                         })?;
                         let off = (b * tt + t) * w;
                         vecs.push(data[off..off + w].to_vec());

@@ -25,9 +25,17 @@ pub struct Results {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let rd = std::fs::read_dir(dir).map_err(|e| ExperimentError::Io { path: dir.into(), source: e })?;
+    let rd = std::fs::read_dir(dir).map_err(|e| ExperimentError::Io {
+        path: dir.into(),
+        source: e,
+    })?;
     for ent in rd {
-        let p = ent.map_err(|e| ExperimentError::Io { path: dir.into(), source: e })?.path();
+        let p = ent
+            .map_err(|e| ExperimentError::Io {
+                path: dir.into(),
+                source: e,
+            })?
+            .path();
         if p.is_dir() {
             // The result cache holds copies of the results: skip it.
             if p.file_name().is_some_and(|n| n != "cache") {
@@ -48,12 +56,23 @@ pub fn collect(dir: &Path) -> Result<Results> {
     let mut r = Results::default();
     for f in files {
         let v: serde_json::Value = read_json(&f)?;
-        let json_err = |e| ExperimentError::Json { path: f.clone(), source: e };
+        let json_err = |e| ExperimentError::Json {
+            path: f.clone(),
+            source: e,
+        };
         match v.get("experiment").and_then(|e| e.as_str()) {
-            Some("baseline") | Some("icl") => r.accuracy.push(serde_json::from_value(v).map_err(json_err)?),
-            Some("task-vector") => r.task_vector.push(serde_json::from_value(v).map_err(json_err)?),
-            Some("rule-vector") => r.rule_vector.push(serde_json::from_value(v).map_err(json_err)?),
-            Some("knockout") => r.knockout.push(serde_json::from_value(v).map_err(json_err)?),
+            Some("baseline") | Some("icl") => r
+                .accuracy
+                .push(serde_json::from_value(v).map_err(json_err)?),
+            Some("task-vector") => r
+                .task_vector
+                .push(serde_json::from_value(v).map_err(json_err)?),
+            Some("rule-vector") => r
+                .rule_vector
+                .push(serde_json::from_value(v).map_err(json_err)?),
+            Some("knockout") => r
+                .knockout
+                .push(serde_json::from_value(v).map_err(json_err)?),
             Some("pca") => r.pca.push(serde_json::from_value(v).map_err(json_err)?),
             _ => {}
         }
@@ -78,14 +97,19 @@ fn curve<'a>(curves: &'a [LayerCurve], name: &str) -> Option<&'a LayerCurve> {
 }
 
 fn cell(c: Option<&LayerCurve>) -> String {
-    c.map_or("–".into(), |c| format!("{} (L{})", pct(c.test_at_best), c.best_layer))
+    c.map_or("–".into(), |c| {
+        format!("{} (L{})", pct(c.test_at_best), c.best_layer)
+    })
 }
 
 /// Writes `report.md` and the plots; returns the Markdown.
 pub fn write_report(dir: &Path) -> Result<String> {
     let r = collect(dir)?;
     let plots = dir.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io { path: plots.clone(), source: e })?;
+    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
+        path: plots.clone(),
+        source: e,
+    })?;
     let mut md = String::new();
     let models: std::collections::BTreeSet<&str> = r
         .accuracy
@@ -106,11 +130,20 @@ pub fn write_report(dir: &Path) -> Result<String> {
         }
     }
     if !acc.is_empty() {
-        let ks: std::collections::BTreeSet<usize> = acc.values().flat_map(|m| m.keys().copied()).collect();
+        let ks: std::collections::BTreeSet<usize> =
+            acc.values().flat_map(|m| m.keys().copied()).collect();
         let _ = writeln!(md, "## 1. Zero-shot and in-context accuracy\n");
         let _ = write!(md, "| model | task | rule | n |");
         for k in &ks {
-            let _ = write!(md, " {} |", if *k == 0 { "zero-shot".to_string() } else { format!("k={k}") });
+            let _ = write!(
+                md,
+                " {} |",
+                if *k == 0 {
+                    "zero-shot".to_string()
+                } else {
+                    format!("k={k}")
+                }
+            );
         }
         let _ = write!(md, "\n|---|---|---|---|");
         for _ in &ks {
@@ -131,11 +164,15 @@ pub fn write_report(dir: &Path) -> Result<String> {
     // 2. Task vectors vs rule vectors.
     let mut rows: BTreeMap<(String, String, usize), (f64, f64, Vec<LayerCurve>)> = BTreeMap::new();
     for t in &r.task_vector {
-        let e = rows.entry((t.model.clone(), t.task.clone(), t.k)).or_insert((t.zero_shot, t.icl, Vec::new()));
+        let e = rows
+            .entry((t.model.clone(), t.task.clone(), t.k))
+            .or_insert((t.zero_shot, t.icl, Vec::new()));
         e.2.extend(t.curves.iter().cloned());
     }
     for t in &r.rule_vector {
-        let e = rows.entry((t.model.clone(), t.task.clone(), t.k)).or_insert((t.zero_shot, t.icl, Vec::new()));
+        let e = rows
+            .entry((t.model.clone(), t.task.clone(), t.k))
+            .or_insert((t.zero_shot, t.icl, Vec::new()));
         for c in &t.curves {
             if !e.2.iter().any(|x| x.name == c.name) {
                 e.2.push(c.clone());
@@ -161,7 +198,15 @@ pub fn write_report(dir: &Path) -> Result<String> {
             let file = format!("{}_{}_k{k}_layers.png", sanitize(model), sanitize(task));
             let series: Vec<Series> = curves
                 .iter()
-                .map(|c| Series { name: c.name.clone(), points: c.layers.iter().zip(&c.test).map(|(&l, &a)| (l as f64, a)).collect() })
+                .map(|c| Series {
+                    name: c.name.clone(),
+                    points: c
+                        .layers
+                        .iter()
+                        .zip(&c.test)
+                        .map(|(&l, &a)| (l as f64, a))
+                        .collect(),
+                })
                 .collect();
             layer_plot(
                 &plots.join(&file),
@@ -188,12 +233,28 @@ pub fn write_report(dir: &Path) -> Result<String> {
         }
         let _ = writeln!(md, "---|---|");
         for x in &r.rule_vector {
-            let _ = write!(md, "| {} | {} | {} | {} |", x.model, x.task, kind(&x.task), x.layer);
+            let _ = write!(
+                md,
+                "| {} | {} | {} | {} |",
+                x.model,
+                x.task,
+                kind(&x.task),
+                x.layer
+            );
             for s in 1..=kmax {
-                let v = x.by_size.iter().find(|b| b.size == s).map_or("–".into(), |b| pct(b.accuracy));
+                let v = x
+                    .by_size
+                    .iter()
+                    .find(|b| b.size == s)
+                    .map_or("–".into(), |b| pct(b.accuracy));
                 let _ = write!(md, " {v} |");
             }
-            let list = |v: &[super::rule_vector::SubsetAccuracy]| v.iter().map(|b| pct(b.accuracy)).collect::<Vec<_>>().join(" / ");
+            let list = |v: &[super::rule_vector::SubsetAccuracy]| {
+                v.iter()
+                    .map(|b| pct(b.accuracy))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
             let _ = writeln!(md, " {} | {} |", list(&x.singles), list(&x.leave_one_out));
         }
         md.push('\n');
@@ -203,7 +264,11 @@ pub fn write_report(dir: &Path) -> Result<String> {
     if !r.knockout.is_empty() {
         let _ = writeln!(md, "## 4. Attention knockout: last position → answer positions (control: → random input tokens)\n");
         let _ = writeln!(md, "Accuracy with the edges blocked in all heads of blocks [start, end); `answer / control`.\n");
-        let windows: Vec<(usize, usize)> = r.knockout[0].windows.iter().map(|w| (w.start, w.end)).collect();
+        let windows: Vec<(usize, usize)> = r.knockout[0]
+            .windows
+            .iter()
+            .map(|w| (w.start, w.end))
+            .collect();
         let _ = write!(md, "| model | task | zero-shot | ICL |");
         for (a, b) in &windows {
             let _ = write!(md, " blocks {a}–{} |", b - 1);
@@ -214,7 +279,14 @@ pub fn write_report(dir: &Path) -> Result<String> {
         }
         md.push('\n');
         for x in &r.knockout {
-            let _ = write!(md, "| {} | {} | {} | {} |", x.model, x.task, pct(x.zero_shot), pct(x.icl));
+            let _ = write!(
+                md,
+                "| {} | {} | {} | {} |",
+                x.model,
+                x.task,
+                pct(x.zero_shot),
+                pct(x.icl)
+            );
             for w in &x.windows {
                 let _ = write!(md, " {} / {} |", pct(w.answer), pct(w.control));
             }
@@ -225,7 +297,11 @@ pub fn write_report(dir: &Path) -> Result<String> {
 
     // 5. PCA.
     for (i, p) in r.pca.iter().enumerate() {
-        let _ = writeln!(md, "## 5. Geometry of rule vectors (layer {}, k = {}, {})\n", p.layer, p.k, p.model);
+        let _ = writeln!(
+            md,
+            "## 5. Geometry of rule vectors (layer {}, k = {}, {})\n",
+            p.layer, p.k, p.model
+        );
         let _ = writeln!(
             md,
             "{} rule vectors of {} tasks. Variance explained by the task label (R²): {:.2}; leave-one-out nearest-centroid accuracy of the task: {}%. First principal components explain {}.\n",
@@ -235,15 +311,28 @@ pub fn write_report(dir: &Path) -> Result<String> {
             pct(p.centroid_accuracy),
             p.explained.iter().take(3).map(|e| format!("{:.0}%", 100.0 * e)).collect::<Vec<_>>().join(", ")
         );
-        let _ = writeln!(md, "| task | R² of the demonstration index within the task |\n|---|---|");
+        let _ = writeln!(
+            md,
+            "| task | R² of the demonstration index within the task |\n|---|---|"
+        );
         for (t, r2) in &p.r2_demo_index {
             let _ = writeln!(md, "| {t} | {r2:.2} |");
         }
         let file = format!("pca_{i}_L{}.png", p.layer);
         let names = p.tasks.clone();
         let pts: Vec<(f64, f64)> = p.points.iter().map(|q| (q.pc[0], q.pc[1])).collect();
-        let groups: Vec<usize> = p.points.iter().map(|q| names.iter().position(|n| *n == q.task).unwrap_or(0)).collect();
-        scatter_plot(&plots.join(&file), &format!("rule vectors, layer {}, PC1/PC2", p.layer), &pts, &groups, &names)?;
+        let groups: Vec<usize> = p
+            .points
+            .iter()
+            .map(|q| names.iter().position(|n| *n == q.task).unwrap_or(0))
+            .collect();
+        scatter_plot(
+            &plots.join(&file),
+            &format!("rule vectors, layer {}, PC1/PC2", p.layer),
+            &pts,
+            &groups,
+            &names,
+        )?;
         let _ = writeln!(md, "\n![PCA of rule vectors](plots/{file})\n");
     }
 

@@ -57,7 +57,12 @@ pub struct RuleVectorResult {
 
 /// Mean of the rule vectors `subset` of query `i` at layer index `li`.
 pub fn aggregate(ex: &Extraction, i: usize, li: usize, subset: &[usize]) -> Vec<f32> {
-    mean_vec(&subset.iter().map(|&j| ex.rules[i][li][j].as_slice()).collect::<Vec<_>>())
+    mean_vec(
+        &subset
+            .iter()
+            .map(|&j| ex.rules[i][li][j].as_slice())
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Test accuracy at layer index `li` of the aggregate over `subset(i)` for each test query.
@@ -68,7 +73,9 @@ pub fn subset_accuracy<B: Backend>(
     subset: impl Fn(usize) -> Vec<usize>,
 ) -> Result<f64> {
     let test = &ex.queries[ex.n_dev..];
-    let vecs: Vec<Vec<f32>> = (ex.n_dev..ex.queries.len()).map(|i| aggregate(ex, i, li, &subset(i))).collect();
+    let vecs: Vec<Vec<f32>> = (ex.n_dev..ex.queries.len())
+        .map(|i| aggregate(ex, i, li, &subset(i)))
+        .collect();
     let pred = probe.predict_patched(test, ex.layers[li], &vecs)?;
     let targets: Vec<u32> = test.iter().map(|q| q.target).collect();
     Ok(accuracy(&pred, &targets))
@@ -83,65 +90,92 @@ pub fn run_rule_vector<B: Backend>(
     extraction: Option<&Extraction>,
 ) -> Result<RuleVectorResult> {
     let layers = cfg.layer_list(probe.n_layers());
-    cache.get_or(&cfg.model_id, &task.name, &cfg.key(&layers), "rule_vector", || {
-        let (zero_shot, icl) = reference_lines(probe, task, cfg, cache)?;
-        let owned;
-        let ex = match extraction {
-            Some(e) => e,
-            None => {
-                owned = extract(probe, task, cfg)?;
-                &owned
-            }
-        };
-        let k = cfg.k;
-        let all: Vec<usize> = (0..k).collect();
-        let mean = ex.sweep(probe, "rule vector (mean of k)", |i, li| aggregate(ex, i, li, &all))?;
-        // One random demonstration per query (fixed across layers).
-        let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5106_1e00);
-        let pick: Vec<usize> = (0..ex.queries.len()).map(|_| rng.random_range(0..k)).collect();
-        let single = ex.sweep(probe, "rule vector (single)", |i, li| aggregate(ex, i, li, &[pick[i]]))?;
-        let mut curves = vec![mean.clone(), single];
-        curves.extend(task_vector_curves(probe, ex)?);
+    cache.get_or(
+        &cfg.model_id,
+        &task.name,
+        &cfg.key(&layers),
+        "rule_vector",
+        || {
+            let (zero_shot, icl) = reference_lines(probe, task, cfg, cache)?;
+            let owned;
+            let ex = match extraction {
+                Some(e) => e,
+                None => {
+                    owned = extract(probe, task, cfg)?;
+                    &owned
+                }
+            };
+            let k = cfg.k;
+            let all: Vec<usize> = (0..k).collect();
+            let mean = ex.sweep(probe, "rule vector (mean of k)", |i, li| {
+                aggregate(ex, i, li, &all)
+            })?;
+            // One random demonstration per query (fixed across layers).
+            let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5106_1e00);
+            let pick: Vec<usize> = (0..ex.queries.len())
+                .map(|_| rng.random_range(0..k))
+                .collect();
+            let single = ex.sweep(probe, "rule vector (single)", |i, li| {
+                aggregate(ex, i, li, &[pick[i]])
+            })?;
+            let mut curves = vec![mean.clone(), single];
+            curves.extend(task_vector_curves(probe, ex)?);
 
-        let li = ex.layers.iter().position(|&l| l == mean.best_layer).unwrap_or(0);
-        let mut by_size = Vec::with_capacity(k);
-        for s in 1..=k {
-            let draws = if s == k { 1 } else { SUBSET_DRAWS };
-            let mut acc = 0.0;
-            for d in 0..draws {
-                let seed = cfg.seed ^ ((s as u64) << 8) ^ (d as u64) ^ 0x0005_0b5e;
-                let subsets: Vec<Vec<usize>> = {
-                    let mut rng = StdRng::seed_from_u64(seed);
-                    (0..ex.queries.len()).map(|_| sample(&mut rng, k, s).into_vec()).collect()
-                };
-                acc += subset_accuracy(probe, ex, li, |i| subsets[i].clone())?;
+            let li = ex
+                .layers
+                .iter()
+                .position(|&l| l == mean.best_layer)
+                .unwrap_or(0);
+            let mut by_size = Vec::with_capacity(k);
+            for s in 1..=k {
+                let draws = if s == k { 1 } else { SUBSET_DRAWS };
+                let mut acc = 0.0;
+                for d in 0..draws {
+                    let seed = cfg.seed ^ ((s as u64) << 8) ^ (d as u64) ^ 0x0005_0b5e;
+                    let subsets: Vec<Vec<usize>> = {
+                        let mut rng = StdRng::seed_from_u64(seed);
+                        (0..ex.queries.len())
+                            .map(|_| sample(&mut rng, k, s).into_vec())
+                            .collect()
+                    };
+                    acc += subset_accuracy(probe, ex, li, |i| subsets[i].clone())?;
+                }
+                by_size.push(SubsetAccuracy {
+                    size: s,
+                    accuracy: acc / draws as f64,
+                });
             }
-            by_size.push(SubsetAccuracy { size: s, accuracy: acc / draws as f64 });
-        }
-        let mut singles = Vec::with_capacity(k);
-        let mut leave_one_out = Vec::with_capacity(k);
-        for j in 0..k {
-            singles.push(SubsetAccuracy { size: j, accuracy: subset_accuracy(probe, ex, li, |_| vec![j])? });
-            if k > 1 {
-                let rest: Vec<usize> = (0..k).filter(|&x| x != j).collect();
-                leave_one_out.push(SubsetAccuracy { size: j, accuracy: subset_accuracy(probe, ex, li, |_| rest.clone())? });
+            let mut singles = Vec::with_capacity(k);
+            let mut leave_one_out = Vec::with_capacity(k);
+            for j in 0..k {
+                singles.push(SubsetAccuracy {
+                    size: j,
+                    accuracy: subset_accuracy(probe, ex, li, |_| vec![j])?,
+                });
+                if k > 1 {
+                    let rest: Vec<usize> = (0..k).filter(|&x| x != j).collect();
+                    leave_one_out.push(SubsetAccuracy {
+                        size: j,
+                        accuracy: subset_accuracy(probe, ex, li, |_| rest.clone())?,
+                    });
+                }
             }
-        }
-        Ok(RuleVectorResult {
-            experiment: "rule-vector".into(),
-            model: cfg.model_id.clone(),
-            task: task.name.clone(),
-            k,
-            seed: cfg.seed,
-            n_dev: ex.n_dev,
-            n_test: ex.queries.len() - ex.n_dev,
-            zero_shot,
-            icl,
-            curves,
-            layer: mean.best_layer,
-            by_size,
-            singles,
-            leave_one_out,
-        })
-    })
+            Ok(RuleVectorResult {
+                experiment: "rule-vector".into(),
+                model: cfg.model_id.clone(),
+                task: task.name.clone(),
+                k,
+                seed: cfg.seed,
+                n_dev: ex.n_dev,
+                n_test: ex.queries.len() - ex.n_dev,
+                zero_shot,
+                icl,
+                curves,
+                layer: mean.best_layer,
+                by_size,
+                singles,
+                leave_one_out,
+            })
+        },
+    )
 }

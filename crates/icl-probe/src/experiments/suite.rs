@@ -55,12 +55,30 @@ pub struct SuiteOptions {
 
 impl Default for SuiteOptions {
     fn default() -> Self {
-        Self { shots: vec![1, 3, 5, 10], window: 5, pca_layer: None, pca_prompts: 20 }
+        Self {
+            shots: vec![1, 3, 5, 10],
+            window: 5,
+            pca_layer: None,
+            pca_prompts: 20,
+        }
     }
 }
 
-fn save<T: Serialize>(out: &Path, cfg: &RunConfig, task: &str, exp: Experiment, v: &T) -> Result<()> {
-    let file = format!("{}_{}_{}_k{}_s{}.json", sanitize(&cfg.model_id), sanitize(task), exp.name(), cfg.k, cfg.seed);
+fn save<T: Serialize>(
+    out: &Path,
+    cfg: &RunConfig,
+    task: &str,
+    exp: Experiment,
+    v: &T,
+) -> Result<()> {
+    let file = format!(
+        "{}_{}_{}_k{}_s{}.json",
+        sanitize(&cfg.model_id),
+        sanitize(task),
+        exp.name(),
+        cfg.k,
+        cfg.seed
+    );
     write_json(&out.join(file), v)
 }
 
@@ -80,39 +98,98 @@ pub fn run_experiments<B: Backend>(
         for &exp in experiments {
             let t = Instant::now();
             match exp {
-                Experiment::Baseline => save(out, cfg, &task.name, exp, &run_accuracy(probe, task, cfg, &[0], &cache)?)?,
-                Experiment::Icl => save(out, cfg, &task.name, exp, &run_accuracy(probe, task, cfg, &opts.shots, &cache)?)?,
+                Experiment::Baseline => save(
+                    out,
+                    cfg,
+                    &task.name,
+                    exp,
+                    &run_accuracy(probe, task, cfg, &[0], &cache)?,
+                )?,
+                Experiment::Icl => save(
+                    out,
+                    cfg,
+                    &task.name,
+                    exp,
+                    &run_accuracy(probe, task, cfg, &opts.shots, &cache)?,
+                )?,
                 Experiment::TaskVector | Experiment::RuleVector => {
                     let cached = cache_has(out, cfg, &task.name, exp, probe.n_layers());
                     if extraction.is_none() && !cached {
                         extraction = Some(extract(probe, task, cfg)?);
                     }
                     if exp == Experiment::TaskVector {
-                        save(out, cfg, &task.name, exp, &run_task_vector(probe, task, cfg, &cache, extraction.as_ref())?)?
+                        save(
+                            out,
+                            cfg,
+                            &task.name,
+                            exp,
+                            &run_task_vector(probe, task, cfg, &cache, extraction.as_ref())?,
+                        )?
                     } else {
-                        save(out, cfg, &task.name, exp, &run_rule_vector(probe, task, cfg, &cache, extraction.as_ref())?)?
+                        save(
+                            out,
+                            cfg,
+                            &task.name,
+                            exp,
+                            &run_rule_vector(probe, task, cfg, &cache, extraction.as_ref())?,
+                        )?
                     }
                 }
-                Experiment::Knockout => save(out, cfg, &task.name, exp, &run_knockout(probe, task, cfg, opts.window, &cache)?)?,
+                Experiment::Knockout => save(
+                    out,
+                    cfg,
+                    &task.name,
+                    exp,
+                    &run_knockout(probe, task, cfg, opts.window, &cache)?,
+                )?,
                 Experiment::Pca => continue,
             }
-            eprintln!("[{}] {} {}: {:.1}s", cfg.model_id, task.name, exp.name(), t.elapsed().as_secs_f64());
+            eprintln!(
+                "[{}] {} {}: {:.1}s",
+                cfg.model_id,
+                task.name,
+                exp.name(),
+                t.elapsed().as_secs_f64()
+            );
         }
-        eprintln!("[{}] {} done in {:.1}s", cfg.model_id, task.name, t0.elapsed().as_secs_f64());
+        eprintln!(
+            "[{}] {} done in {:.1}s",
+            cfg.model_id,
+            task.name,
+            t0.elapsed().as_secs_f64()
+        );
     }
     if experiments.contains(&Experiment::Pca) {
         let t = Instant::now();
         let layer = opts.pca_layer.unwrap_or(probe.n_layers() * 2 / 3);
         let r = run_pca(probe, tasks, cfg, layer, opts.pca_prompts, &cache)?;
-        let name = if tasks.len() == 1 { tasks[0].name.clone() } else { format!("{}tasks", tasks.len()) };
+        let name = if tasks.len() == 1 {
+            tasks[0].name.clone()
+        } else {
+            format!("{}tasks", tasks.len())
+        };
         save(out, cfg, &name, Experiment::Pca, &r)?;
-        eprintln!("[{}] pca over {} tasks: {:.1}s", cfg.model_id, tasks.len(), t.elapsed().as_secs_f64());
+        eprintln!(
+            "[{}] pca over {} tasks: {:.1}s",
+            cfg.model_id,
+            tasks.len(),
+            t.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
 
 fn cache_has(out: &Path, cfg: &RunConfig, task: &str, exp: Experiment, n_layers: usize) -> bool {
     let layers = cfg.layer_list(n_layers);
-    let name = if exp == Experiment::TaskVector { "task_vector" } else { "rule_vector" };
-    out.join("cache").join(sanitize(&cfg.model_id)).join(sanitize(task)).join(cfg.key(&layers)).join(format!("{name}.json")).exists()
+    let name = if exp == Experiment::TaskVector {
+        "task_vector"
+    } else {
+        "rule_vector"
+    };
+    out.join("cache")
+        .join(sanitize(&cfg.model_id))
+        .join(sanitize(task))
+        .join(cfg.key(&layers))
+        .join(format!("{name}.json"))
+        .exists()
 }

@@ -55,13 +55,27 @@ impl Extraction {
 
 /// `n` extraction prompts with dummy queries from train, cycling through the train split with
 /// fresh demonstrations when it has fewer than `n` items.
-pub fn extraction_prompts(task: &TaskSet, k: usize, n: usize, seed: u64) -> Result<Vec<PromptSpec>> {
+pub fn extraction_prompts(
+    task: &TaskSet,
+    k: usize,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<PromptSpec>> {
     let mut out = Vec::with_capacity(n);
     let mut round = 0u64;
     while out.len() < n {
-        let got = sample_prompts(task, Split::Train, k, n - out.len(), seed.wrapping_add(1000 + round))?;
+        let got = sample_prompts(
+            task,
+            Split::Train,
+            k,
+            n - out.len(),
+            seed.wrapping_add(1000 + round),
+        )?;
         if got.is_empty() {
-            return Err(super::ExperimentError::Invalid(format!("task {}: empty train split", task.name)));
+            return Err(super::ExperimentError::Invalid(format!(
+                "task {}: empty train split",
+                task.name
+            )));
         }
         out.extend(got);
         round += 1;
@@ -70,7 +84,11 @@ pub fn extraction_prompts(task: &TaskSet, k: usize, n: usize, seed: u64) -> Resu
 }
 
 /// Runs the extraction prompts for the dev/test queries of `cfg`.
-pub fn extract<B: Backend>(probe: &Probe<B>, task: &TaskSet, cfg: &RunConfig) -> Result<Extraction> {
+pub fn extract<B: Backend>(
+    probe: &Probe<B>,
+    task: &TaskSet,
+    cfg: &RunConfig,
+) -> Result<Extraction> {
     let layers = cfg.layer_list(probe.n_layers());
     let dev = sample_prompts(task, Split::Dev, 0, cfg.n_dev, cfg.seed)?;
     let test = sample_prompts(task, Split::Test, 0, cfg.n_test, cfg.seed)?;
@@ -88,12 +106,23 @@ pub fn extract<B: Backend>(probe: &Probe<B>, task: &TaskSet, cfg: &RunConfig) ->
     let mut rules = Vec::with_capacity(res.len());
     for r in res {
         last.push(r.iter().map(|per_pos| per_pos[k].clone()).collect());
-        rules.push(r.into_iter().map(|mut per_pos| {
-            per_pos.truncate(k);
-            per_pos
-        }).collect());
+        rules.push(
+            r.into_iter()
+                .map(|mut per_pos| {
+                    per_pos.truncate(k);
+                    per_pos
+                })
+                .collect(),
+        );
     }
-    Ok(Extraction { layers, queries, n_dev, prompts, last, rules })
+    Ok(Extraction {
+        layers,
+        queries,
+        n_dev,
+        prompts,
+        last,
+        rules,
+    })
 }
 
 /// Accuracy per layer on dev and test.
@@ -112,7 +141,14 @@ pub struct LayerCurve {
 impl LayerCurve {
     pub fn new(name: &str, layers: Vec<usize>, dev: Vec<f64>, test: Vec<f64>) -> Self {
         let b = argmax(&dev);
-        Self { name: name.into(), best_layer: layers[b], test_at_best: test[b], layers, dev, test }
+        Self {
+            name: name.into(),
+            best_layer: layers[b],
+            test_at_best: test[b],
+            layers,
+            dev,
+            test,
+        }
     }
 }
 
@@ -140,19 +176,42 @@ pub fn reference_lines<B: Backend>(
     cfg: &RunConfig,
     cache: &ResultCache,
 ) -> Result<(f64, f64)> {
-    let z = shot_accuracy(probe, task, Split::Test, 0, cfg.n_test, cfg.seed, &cfg.model_id, cache)?;
-    let i = shot_accuracy(probe, task, Split::Test, cfg.k, cfg.n_test, cfg.seed, &cfg.model_id, cache)?;
+    let z = shot_accuracy(
+        probe,
+        task,
+        Split::Test,
+        0,
+        cfg.n_test,
+        cfg.seed,
+        &cfg.model_id,
+        cache,
+    )?;
+    let i = shot_accuracy(
+        probe,
+        task,
+        Split::Test,
+        cfg.k,
+        cfg.n_test,
+        cfg.seed,
+        &cfg.model_id,
+        cache,
+    )?;
     Ok((z.accuracy, i.accuracy))
 }
 
 /// The task-vector sweep on an existing extraction.
-pub fn task_vector_curves<B: Backend>(probe: &Probe<B>, ex: &Extraction) -> Result<Vec<LayerCurve>> {
+pub fn task_vector_curves<B: Backend>(
+    probe: &Probe<B>,
+    ex: &Extraction,
+) -> Result<Vec<LayerCurve>> {
     let n_layers = ex.layers.len();
     let global: Vec<Vec<f32>> = (0..n_layers)
         .map(|li| mean_vec(&ex.last.iter().map(|p| p[li].as_slice()).collect::<Vec<_>>()))
         .collect();
     let mean = ex.sweep(probe, "task vector (mean)", |_, li| global[li].clone())?;
-    let local = ex.sweep(probe, "task vector (per prompt)", |i, li| ex.last[i][li].clone())?;
+    let local = ex.sweep(probe, "task vector (per prompt)", |i, li| {
+        ex.last[i][li].clone()
+    })?;
     Ok(vec![mean, local])
 }
 
@@ -165,27 +224,33 @@ pub fn run_task_vector<B: Backend>(
     extraction: Option<&Extraction>,
 ) -> Result<TaskVectorResult> {
     let layers = cfg.layer_list(probe.n_layers());
-    cache.get_or(&cfg.model_id, &task.name, &cfg.key(&layers), "task_vector", || {
-        let (zero_shot, icl) = reference_lines(probe, task, cfg, cache)?;
-        let owned;
-        let ex = match extraction {
-            Some(e) => e,
-            None => {
-                owned = extract(probe, task, cfg)?;
-                &owned
-            }
-        };
-        Ok(TaskVectorResult {
-            experiment: "task-vector".into(),
-            model: cfg.model_id.clone(),
-            task: task.name.clone(),
-            k: cfg.k,
-            seed: cfg.seed,
-            n_dev: ex.n_dev,
-            n_test: ex.queries.len() - ex.n_dev,
-            zero_shot,
-            icl,
-            curves: task_vector_curves(probe, ex)?,
-        })
-    })
+    cache.get_or(
+        &cfg.model_id,
+        &task.name,
+        &cfg.key(&layers),
+        "task_vector",
+        || {
+            let (zero_shot, icl) = reference_lines(probe, task, cfg, cache)?;
+            let owned;
+            let ex = match extraction {
+                Some(e) => e,
+                None => {
+                    owned = extract(probe, task, cfg)?;
+                    &owned
+                }
+            };
+            Ok(TaskVectorResult {
+                experiment: "task-vector".into(),
+                model: cfg.model_id.clone(),
+                task: task.name.clone(),
+                k: cfg.k,
+                seed: cfg.seed,
+                n_dev: ex.n_dev,
+                n_test: ex.queries.len() - ex.n_dev,
+                zero_shot,
+                icl,
+                curves: task_vector_curves(probe, ex)?,
+            })
+        },
+    )
 }
