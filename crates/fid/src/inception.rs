@@ -245,7 +245,34 @@ impl<B: Backend> InceptionV3<B> {
                 found: m.tensors.len(),
             });
         }
-        let l = Loader { m, what, device };
+        Self::build(&Loader {
+            m,
+            random: None,
+            what,
+            device,
+        })
+    }
+
+    /// The same architecture with random weights (He-normal convolutions, batch norm with mean 0,
+    /// var 1 and beta 0, so activations keep their scale through the ReLUs), drawn deterministically
+    /// from `seed`. For benchmarks: the kernels and shapes are those of the real network, and the
+    /// 87 MB `default_1.pt` need not be present (it does not fit a device call's 64 MiB carry).
+    pub fn random(seed: u64, device: &B::Device) -> Self {
+        let empty = ScriptModule {
+            tensors: Default::default(),
+            attrs: Default::default(),
+            order: Vec::new(),
+        };
+        Self::build(&Loader {
+            m: &empty,
+            random: Some(std::cell::RefCell::new(SplitMix64(seed))),
+            what: "random InceptionV3",
+            device,
+        })
+        .expect("random weights have the architecture's shapes by construction")
+    }
+
+    fn build(l: &Loader<'_, B>) -> Result<Self> {
         let p = "net.layers";
         let stem = vec![
             l.conv(&format!("{p}.conv"), 3, 32, [3, 3], 2, [0, 0])?,
@@ -282,14 +309,53 @@ impl<B: Backend> InceptionV3<B> {
     }
 }
 
+/// splitmix64: a tiny deterministic generator for [`InceptionV3::random`] (no statistical claims
+/// beyond "looks random to a benchmark").
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
 struct Loader<'a, B: Backend> {
     m: &'a ScriptModule,
+    /// `Some`: draw every tensor at random instead of reading `m`.
+    random: Option<std::cell::RefCell<SplitMix64>>,
     what: &'a str,
     device: &'a B::Device,
 }
 
 impl<B: Backend> Loader<'_, B> {
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<&[f32]> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<std::borrow::Cow<'_, [f32]>> {
+        if let Some(rng) = &self.random {
+            let n: usize = shape.iter().product();
+            let v = if name.ends_with(".weight") {
+                let fan_in: usize = shape[1..].iter().product();
+                let std = (2.0 / fan_in as f64).sqrt();
+                let mut r = rng.borrow_mut();
+                (0..n).map(|_| (r.normal() * std) as f32).collect()
+            } else if name.ends_with(".var") {
+                vec![1.0 - BN_EPS as f32; n]
+            } else {
+                vec![0.0; n]
+            };
+            return Ok(std::borrow::Cow::Owned(v));
+        }
         let t = self
             .m
             .tensors
@@ -306,7 +372,7 @@ impl<B: Backend> Loader<'_, B> {
                 found: t.shape.clone(),
             });
         }
-        Ok(&t.data)
+        Ok(std::borrow::Cow::Borrowed(&t.data))
     }
 
     /// Checks a scripted attribute (stride, padding) against the architecture, when the file has it.
@@ -499,5 +565,39 @@ impl<B: Backend> Loader<'_, B> {
             tower_2_conv: self.conv(&format!("{p}.tower_2_conv"), c_in, 192, [1, 1], 1, [0, 0])?,
             max_pool,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    #[test]
+    fn random_network_is_deterministic_and_keeps_a_sane_scale() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 4>::random(
+            [1, 3, INPUT_SIZE, INPUT_SIZE],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let a = InceptionV3::<Flex>::random(7, &device).forward(x.clone());
+        let b = InceptionV3::<Flex>::random(7, &device).forward(x.clone());
+        let c = InceptionV3::<Flex>::random(8, &device).forward(x);
+        assert_eq!(a.dims(), [1, FEATURE_DIM]);
+        let (a, b, c): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+            a.into_data().into_vec().unwrap(),
+            b.into_data().into_vec().unwrap(),
+            c.into_data().into_vec().unwrap(),
+        );
+        assert_eq!(a, b, "same seed, same weights");
+        assert_ne!(a, c, "another seed, other weights");
+        let mean = a.iter().map(|v| *v as f64).sum::<f64>() / a.len() as f64;
+        assert!(
+            a.iter().all(|v| v.is_finite() && *v >= 0.0),
+            "pool3 follows a ReLU"
+        );
+        // He-normal weights keep the post-ReLU features O(1), neither vanishing nor exploding.
+        assert!((1e-2..1e2).contains(&mean), "mean pool3 feature {mean}");
     }
 }

@@ -194,6 +194,25 @@ fn parse_rope(v: &Value, default_theta: f64, rotary_dim: usize) -> Result<RopeCo
 }
 
 impl ModelConfig {
+    /// GPT-2 small (124M): 12 layers, d_model 768, 12 heads, 1024 positions, vocabulary 50,257,
+    /// tied embeddings, `gelu_new`: the configuration of the hub's `gpt2`.
+    pub fn gpt2_small() -> Self {
+        Self::from_hf_json(&serde_json::json!({
+            "model_type": "gpt2",
+            "n_embd": 768,
+            "n_head": 12,
+            "n_layer": 12,
+            "n_positions": 1024,
+            "vocab_size": 50257,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": 1e-5,
+            "tie_word_embeddings": true,
+            "bos_token_id": 50256,
+            "eos_token_id": 50256
+        }))
+        .expect("GPT-2's configuration is valid")
+    }
+
     /// Build from the parsed contents of a Hugging Face `config.json`.
     pub fn from_hf_json(v: &Value) -> Result<Self> {
         let model_type =

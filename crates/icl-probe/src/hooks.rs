@@ -557,6 +557,7 @@ impl<'a, B: Backend> HookRunner<'a, B> {
             return Ok(x);
         }
         let w = x.dims()[1];
+        let x_dtype = x.dtype();
         let err = |msg: String| ProbeError::InvalidIntervention {
             hook: iv.hook.clone(),
             msg,
@@ -570,10 +571,16 @@ impl<'a, B: Backend> HookRunner<'a, B> {
                     "value has shape [{vn}, {vw}], expected [1, {w}] or [{n}, {w}]"
                 )));
             }
-            Ok(if vn == 1 && n > 1 {
+            let v = if vn == 1 && n > 1 {
                 v.clone().repeat_dim(0, n)
             } else {
                 v.clone()
+            };
+            // Values are usually made in float32; a half-precision stream takes them in its dtype.
+            Ok(if v.dtype() == x_dtype {
+                v
+            } else {
+                v.cast(x_dtype)
             })
         };
         let new = match &iv.op {
@@ -592,6 +599,7 @@ impl<'a, B: Backend> HookRunner<'a, B> {
         // Overwrite exactly (not x + (new − x), which rounds): keep = 1 − one-hot rows, then add
         // the new rows scattered into zeros. Only scatter-add is used, which every backend has.
         let r = x.dims()[0];
+        let dtype = x.dtype();
         let hit = Tensor::<B, 2>::zeros([r, 1], &self.device).select_assign(
             0,
             idx_t.clone(),
@@ -601,10 +609,14 @@ impl<'a, B: Backend> HookRunner<'a, B> {
         let scattered = Tensor::<B, 2>::zeros([r, w], &self.device).select_assign(
             0,
             idx_t,
-            new,
+            new.cast(burn::tensor::DType::F32),
             IndexingUpdateOp::Add,
         );
-        Ok(x * (hit.neg() + 1.0) + scattered)
+        if dtype == burn::tensor::DType::F32 {
+            Ok(x * (hit.neg() + 1.0) + scattered)
+        } else {
+            Ok(x * (hit.neg() + 1.0).cast(dtype) + scattered.cast(dtype))
+        }
     }
 
     /// Mean over the real tokens of the batch: `[1, W]`, or `[H, W]` for per-head hooks.

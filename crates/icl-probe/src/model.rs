@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use crate::batch::Batch;
 use crate::config::{Activation, ModelConfig, NormKind};
@@ -67,6 +67,12 @@ impl<B: Backend> Linear<B> {
                 .map(|b| to_tensor::<B, 1>(b, device).unsqueeze_dim(0)),
         }
     }
+    fn cast(self, dtype: DType) -> Self {
+        Self {
+            weight: self.weight.cast(dtype),
+            bias: self.bias.map(|b| b.cast(dtype)),
+        }
+    }
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let y = x.matmul(self.weight.clone());
         match &self.bias {
@@ -95,8 +101,22 @@ impl<B: Backend> Norm<B> {
             eps,
         }
     }
-    /// Normalise each row of `[N, D]`.
+    fn cast(self, dtype: DType) -> Self {
+        Self {
+            weight: self.weight.cast(dtype),
+            bias: self.bias.map(|b| b.cast(dtype)),
+            ..self
+        }
+    }
+    /// Normalise each row of `[N, D]`. The statistics are computed in float32 whatever the stream's
+    /// dtype (as HF does for RMSNorm in half precision): a bf16 mean of 768 squares loses digits.
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let dtype = x.dtype();
+        let x = if dtype == DType::F32 {
+            x
+        } else {
+            x.cast(DType::F32)
+        };
         let y = match self.kind {
             NormKind::RmsNorm => {
                 let ms = (x.clone() * x.clone()).mean_dim(1);
@@ -107,6 +127,11 @@ impl<B: Backend> Norm<B> {
                 let var = (xc.clone() * xc.clone()).mean_dim(1);
                 xc * (var + self.eps).sqrt().recip()
             }
+        };
+        let y = if dtype == DType::F32 {
+            y
+        } else {
+            y.cast(dtype)
         };
         let y = y * self.weight.clone();
         match &self.bias {
@@ -137,6 +162,8 @@ pub struct Model<B: Backend> {
     ln_final: Norm<B>,
     unembed: Linear<B>,
     hook_names: Vec<String>,
+    /// The residual stream's dtype (float32 unless [`Model::with_dtype`] changed it).
+    dtype: DType,
 }
 
 /// Result of a forward pass.
@@ -174,7 +201,112 @@ impl<B: Backend> Model<B> {
             unembed: Linear::new(host.unembed, device),
             hook_names,
             config,
+            dtype: DType::F32,
         }
+    }
+
+    /// A model of this configuration with random weights (seeded): normal(0, 0.02) matrices as in
+    /// GPT-2's and Llama's `initializer_range`, norms at weight 1 ± 0.1. For benchmarks and tests
+    /// where the real weights are not available (GPT-2 and Pythia cannot be fetched here).
+    pub fn random(config: ModelConfig, seed: u64, device: &B::Device) -> Result<Self> {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        config.validate("random model")?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut normal = |shape: Vec<usize>, mean: f32, std: f32| {
+            let n: usize = shape.iter().product();
+            // Box–Muller on two uniforms.
+            let data = (0..n)
+                .map(|_| {
+                    let u1: f32 = 1.0 - rng.random::<f32>();
+                    let u2: f32 = rng.random::<f32>();
+                    mean + std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+                })
+                .collect();
+            HostTensor::new(shape, data)
+        };
+        let c = &config;
+        let d = c.d_model;
+        let layer_norm = c.norm == NormKind::LayerNorm;
+        let norm = |normal: &mut dyn FnMut(Vec<usize>, f32, f32) -> HostTensor| HostNorm {
+            weight: normal(vec![d], 1.0, 0.1),
+            bias: layer_norm.then(|| normal(vec![d], 0.0, 0.02)),
+        };
+        let linear = |normal: &mut dyn FnMut(Vec<usize>, f32, f32) -> HostTensor,
+                      i: usize,
+                      o: usize,
+                      bias: bool| HostLinear {
+            weight: normal(vec![i, o], 0.0, 0.02),
+            bias: bias.then(|| normal(vec![o], 0.0, 0.02)),
+        };
+        let embed = normal(vec![c.vocab_size, d], 0.0, 0.02);
+        let pos_embed = c
+            .rope
+            .is_none()
+            .then(|| normal(vec![c.max_positions, d], 0.0, 0.01));
+        let qkv_out = (c.n_heads + 2 * c.n_kv_heads) * c.d_head;
+        let mlp_in_out = if c.gated_mlp { 2 * c.d_mlp } else { c.d_mlp };
+        let blocks = (0..c.n_layers)
+            .map(|_| HostBlock {
+                ln1: norm(&mut normal),
+                ln2: norm(&mut normal),
+                qkv: linear(&mut normal, d, qkv_out, c.qkv_bias),
+                o: linear(&mut normal, c.n_heads * c.d_head, d, c.o_bias),
+                mlp_in: linear(&mut normal, d, mlp_in_out, c.mlp_bias),
+                mlp_out: linear(&mut normal, c.d_mlp, d, c.mlp_bias),
+            })
+            .collect();
+        let ln_final = norm(&mut normal);
+        let unembed = HostLinear {
+            weight: if c.tied_embeddings {
+                embed.transposed()
+            } else {
+                normal(vec![d, c.vocab_size], 0.0, 0.02)
+            },
+            bias: None,
+        };
+        let host = HostModel {
+            embed,
+            pos_embed,
+            blocks,
+            ln_final,
+            unembed,
+        };
+        Ok(Self::from_host(config, host, device))
+    }
+
+    /// Casts every weight to `dtype` (float32, float16 or bfloat16), so the residual stream, the
+    /// projections and attention run in that precision. Norm statistics stay in float32, logits come
+    /// back as float32, and intervention values are cast to the stream's dtype where they are
+    /// written. Cached activations keep the stream's dtype.
+    pub fn with_dtype(self, dtype: DType) -> Self {
+        if dtype == self.dtype {
+            return self;
+        }
+        Self {
+            embed: self.embed.cast(dtype),
+            pos_embed: self.pos_embed.map(|p| p.cast(dtype)),
+            blocks: self
+                .blocks
+                .into_iter()
+                .map(|b| Block {
+                    ln1: b.ln1.cast(dtype),
+                    ln2: b.ln2.cast(dtype),
+                    qkv: b.qkv.cast(dtype),
+                    o: b.o.cast(dtype),
+                    mlp_in: b.mlp_in.cast(dtype),
+                    mlp_out: b.mlp_out.cast(dtype),
+                })
+                .collect(),
+            ln_final: self.ln_final.cast(dtype),
+            unembed: self.unembed.cast(dtype),
+            dtype,
+            ..self
+        }
+    }
+
+    /// The residual stream's dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -261,10 +393,17 @@ impl<B: Backend> Model<B> {
             .rope
             .as_ref()
             .map(|r| RopeTables::<B>::new(r, &positions, b, t, &self.device));
-        let mask: Tensor<B, 4> = Tensor::from_data(
+        let mut mask: Tensor<B, 4> = Tensor::from_data(
             TensorData::new(batch.attention_bias(), [b, 1, t, t]),
             &self.device,
         );
+        let mut rope = rope;
+        if self.dtype != DType::F32 {
+            // -1e30 overflows float16 to -inf, and a fully masked (padding) row would then give
+            // NaN that leaks into real rows; -3e4 still zeroes every masked weight after softmax.
+            mask = mask.clamp_min(-3.0e4).cast(self.dtype);
+            rope = rope.map(|r| r.cast(self.dtype));
+        }
 
         let n_run = spec.stop_at_layer.unwrap_or(cfg.n_layers).min(cfg.n_layers);
         for (l, blk) in self.blocks.iter().enumerate().take(n_run) {
@@ -288,6 +427,10 @@ impl<B: Backend> Model<B> {
                 Some(self.unembed.forward(x.select(0, last)).reshape([b, 1, v]))
             }
             LogitsMode::None => None,
+        };
+        let logits = match logits {
+            Some(l) if self.dtype != DType::F32 => Some(l.cast(DType::F32)),
+            l => l,
         };
         Ok(Output {
             logits,
@@ -384,7 +527,7 @@ impl<B: Backend> Model<B> {
         let scale = 1.0 / (dh as f32).sqrt();
         let mut scores = q.matmul(k.swap_dims(2, 3)) * scale + mask.clone();
         if let Some(knock) = hooks.knockout_bias(l, nh)? {
-            scores = scores + knock;
+            scores = scores + knock.cast(self.dtype);
         }
         let scores = hooks.point4(|| format!("blocks.{l}.attn.hook_attn_scores"), scores)?;
         let pattern = softmax(scores, 3);

@@ -76,6 +76,15 @@ impl<B: Backend> RopeTables<B> {
     }
 
     /// Rotate the first `rotary_dim` dims of `x` `[B, H, T, d_head]`; the rest pass through.
+    /// The tables in another float dtype (to match a half-precision stream).
+    pub fn cast(self, dtype: burn::tensor::DType) -> Self {
+        Self {
+            cos: self.cos.cast(dtype),
+            sin: self.sin.cast(dtype),
+            ..self
+        }
+    }
+
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [_, _, _, dh] = x.dims();
         let rot = self.rotary_dim;
