@@ -11,7 +11,12 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod edm;
+mod gpt2;
+mod inception;
+mod parity;
 mod primitives;
+
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -73,14 +78,94 @@ enum Command {
         #[arg(long, value_enum, default_value = "f32")]
         precision: Precision,
     },
+    /// EDM's FID network: uint8 images → resize to 299 → pool3 (random weights unless --weights).
+    Inception {
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Input resolution before the resize to 299 (CIFAR: 32).
+        #[arg(long, default_value_t = 32)]
+        resolution: usize,
+        /// `default_1.pt` for the real weights (same speed; random weights need no file).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
+    /// GPT-2 small (124M, random weights) forward with full logits.
+    Gpt2 {
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
+        /// Also cache every block's residual stream (`blocks.*.hook_resid_post`).
+        #[arg(long)]
+        cache_residuals: bool,
+    },
+    /// The golden fixtures re-checked on this device (TF32 limits on CUDA); exits 1 on a failure.
+    Parity {
+        /// The repository's `crates` folder (fixtures under `*/tests/fixtures`).
+        #[arg(long, default_value = "crates")]
+        fixtures: PathBuf,
+        /// `default_1.pt` for the pool3 check (default: the asset cache, if it holds it).
+        #[arg(long)]
+        inception: Option<PathBuf>,
+        /// `efficientnet-lite0-57934424.pth` (default: the asset cache, if it holds it).
+        #[arg(long)]
+        effnet: Option<PathBuf>,
+    },
 }
 
-fn run<B: AutodiffBackend>(cli: &Cli, device: B::Device) {
+fn run<B: AutodiffBackend>(cli: &Cli, device: B::Device) -> anyhow::Result<()> {
     let t = timing::Timer {
         runs: cli.runs,
         warmup: cli.warmup,
     };
+    if let Command::Parity {
+        fixtures,
+        inception,
+        effnet,
+    } = &cli.command
+    {
+        let opts = parity::Options {
+            fixtures: fixtures.clone(),
+            inception: inception
+                .clone()
+                .or_else(|| assets::cached("inception-2015-12-05")),
+            effnet: effnet
+                .clone()
+                .or_else(|| assets::cached("efficientnet-lite0")),
+            tf32: cli.device == DeviceKind::Cuda,
+        };
+        let checks = parity::run::<B::InnerBackend>(&device, &opts)?;
+        if !parity::print(&checks) {
+            anyhow::bail!("parity: some checks exceed their limits");
+        }
+        return Ok(());
+    }
+    println!("| workload | shape | precision | median time | throughput |");
+    println!("|---|---|---|---|---|");
     match &cli.command {
+        Command::Parity { .. } => unreachable!("handled above"),
+        Command::Inception {
+            batch,
+            resolution,
+            weights,
+        } => {
+            inception::run::<B::InnerBackend>(&device, &t, *batch, *resolution, weights.as_deref())?
+        }
+        Command::Gpt2 {
+            batch,
+            tokens,
+            precision,
+            cache_residuals,
+        } => gpt2::run::<B::InnerBackend>(
+            &device,
+            &t,
+            *batch,
+            *tokens,
+            *precision,
+            *cache_residuals,
+        )?,
         Command::Primitives {
             precision,
             n,
@@ -107,13 +192,12 @@ fn run<B: AutodiffBackend>(cli: &Cli, device: B::Device) {
             &device, &t, *net, *mode, *batch, *steps, *precision,
         ),
     }
+    Ok(())
 }
 
 fn main() {
     let cli = Cli::parse();
-    println!("| workload | shape | precision | median time | throughput |");
-    println!("|---|---|---|---|---|");
-    match cli.device {
+    let result = match cli.device {
         DeviceKind::Cpu => run::<Autodiff<burn::backend::Flex>>(&cli, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => run::<Autodiff<burn::backend::Cuda>>(&cli, Default::default()),
@@ -122,5 +206,9 @@ fn main() {
             eprintln!("error: this binary was built without CUDA; rebuild with `--features cuda`");
             std::process::exit(2);
         }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
 }
