@@ -164,6 +164,14 @@ struct TrainArgs {
     /// Skip FID entirely.
     #[arg(long)]
     no_fid: bool,
+    /// Data-parallel over this many devices of the chosen kind (CUDA: devices 0..N), one process;
+    /// each step's batch is split across them and the gradients summed on device 0.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Discriminator batch-norm statistics over groups of this many samples (0: each device's whole
+    /// share). The reference normalises per GPU: batch / its GPU count reproduces that.
+    #[arg(long, default_value_t = 0)]
+    d_batch_group: usize,
 }
 
 fn main() {
@@ -363,6 +371,7 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         seed: a.seed,
         cond: a.cond,
         precision: a.precision.clone(),
+        d_batch_group: a.d_batch_group,
         ..GddConfig::default()
     };
     let resumed = a.out.join("checkpoint/state.json").exists()
@@ -379,6 +388,31 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
     } else {
         GddTrainer::new(teacher, backbone, config, device)?
     };
+    if a.devices > 1 {
+        use burn::tensor::backend::{Device as _, DeviceOps};
+        let id = device.id();
+        let available = <Autodiff<B> as Backend>::device_count(id.type_id);
+        if a.devices > available {
+            bail!(
+                "--devices {}: only {available} device(s) of this kind",
+                a.devices
+            );
+        }
+        let devices: Vec<B::Device> = (0..a.devices)
+            .map(|i| {
+                B::Device::from_id(burn::tensor::backend::DeviceId {
+                    type_id: id.type_id,
+                    index_id: i as u16,
+                })
+            })
+            .collect();
+        tr.set_devices(devices)?;
+        eprintln!(
+            "data-parallel over {} devices: {:?}",
+            a.devices,
+            tr.devices()
+        );
+    }
     let fr = &tr.freeze_report;
     eprintln!(
         "generator: {} parameters, {} trainable, {} frozen ({:.1} %, freeze={})",

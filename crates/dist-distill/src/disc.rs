@@ -512,6 +512,30 @@ impl<B: Backend> MultiScaleD<B> {
         Tensor::cat(logits, 1)
     }
 
+    /// [`Self::forward`] with the batch-norm statistics taken over consecutive groups of `group`
+    /// samples ("ghost" batches; 0 or ≥ N: the whole batch). Under PyTorch DDP the reference's
+    /// batch norms see each GPU's batch only; a group of batch/GPUs reproduces that on one device.
+    pub fn forward_grouped(
+        &self,
+        feats: &[Tensor<B, 4>; 4],
+        labels: Option<Tensor<B, 2>>,
+        group: usize,
+    ) -> Tensor<B, 2> {
+        let n = feats[0].dims()[0];
+        if group == 0 || group >= n {
+            return self.forward(feats, labels);
+        }
+        let chunks: Vec<Tensor<B, 2>> = (0..n)
+            .step_by(group)
+            .map(|s| {
+                let e = (s + group).min(n);
+                let f = feats.clone().map(|t| t.narrow(0, s, e - s));
+                self.forward(&f, labels.clone().map(|l| l.narrow(0, s, e - s)))
+            })
+            .collect();
+        Tensor::cat(chunks, 0)
+    }
+
     /// One spectral-norm power iteration for every layer (done once per training step).
     pub fn power_iteration(self) -> Self {
         Self {

@@ -14,11 +14,12 @@
 //! run exactly. A non-finite loss stops training with [`DistillError::NonFinite`], leaving the last
 //! good checkpoint in place.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{Adam, AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
@@ -68,6 +69,11 @@ pub struct GddConfig {
     pub eps: f64,
     /// "f32" | "f16" | "bf16": precision of the generator's U-Net body (half types need CUDA).
     pub precision: String,
+    /// Discriminator batch-norm statistics over groups of this many samples (0: each device's whole
+    /// shard). The reference trains with DDP, where every GPU normalises over its own batch only; on
+    /// fewer devices, `batch / reference GPUs` reproduces its statistics.
+    #[serde(default)]
+    pub d_batch_group: usize,
 }
 
 impl Default for GddConfig {
@@ -91,6 +97,7 @@ impl Default for GddConfig {
             sigma: 80.0,
             eps: 2e-3,
             precision: "f32".into(),
+            d_batch_group: 0,
         }
     }
 }
@@ -180,21 +187,59 @@ fn step_rng(seed: u64, step: u64, stream: u64) -> StdRng {
     StdRng::seed_from_u64(s)
 }
 
-fn normal<B: Backend>(rng: &mut StdRng, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
+/// `len` standard-normal draws, in the order every run (single- or multi-device) makes them.
+fn normal_host(rng: &mut StdRng, len: usize) -> Vec<f32> {
+    (0..len)
         .map(|_| rng.sample::<f32, _>(StandardNormal))
-        .collect();
-    Tensor::from_data(TensorData::new(v, shape), device)
+        .collect()
 }
 
-/// A batch of real images (and labels) drawn uniformly with replacement.
-fn real_batch<B: Backend>(
-    data: &ImageDataset,
-    rng: &mut StdRng,
-    n: usize,
+fn normal<B: Backend>(rng: &mut StdRng, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+    let n: usize = shape.iter().product();
+    Tensor::from_data(TensorData::new(normal_host(rng, n), shape), device)
+}
+
+/// Rows `r` of a host batch `[N, C, H, W]` (`per` = C·H·W values per row) as a tensor on `device`.
+fn rows<B: Backend>(
+    host: &[f32],
+    per: usize,
+    r: Range<usize>,
+    chw: [usize; 3],
     device: &B::Device,
-) -> (Tensor<B, 4>, Vec<usize>) {
+) -> Tensor<B, 4> {
+    let m = r.len();
+    Tensor::from_data(
+        TensorData::new(
+            host[r.start * per..r.end * per].to_vec(),
+            [m, chw[0], chw[1], chw[2]],
+        ),
+        device,
+    )
+}
+
+/// Contiguous near-equal shards of `0..n` for `k` devices (never an empty shard).
+pub fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
+    let k = k.clamp(1, n.max(1));
+    (0..k).map(|i| (i * n / k)..((i + 1) * n / k)).collect()
+}
+
+/// The module for shard `i`: the master itself for shard 0, a replica forked to `device` otherwise.
+fn replica<BB: Backend, M: Module<BB>>(m: &M, device: &BB::Device, i: usize) -> M {
+    if i == 0 {
+        m.clone()
+    } else {
+        m.clone().fork(device)
+    }
+}
+
+/// Sum of scalar tensors that may live on different devices, read after all shards were launched.
+fn scalar_sum<BB: Backend>(xs: Vec<Tensor<BB, 1>>) -> f64 {
+    xs.into_iter().map(|x| x.into_scalar().elem::<f64>()).sum()
+}
+
+/// A batch of real images (host, `[N, C, H, W]` flattened) and labels, drawn uniformly with
+/// replacement.
+fn real_batch_host(data: &ImageDataset, rng: &mut StdRng, n: usize) -> (Vec<f32>, Vec<usize>) {
     let per = data.channels * data.resolution * data.resolution;
     let mut v = Vec::with_capacity(n * per);
     let mut labels = Vec::with_capacity(n);
@@ -203,11 +248,7 @@ fn real_batch<B: Backend>(
         v.extend_from_slice(data.image(i));
         labels.push(data.labels.as_ref().map(|l| l[i]).unwrap_or(0));
     }
-    let t = Tensor::from_data(
-        TensorData::new(v, [n, data.channels, data.resolution, data.resolution]),
-        device,
-    );
-    (t, labels)
+    (v, labels)
 }
 
 /// Everything a GDD run holds.
@@ -222,6 +263,8 @@ pub struct GddTrainer<B: AutodiffBackend> {
     pub freeze_report: FreezeReport,
     one: OneStep,
     device: B::Device,
+    /// Data-parallel devices; `devices[0] == device`.
+    devices: Vec<B::Device>,
 }
 
 fn adam(beta2: f64) -> AdamConfig {
@@ -272,86 +315,165 @@ impl<B: AutodiffBackend> GddTrainer<B> {
             freeze_report,
             one,
             device: device.clone(),
+            devices: vec![device.clone()],
         })
     }
 
-    fn labels(&self, ids: &[usize]) -> Option<Tensor<B, 2>> {
-        let classes = self.g.config.label_dim;
-        (self.state.config.cond && classes > 0).then(|| one_hot(ids, classes, &self.device))
+    /// Data-parallel training over `devices` (one process; `devices[0]` must be the trainer's own
+    /// device, which holds the master weights and both optimizers). Each step splits its batch into
+    /// contiguous near-equal shards, runs every shard's forward and backward on its device with a
+    /// replica forked from the master weights, moves the gradients to `devices[0]` and sums them
+    /// there (the losses are sums over samples, so the sum is the full batch's gradient), then takes
+    /// one optimizer step. The random draws are made for the whole batch before sharding, so a run on
+    /// k devices sees exactly the samples of the single-device run and differs from it only by
+    /// floating-point summation order.
+    pub fn set_devices(&mut self, devices: Vec<B::Device>) -> Result<()> {
+        match devices.first() {
+            Some(d) if *d == self.device => {
+                self.devices = devices;
+                Ok(())
+            }
+            _ => Err(DistillError::Config(format!(
+                "data-parallel devices must start with the trainer's device {:?}, got {devices:?}",
+                self.device
+            ))),
+        }
     }
 
-    /// One training step (G, D, lazy R1, EMA).
+    /// The devices a step runs on (one unless [`Self::set_devices`] added more).
+    pub fn devices(&self) -> &[B::Device] {
+        &self.devices
+    }
+
+    fn labels_on(&self, ids: &[usize], device: &B::Device) -> Option<Tensor<B, 2>> {
+        let classes = self.g.config.label_dim;
+        (self.state.config.cond && classes > 0).then(|| one_hot(ids, classes, device))
+    }
+
+    /// One training step (G, D, lazy R1, EMA), data-parallel over [`Self::devices`].
     pub fn step(&mut self, data: &ImageDataset) -> Result<StepMetrics> {
         let started = std::time::Instant::now();
         let cfg = self.state.config.clone();
         let step = self.state.step;
         let n = cfg.batch_size;
-        let shape = [n, data.channels, data.resolution, data.resolution];
+        let chw = [data.channels, data.resolution, data.resolution];
+        let per: usize = chw.iter().product();
         let classes = self.g.config.label_dim.max(1);
         let (dlr, _) = lazy_adam_adjust(cfg.dlr, cfg.beta2, cfg.r1_interval);
+        let shards = shard_ranges(n, self.devices.len());
 
         self.d = self.d.clone().power_iteration();
 
         // --- G step ---
         let mut rng = step_rng(cfg.seed, step, 0);
-        let z = normal::<B>(&mut rng, shape, &self.device);
+        let z_host = normal_host(&mut rng, n * per);
         let g_ids: Vec<usize> = (0..n).map(|_| rng.random_range(0..classes)).collect();
-        let g_labels = self.labels(&g_ids);
-        let fake = generate(&self.g, z, g_labels.clone(), &self.one);
         let d_frozen = self.d.clone().no_grad();
-        let logits = d_frozen.forward(&self.feats.forward(to_rgb(fake)), g_labels);
-        let g_loss = generator_loss(cfg.loss, logits);
-        let g_loss_v: f64 = g_loss.clone().into_scalar().elem::<f64>();
+        let mut accum = GradientsAccumulator::<EdmPrecond<B>>::new();
+        let mut losses = Vec::with_capacity(shards.len());
+        for (i, r) in shards.iter().enumerate() {
+            let dev = &self.devices[i];
+            let (g, d, feats) = (
+                replica(&self.g, dev, i),
+                replica(&d_frozen, dev, i),
+                replica(&self.feats, dev, i),
+            );
+            let z = rows::<B>(&z_host, per, r.clone(), chw, dev);
+            let labels = self.labels_on(&g_ids[r.clone()], dev);
+            let fake = generate(&g, z, labels.clone(), &self.one);
+            let logits = d.forward_grouped(&feats.forward(to_rgb(fake)), labels, cfg.d_batch_group);
+            let loss = generator_loss(cfg.loss, logits);
+            losses.push(loss.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &g);
+            accum.accumulate(&self.g, grads.to_device(&self.device, &g));
+        }
+        let g_loss_v = scalar_sum(losses);
         self.check("generator loss", g_loss_v)?;
-        let grads = GradientsParams::from_grads(g_loss.backward(), &self.g);
-        self.g = self.g_opt.step(cfg.lr, self.g.clone(), grads);
+        self.g = self.g_opt.step(cfg.lr, self.g.clone(), accum.grads());
 
         // --- D step ---
         let mut rng = step_rng(cfg.seed, step, 1);
-        let z = normal::<B::InnerBackend>(&mut rng, shape, &self.device);
+        let z_host = normal_host(&mut rng, n * per);
         let f_ids: Vec<usize> = (0..n).map(|_| rng.random_range(0..classes)).collect();
-        let (real, r_ids) = real_batch::<B::InnerBackend>(data, &mut rng, n, &self.device);
+        let (real_host, r_ids) = real_batch_host(data, &mut rng, n);
         let g_inner = self.g.valid();
-        let f_labels_inner = self.labels(&f_ids).map(|t| t.inner());
-        let fake = generate(&g_inner, z, f_labels_inner, &self.one);
         let feats_inner = self.feats.valid();
-        let both = feats_inner.forward(to_rgb(Tensor::cat(vec![fake, real.clone()], 0)));
-        let split = |i: usize| -> [Tensor<B, 4>; 4] {
-            both.clone().map(|f| {
-                let [_, c, h, w] = f.dims();
-                Tensor::from_inner(f.slice([i * n..(i + 1) * n, 0..c, 0..h, 0..w]))
-            })
-        };
-        let fake_logits = self.d.forward(&split(0), self.labels(&f_ids));
-        let real_logits = self.d.forward(&split(1), self.labels(&r_ids));
-        let d_fake_score: f64 = fake_logits.clone().mean().into_scalar().elem::<f64>();
-        let d_real_score: f64 = real_logits.clone().mean().into_scalar().elem::<f64>();
-        let l_fake = disc_fake_loss(cfg.loss, fake_logits);
-        let l_real = disc_real_loss(cfg.loss, real_logits);
-        let d_loss_fake: f64 = l_fake.clone().into_scalar().elem::<f64>();
-        let d_loss_real: f64 = l_real.clone().into_scalar().elem::<f64>();
+        let mut accum = GradientsAccumulator::<MultiScaleD<B>>::new();
+        let (mut l_fakes, mut l_reals, mut s_fakes, mut s_reals) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, r) in shards.iter().enumerate() {
+            let dev = &self.devices[i];
+            let m = r.len();
+            let (g_i, feats_i, d) = (
+                replica(&g_inner, dev, i),
+                replica(&feats_inner, dev, i),
+                replica(&self.d, dev, i),
+            );
+            let z = rows::<B::InnerBackend>(&z_host, per, r.clone(), chw, dev);
+            let real = rows::<B::InnerBackend>(&real_host, per, r.clone(), chw, dev);
+            let f_labels = self.labels_on(&f_ids[r.clone()], dev);
+            let fake = generate(&g_i, z, f_labels.clone().map(|t| t.inner()), &self.one);
+            let both = feats_i.forward(to_rgb(Tensor::cat(vec![fake, real], 0)));
+            let split = |k: usize| -> [Tensor<B, 4>; 4] {
+                both.clone().map(|f| {
+                    let [_, c, h, w] = f.dims();
+                    Tensor::from_inner(f.slice([k * m..(k + 1) * m, 0..c, 0..h, 0..w]))
+                })
+            };
+            let fake_logits = d.forward_grouped(&split(0), f_labels, cfg.d_batch_group);
+            let real_labels = self.labels_on(&r_ids[r.clone()], dev);
+            let real_logits = d.forward_grouped(&split(1), real_labels, cfg.d_batch_group);
+            // Sums of logits (means are taken over the whole batch below).
+            s_fakes.push(fake_logits.clone().mean().mul_scalar(m as f64));
+            s_reals.push(real_logits.clone().mean().mul_scalar(m as f64));
+            let l_fake = disc_fake_loss(cfg.loss, fake_logits);
+            let l_real = disc_real_loss(cfg.loss, real_logits);
+            l_fakes.push(l_fake.clone());
+            l_reals.push(l_real.clone());
+            let grads = GradientsParams::from_grads((l_fake + l_real).backward(), &d);
+            accum.accumulate(&self.d, grads.to_device(&self.device, &d));
+        }
+        let d_fake_score = scalar_sum(s_fakes) / n as f64;
+        let d_real_score = scalar_sum(s_reals) / n as f64;
+        let d_loss_fake = scalar_sum(l_fakes);
+        let d_loss_real = scalar_sum(l_reals);
         self.check("discriminator loss", d_loss_fake + d_loss_real)?;
-        let grads = GradientsParams::from_grads((l_fake + l_real).backward(), &self.d);
-        self.d = self.d_opt.step(dlr, self.d.clone(), grads);
+        self.d = self.d_opt.step(dlr, self.d.clone(), accum.grads());
 
         // --- lazy R1 ---
         let mut r1_penalty = None;
         if cfg.r1_interval > 0 && step != 0 && step.is_multiple_of(cfg.r1_interval as u64) {
-            let labels = self.labels(&r_ids);
-            let d = &self.d;
-            let feats = &self.feats;
-            let dfn = |x: Tensor<B, 4>| d.forward(&feats.forward(to_rgb(x)), labels.clone());
-            let t = r1_terms(
-                &dfn,
-                real,
-                cfg.r1_gamma,
-                cfg.r1_interval as f64,
-                cfg.r1_fd_step,
-            );
-            self.check("R1 penalty", t.penalty)?;
-            r1_penalty = Some(t.penalty);
-            let grads = GradientsParams::from_grads(t.surrogate.backward(), &self.d);
-            self.d = self.d_opt.step(dlr, self.d.clone(), grads);
+            let mut accum = GradientsAccumulator::<MultiScaleD<B>>::new();
+            let mut penalty = 0.0;
+            for (i, r) in shards.iter().enumerate() {
+                let dev = &self.devices[i];
+                let (d, feats) = (replica(&self.d, dev, i), replica(&self.feats, dev, i));
+                let labels = self.labels_on(&r_ids[r.clone()], dev);
+                let real = rows::<B::InnerBackend>(&real_host, per, r.clone(), chw, dev);
+                let dfn = |x: Tensor<B, 4>| {
+                    d.forward_grouped(&feats.forward(to_rgb(x)), labels.clone(), cfg.d_batch_group)
+                };
+                let t = r1_terms(
+                    &dfn,
+                    real,
+                    cfg.r1_gamma,
+                    cfg.r1_interval as f64,
+                    cfg.r1_fd_step,
+                );
+                // Each shard's terms are means over its m samples: weight them by m / n.
+                let w = r.len() as f64 / n as f64;
+                penalty += t.penalty * w;
+                let surrogate = if shards.len() == 1 {
+                    t.surrogate
+                } else {
+                    t.surrogate.mul_scalar(w)
+                };
+                let grads = GradientsParams::from_grads(surrogate.backward(), &d);
+                accum.accumulate(&self.d, grads.to_device(&self.device, &d));
+            }
+            self.check("R1 penalty", penalty)?;
+            r1_penalty = Some(penalty);
+            self.d = self.d_opt.step(dlr, self.d.clone(), accum.grads());
         }
 
         // --- EMA ---

@@ -166,3 +166,84 @@ fn nan_stops_with_a_typed_error_and_keeps_the_checkpoint() {
     assert!(err.to_string().contains("non-finite"));
     assert!(dir.path().join("checkpoint/state.json").exists());
 }
+
+/// Relative L2 distance between two generators' parameters, and the size of the update itself.
+fn param_distance(
+    a: &EdmPrecond<Flex>,
+    b: &EdmPrecond<Flex>,
+    start: &EdmPrecond<Flex>,
+) -> (f64, f64) {
+    let (pa, pb, p0) = (params(a), params(b), params(start));
+    let (mut diff, mut upd) = (0.0f64, 0.0f64);
+    for (((_, x), (_, y)), (_, z)) in pa.iter().zip(&pb).zip(&p0) {
+        for ((x, y), z) in x.iter().zip(y).zip(z) {
+            diff += (*x as f64 - *y as f64).powi(2);
+            upd += (*x as f64 - *z as f64).powi(2);
+        }
+    }
+    (diff.sqrt(), upd.sqrt())
+}
+
+#[test]
+fn data_parallel_steps_match_the_single_device_run() {
+    // Two shards on the same CPU device exercise the whole data-parallel path (replicas, per-shard
+    // backward, gradients moved and summed, shard-weighted R1) without a second GPU. As under the
+    // reference's DDP, each shard's discriminator batch norm sees that shard only, so the
+    // single-device run uses ghost batches of the shard size (`d_batch_group`) to match it.
+    // R1 runs at step 1 (interval 1).
+    let data = dataset(16);
+    let mut cfg = config(1);
+    cfg.batch_size = 6;
+    cfg.r1_interval = 1;
+    let start = teacher().valid();
+    let dev = Default::default();
+    let mut single_cfg = cfg.clone();
+    single_cfg.d_batch_group = 3;
+    let mut single = GddTrainer::new(teacher(), backbone(), single_cfg, &dev).unwrap();
+    let mut dp = GddTrainer::new(teacher(), backbone(), cfg, &dev).unwrap();
+    dp.set_devices(vec![dev, dev]).unwrap();
+    assert_eq!(dp.devices().len(), 2);
+    for step in 0..2 {
+        let a = single.step(&data).unwrap();
+        let b = dp.step(&data).unwrap();
+        let rel = |x: f64, y: f64| (x - y).abs() / x.abs().max(1e-6);
+        println!(
+            "step {step}: g loss {:.7} vs {:.7}, d real {:.7} vs {:.7}, R1 {:?} vs {:?}",
+            a.g_loss, b.g_loss, a.d_loss_real, b.d_loss_real, a.r1_penalty, b.r1_penalty
+        );
+        // Adam's first steps are ≈ lr·sign(g), so rounding-level gradient differences on tiny
+        // gradients become lr-sized parameter differences: later steps agree less tightly.
+        let tol = if step == 0 { 1e-5 } else { 1e-4 };
+        assert!(
+            rel(a.g_loss, b.g_loss) < tol,
+            "step {step}: g loss {} vs {}",
+            a.g_loss,
+            b.g_loss
+        );
+        assert!(rel(a.d_loss_real, b.d_loss_real) < tol);
+        assert!(
+            rel(a.d_fake_score, b.d_fake_score) < 1e-3
+                || (a.d_fake_score - b.d_fake_score).abs() < 1e-5
+        );
+        assert_eq!(a.r1_penalty.is_some(), b.r1_penalty.is_some());
+        if let (Some(x), Some(y)) = (a.r1_penalty, b.r1_penalty) {
+            // ‖∇ₓD‖² after one D update is the most sensitive to the sign-flip effect above; a
+            // wrong shard weighting would be off by tens of percent.
+            assert!(rel(x, y) < 1e-3, "R1 {x} vs {y}");
+        }
+    }
+    let (diff, update) = param_distance(&single.g.valid(), &dp.g.valid(), &start);
+    println!("generator after 2 steps: |single − dp| = {diff:.3e}, |update| = {update:.3e}");
+    assert!(update > 0.0);
+    // Coarse (sign flips of lr-sized Adam steps on near-zero gradients, see above, make ~10 %):
+    // a wrong-sign or missing shard gradient would give a distance of the order of the update.
+    assert!(
+        diff < 0.25 * update,
+        "data-parallel drifted: {diff} vs update {update}"
+    );
+    // A device list that does not start with the trainer's device is a typed error.
+    assert!(matches!(
+        single.set_devices(vec![]),
+        Err(DistillError::Config(_))
+    ));
+}

@@ -212,9 +212,10 @@ fn rule_vectors_and_subset_means_match_manual_reads() {
     }
     // Subset aggregation is the plain mean.
     let agg = aggregate(&ex, i, li, &[0, 2]);
-    for c in 0..w {
+    assert_eq!(agg.len(), w);
+    for (c, a) in agg.iter().enumerate() {
         let m = (ex.rules[i][li][0][c] + ex.rules[i][li][2][c]) / 2.0;
-        assert!((agg[c] - m).abs() <= 1e-6);
+        assert!((a - m).abs() <= 1e-6);
     }
     // And the subset accuracy patches exactly that mean.
     let test = &ex.queries[ex.n_dev..];

@@ -344,11 +344,11 @@ fn generate_matches_repeated_greedy_next() {
     let batch = Batch::from_ids(vec![prompt.clone(), rows[1][..3].to_vec()], 0).unwrap();
     let gen = model.generate(&batch, 4, None).unwrap();
     let mut ids = prompt;
-    for step in 0..4 {
+    for &generated in &gen[0][..4] {
         let next = model
             .greedy_next(&Batch::from_ids(vec![ids.clone()], 0).unwrap())
             .unwrap()[0];
-        assert_eq!(gen[0][step], next);
+        assert_eq!(generated, next);
         ids.push(next);
     }
     assert_eq!(gen[1].len(), 4);

@@ -26,6 +26,7 @@ pub struct AccuracyResult {
 }
 
 /// Accuracy of `k`-shot prompts on up to `n` queries of `split`, cached.
+#[allow(clippy::too_many_arguments)]
 pub fn shot_accuracy<B: Backend>(
     probe: &Probe<B>,
     task: &TaskSet,

@@ -135,11 +135,11 @@ pub fn centroid_accuracy(x: &DMatrix<f64>, groups: &[usize]) -> f64 {
     let mut correct = 0;
     for (i, &g) in groups.iter().enumerate() {
         let mut best = (f64::INFINITY, usize::MAX);
-        for c in 0..n_groups {
+        for (c, &count) in counts.iter().enumerate().take(n_groups) {
             let (sum, cnt) = if c == g {
-                (sums.row(c) - x.row(i), counts[c] - 1)
+                (sums.row(c) - x.row(i), count - 1)
             } else {
-                (sums.row(c).clone_owned(), counts[c])
+                (sums.row(c).clone_owned(), count)
             };
             if cnt == 0 {
                 continue;

@@ -14,6 +14,9 @@ use super::rule_vector::RuleVectorResult;
 use super::task_vector::{LayerCurve, TaskVectorResult};
 use super::{ExperimentError, Result};
 
+/// (model, task, k): one row of the task-vector vs rule-vector table.
+type RowKey = (String, String, usize);
+
 /// All results found under a folder.
 #[derive(Default, Debug)]
 pub struct Results {
@@ -162,7 +165,7 @@ pub fn write_report(dir: &Path) -> Result<String> {
     }
 
     // 2. Task vectors vs rule vectors.
-    let mut rows: BTreeMap<(String, String, usize), (f64, f64, Vec<LayerCurve>)> = BTreeMap::new();
+    let mut rows: BTreeMap<RowKey, (f64, f64, Vec<LayerCurve>)> = BTreeMap::new();
     for t in &r.task_vector {
         let e = rows
             .entry((t.model.clone(), t.task.clone(), t.k))
