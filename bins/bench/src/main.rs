@@ -134,7 +134,8 @@ fn run<B: AutodiffBackend>(cli: &Cli, device: B::Device) -> anyhow::Result<()> {
             effnet: effnet
                 .clone()
                 .or_else(|| assets::cached("efficientnet-lite0")),
-            tf32: cli.device == DeviceKind::Cuda,
+            // Exact mode (ICLGDD_EXACT_F32=1) undoes TF32 rounding: hold CUDA to the CPU limits then.
+            tf32: cli.device == DeviceKind::Cuda && !exact_f32::enabled(),
         };
         let checks = parity::run::<B::InnerBackend>(&device, &opts)?;
         if !parity::print(&checks) {

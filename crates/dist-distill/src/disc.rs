@@ -15,9 +15,10 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{conv2d, interpolate};
+use burn::tensor::module::interpolate;
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
+use exact_f32::{conv2d, matmul};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -369,12 +370,12 @@ impl<B: Backend> ClassProjection<B> {
     /// `labels` one-hot [N, label_dim] → cmap [N, cmap_dim].
     pub fn cmap(&self, labels: Tensor<B, 2>) -> Tensor<B, 2> {
         let embed_dim = self.embed.dims()[1];
-        let e = labels.matmul(self.embed.val());
+        let e = matmul(labels, self.embed.val());
         let w = self
             .fc_weight
             .val()
             .mul_scalar(1.0 / (embed_dim as f64).sqrt());
-        let y = e.matmul(w.transpose()) + self.fc_bias.val().unsqueeze_dim(0);
+        let y = matmul(e, w.transpose()) + self.fc_bias.val().unsqueeze_dim(0);
         leaky_relu(y, 0.2).mul_scalar(2f64.sqrt())
     }
 }

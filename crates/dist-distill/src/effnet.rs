@@ -22,9 +22,9 @@ use std::path::Path;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Tensor, TensorData};
+use exact_f32::conv2d;
 
 use crate::error::{DistillError, Result};
 

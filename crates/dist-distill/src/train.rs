@@ -74,6 +74,15 @@ pub struct GddConfig {
     /// fewer devices, `batch / reference GPUs` reproduces its statistics.
     #[serde(default)]
     pub d_batch_group: usize,
+    /// Run the R1 passes in exact float32 ([`exact_f32`]): the R1 parameter gradient is a central
+    /// difference of two discriminator outputs whose inputs differ by ~1e-3, below what TF32
+    /// rounding (~5e-4 per operand) resolves on CUDA. Costs 4× on those passes, every 16th step.
+    #[serde(default = "default_true")]
+    pub r1_exact_f32: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for GddConfig {
@@ -98,6 +107,7 @@ impl Default for GddConfig {
             eps: 2e-3,
             precision: "f32".into(),
             d_batch_group: 0,
+            r1_exact_f32: true,
         }
     }
 }
@@ -443,6 +453,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         // --- lazy R1 ---
         let mut r1_penalty = None;
         if cfg.r1_interval > 0 && step != 0 && step.is_multiple_of(cfg.r1_interval as u64) {
+            let _exact = cfg.r1_exact_f32.then(exact_f32::ExactGuard::new);
             let mut accum = GradientsAccumulator::<MultiScaleD<B>>::new();
             let mut penalty = 0.0;
             for (i, r) in shards.iter().enumerate() {

@@ -6,9 +6,10 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::module::{conv2d, conv_transpose2d};
+// Convolutions and matmuls go through exact_f32 so `ICLGDD_EXACT_F32=1` can undo TF32 rounding.
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{backend::Backend, DType, Distribution, Tensor};
+use exact_f32::{conv2d, conv_transpose2d, matmul};
 
 use crate::error::Result;
 use crate::weights::{join, Init, InitMode, TensorRef, TensorSource, VisitNamed};
@@ -78,7 +79,7 @@ impl<B: Backend> Linear<B> {
 
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let dtype = x.dtype();
-        let mut y = x.matmul(to_dtype(self.weight.val(), dtype).transpose());
+        let mut y = matmul(x, to_dtype(self.weight.val(), dtype).transpose());
         if let Some(b) = &self.bias {
             y = y + to_dtype(b.val(), dtype).unsqueeze::<2>();
         }
@@ -352,7 +353,7 @@ pub fn attention_weights<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor
     let c = k.dims()[1] as f64;
     let q32 = to_dtype(q, DType::F32);
     let k32 = to_dtype(k.div_scalar(c.sqrt()), DType::F32);
-    let w = softmax(q32.swap_dims(1, 2).matmul(k32), 2);
+    let w = softmax(matmul(q32.swap_dims(1, 2), k32), 2);
     to_dtype(w, dtype)
 }
 
@@ -542,7 +543,7 @@ impl<B: Backend> UNetBlock<B> {
             let (q, k, v) = (part(0), part(1), part(2));
             let wts = attention_weights(q, k);
             // a[n, c, q] = sum_k w[n, q, k] v[n, c, k]
-            let a = v.matmul(wts.swap_dims(1, 2));
+            let a = matmul(v, wts.swap_dims(1, 2));
             x = proj.forward(a.reshape([n, c, h, w])) + x;
             x = x.mul_scalar(self.skip_scale);
         }

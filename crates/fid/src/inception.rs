@@ -15,6 +15,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{activation::relu, Tensor, TensorData};
 
 use crate::error::{FidError, Result};
@@ -37,7 +38,19 @@ pub struct BasicConv<B: Backend> {
 
 impl<B: Backend> BasicConv<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(self.conv.forward(x))
+        // Through exact_f32 (not `Conv2d::forward`) so `ICLGDD_EXACT_F32=1` gives float32 features
+        // on TF32 hardware, as the references were computed.
+        let c = &self.conv;
+        let padding = match c.padding {
+            PaddingConfig2d::Explicit(top, left, _, _) => [top, left],
+            _ => [0, 0],
+        };
+        relu(exact_f32::conv2d(
+            x,
+            c.weight.val(),
+            c.bias.as_ref().map(|b| b.val()),
+            ConvOptions::new(c.stride, padding, c.dilation, c.groups),
+        ))
     }
 }
 

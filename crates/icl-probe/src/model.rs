@@ -74,7 +74,7 @@ impl<B: Backend> Linear<B> {
         }
     }
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = x.matmul(self.weight.clone());
+        let y = exact_f32::matmul(x, self.weight.clone());
         match &self.bias {
             Some(b) => y + b.clone(),
             None => y,
@@ -525,14 +525,14 @@ impl<B: Backend> Model<B> {
         }
         let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
         let scale = 1.0 / (dh as f32).sqrt();
-        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale + mask.clone();
+        let mut scores = exact_f32::matmul(q, k.swap_dims(2, 3)) * scale + mask.clone();
         if let Some(knock) = hooks.knockout_bias(l, nh)? {
             scores = scores + knock.cast(self.dtype);
         }
         let scores = hooks.point4(|| format!("blocks.{l}.attn.hook_attn_scores"), scores)?;
         let pattern = softmax(scores, 3);
         let pattern = hooks.point4(|| format!("blocks.{l}.attn.hook_pattern"), pattern)?;
-        let z = pattern.matmul(v).swap_dims(1, 2);
+        let z = exact_f32::matmul(pattern, v).swap_dims(1, 2);
         let z = hooks.point4(|| format!("blocks.{l}.attn.hook_z"), z)?;
         Ok(blk.o.forward(z.reshape([b * t, nh * dh])))
     }
