@@ -56,9 +56,11 @@ pub enum Which {
     Icl,
     TaskVector,
     RuleVector,
+    /// Rule vectors written back at the answer positions of dummy demonstrations.
+    RuleVectorSites,
     Knockout,
     Pca,
-    /// baseline, icl, rule-vector (with the task-vector curves), knockout, pca.
+    /// baseline, icl, rule-vector (with the task-vector curves), rule-vector-sites, knockout, pca.
     All,
 }
 
@@ -174,12 +176,14 @@ impl BackendTask for RunArgs {
             Which::Icl => vec![Experiment::Icl],
             Which::TaskVector => vec![Experiment::TaskVector],
             Which::RuleVector => vec![Experiment::RuleVector],
+            Which::RuleVectorSites => vec![Experiment::RuleVectorSites],
             Which::Knockout => vec![Experiment::Knockout],
             Which::Pca => vec![Experiment::Pca],
             Which::All => vec![
                 Experiment::Baseline,
                 Experiment::Icl,
                 Experiment::RuleVector,
+                Experiment::RuleVectorSites,
                 Experiment::Knockout,
                 Experiment::Pca,
             ],

@@ -251,3 +251,100 @@ fn knockout_of_no_edges_changes_nothing() {
         .collect();
     assert_eq!(none, argmax);
 }
+
+#[test]
+fn answer_site_patches_write_exactly_the_given_vectors() {
+    use icl_probe::experiments::answer_sites::{dummy_prompt, run_answer_sites};
+    use icl_probe::experiments::ResultCache;
+    let (model, tok) = setup();
+    let probe = Probe::new(&model, &tok, 3);
+    let task = toy_task();
+    let c = cfg(3);
+    let ex = extract(&probe, &task, &c).unwrap();
+    // The dummy prompt rotates the outputs and keeps the inputs and the query.
+    let d = dummy_prompt(&ex.prompts[0], &ex.queries[0].query);
+    for j in 0..3 {
+        assert_eq!(d.demos[j].input, ex.prompts[0].demos[j].input);
+        assert_eq!(d.demos[j].output, ex.prompts[0].demos[(j + 1) % 3].output);
+    }
+    assert_eq!(d.query, ex.queries[0].query);
+    let dummy = probe.prepare(&d).unwrap();
+
+    // Writing a prompt's own residuals back at its answer positions changes nothing...
+    let layer = 1;
+    let own = probe
+        .residuals(std::slice::from_ref(&dummy), &[layer], |p| {
+            p.answer_positions.clone()
+        })
+        .unwrap();
+    let plain = probe
+        .logits_patched_at(std::slice::from_ref(&dummy), layer, &[vec![]], &[vec![]])
+        .unwrap();
+    let same = probe
+        .logits_patched_at(
+            std::slice::from_ref(&dummy),
+            layer,
+            &[dummy.answer_positions.clone()],
+            &[own[0][0].clone()],
+        )
+        .unwrap();
+    let diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(diff(&plain[0], &same[0]) <= 1e-5);
+    // ...and the patched run equals the hand-written intervention.
+    let rules = ex.rules[0][0].clone();
+    let li = ex.layers.iter().position(|&l| l == ex.layers[0]).unwrap();
+    let patched = probe
+        .logits_patched_at(
+            std::slice::from_ref(&dummy),
+            ex.layers[li],
+            &[dummy.answer_positions.clone()],
+            &[rules.clone()],
+        )
+        .unwrap();
+    let w = model.config().d_model;
+    let flat: Vec<f32> = rules.concat();
+    let value = burn::tensor::Tensor::<Flex, 2>::from_data(
+        burn::tensor::TensorData::new(flat, [3, w]),
+        &Default::default(),
+    );
+    let spec = HookSpec::new()
+        .intervene(
+            icl_probe::Intervention::new(
+                resid_hook(model.config().n_layers, ex.layers[li]),
+                icl_probe::Op::Replace(value),
+            )
+            .at(dummy.answer_positions.iter().map(|&p| p as isize).collect()),
+        )
+        .logits(LogitsMode::Last);
+    let batch = icl_probe::Batch::from_ids(vec![dummy.ids.clone()], tok.pad_id()).unwrap();
+    let by_hand: Vec<f32> = model
+        .forward(&batch, &spec)
+        .unwrap()
+        .logits
+        .unwrap()
+        .into_data()
+        .into_vec()
+        .unwrap();
+    assert!(diff(&patched[0], &by_hand) <= 1e-5);
+    assert!(
+        diff(&patched[0], &plain[0]) > 1e-4,
+        "the patch must change something"
+    );
+
+    // The experiment end to end: s = 0 is the unpatched dummy, s = 0..=k all present.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ResultCache::new(dir.path().join("cache"));
+    let r = run_answer_sites(&probe, &task, &c, &cache, Some(&ex)).unwrap();
+    assert_eq!(r.by_count.len(), 4);
+    assert_eq!(r.by_count[0].accuracy, r.dummy);
+    assert_eq!(r.curve.layers, ex.layers);
+    // k = 1 cannot break the rule by rotation: a typed error, not a silent no-op.
+    let mut c1 = cfg(1);
+    c1.seed = 4;
+    assert!(run_answer_sites(&probe, &task, &c1, &cache, None).is_err());
+}

@@ -16,6 +16,7 @@
 //! Every experiment returns a serde result, cached as JSON per (model, task, k, seed, sizes) so
 //! reruns are cheap; [`report`] turns a folder of results into Markdown tables and PNG plots.
 
+pub mod answer_sites;
 pub mod baseline;
 pub mod cache;
 pub mod knockout;

@@ -206,6 +206,58 @@ impl<'a, B: Backend> Probe<'a, B> {
         })
     }
 
+    /// Next-token logits with the residual at `layer` replaced, in prompt `i`, at each position
+    /// `positions[i][m]` by `vectors[i][m]` (any number of positions per prompt, none included).
+    pub fn logits_patched_at(
+        &self,
+        prompts: &[Prepared],
+        layer: usize,
+        positions: &[Vec<usize>],
+        vectors: &[Vec<Vec<f32>>],
+    ) -> Result<Vec<Vec<f32>>> {
+        if positions.len() != prompts.len() || vectors.len() != prompts.len() {
+            return Err(ExperimentError::Invalid(format!(
+                "{} position lists and {} vector lists for {} prompts",
+                positions.len(),
+                vectors.len(),
+                prompts.len()
+            )));
+        }
+        let (w, hook) = (self.d_model(), resid_hook(self.n_layers(), layer));
+        let device = self.model.device().clone();
+        self.logits_with(prompts, |start, chunk| {
+            let n = chunk.len();
+            let mut flat = Vec::new();
+            let mut per_row = Vec::with_capacity(n);
+            for i in start..start + n {
+                if positions[i].len() != vectors[i].len() {
+                    return Err(ExperimentError::Invalid(format!(
+                        "prompt {i}: {} positions, {} vectors",
+                        positions[i].len(),
+                        vectors[i].len()
+                    )));
+                }
+                for v in &vectors[i] {
+                    if v.len() != w {
+                        return Err(ExperimentError::Invalid(format!(
+                            "patch vector of length {}, d_model {w}",
+                            v.len()
+                        )));
+                    }
+                    flat.extend_from_slice(v);
+                }
+                per_row.push(positions[i].iter().map(|&p| p as isize).collect());
+            }
+            let rows = flat.len() / w;
+            if rows == 0 {
+                return Ok(HookSpec::new());
+            }
+            let value = Tensor::<B, 2>::from_data(TensorData::new(flat, [rows, w]), &device);
+            Ok(HookSpec::new()
+                .intervene(Intervention::new(hook.clone(), Op::Replace(value)).per_row(per_row)))
+        })
+    }
+
     /// Greedy next token with attention from the last position to `keys(prompt)` blocked at every
     /// layer in `layers` (all heads).
     pub fn predict_knockout(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use super::answer_sites::AnswerSiteResult;
 use super::baseline::AccuracyResult;
 use super::cache::{read_json, sanitize};
 use super::knockout::KnockoutResult;
@@ -23,6 +24,7 @@ pub struct Results {
     pub accuracy: Vec<AccuracyResult>,
     pub task_vector: Vec<TaskVectorResult>,
     pub rule_vector: Vec<RuleVectorResult>,
+    pub answer_sites: Vec<AnswerSiteResult>,
     pub knockout: Vec<KnockoutResult>,
     pub pca: Vec<PcaResult>,
 }
@@ -72,6 +74,9 @@ pub fn collect(dir: &Path) -> Result<Results> {
                 .push(serde_json::from_value(v).map_err(json_err)?),
             Some("rule-vector") => r
                 .rule_vector
+                .push(serde_json::from_value(v).map_err(json_err)?),
+            Some("rule-vector-sites") => r
+                .answer_sites
                 .push(serde_json::from_value(v).map_err(json_err)?),
             Some("knockout") => r
                 .knockout
@@ -259,6 +264,64 @@ pub fn write_report(dir: &Path) -> Result<String> {
                     .join(" / ")
             };
             let _ = writeln!(md, " {} | {} |", list(&x.singles), list(&x.leave_one_out));
+        }
+        md.push('\n');
+    }
+
+    // 3b. Rule vectors written back at answer positions.
+    if !r.answer_sites.is_empty() {
+        let _ = writeln!(
+            md,
+            "## 3b. Rule vectors written back at the answer positions of dummy demonstrations
+"
+        );
+        let _ = writeln!(md, "Dummy prompt: the extraction prompt's demonstration inputs with their outputs rotated by one, then the real query. At layer L the residual at each dummy answer position j is replaced by rule vector r_j (read at the same layer and position of the real demonstrations). Columns `s = n`: n of the k rule vectors written back (random subsets; s = 0 is the dummy prompt itself). Test accuracy in %.\n");
+        let kmax = r.answer_sites.iter().map(|x| x.k).max().unwrap_or(0);
+        let _ = write!(
+            md,
+            "| model | task | rule | zero-shot | ICL | best L (all k) |"
+        );
+        for s in 0..=kmax {
+            let _ = write!(md, " s={s} |");
+        }
+        let _ = write!(md, "\n|---|---|---|---|---|---|");
+        for _ in 0..=kmax {
+            let _ = write!(md, "---|");
+        }
+        md.push('\n');
+        for x in &r.answer_sites {
+            let _ = write!(
+                md,
+                "| {} | {} | {} | {} | {} | {} (L{}) |",
+                x.model,
+                x.task,
+                kind(&x.task),
+                pct(x.zero_shot),
+                pct(x.icl),
+                pct(x.curve.test_at_best),
+                x.layer
+            );
+            for s in 0..=kmax {
+                let v = x
+                    .by_count
+                    .iter()
+                    .find(|b| b.size == s)
+                    .map_or("–".into(), |b| pct(b.accuracy));
+                let _ = write!(md, " {v} |");
+            }
+            md.push('\n');
+        }
+        md.push('\n');
+        let _ = writeln!(md, "Per layer (test accuracy with all k written back):\n");
+        for x in &r.answer_sites {
+            let cells: Vec<String> = x
+                .curve
+                .layers
+                .iter()
+                .zip(&x.curve.test)
+                .map(|(l, a)| format!("L{l} {}", pct(*a)))
+                .collect();
+            let _ = writeln!(md, "- {} / {}: {}", x.model, x.task, cells.join(", "));
         }
         md.push('\n');
     }

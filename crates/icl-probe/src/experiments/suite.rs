@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use icl_tasks::TaskSet;
 use serde::Serialize;
 
+use super::answer_sites::run_answer_sites;
 use super::baseline::run_accuracy;
 use super::cache::{sanitize, write_json};
 use super::knockout::run_knockout;
@@ -23,6 +24,8 @@ pub enum Experiment {
     Icl,
     TaskVector,
     RuleVector,
+    /// Rule vectors written back at the answer positions of dummy demonstrations.
+    RuleVectorSites,
     Knockout,
     Pca,
 }
@@ -34,6 +37,7 @@ impl Experiment {
             Experiment::Icl => "icl",
             Experiment::TaskVector => "task-vector",
             Experiment::RuleVector => "rule-vector",
+            Experiment::RuleVectorSites => "rule-vector-sites",
             Experiment::Knockout => "knockout",
             Experiment::Pca => "pca",
         }
@@ -112,6 +116,19 @@ pub fn run_experiments<B: Backend>(
                     exp,
                     &run_accuracy(probe, task, cfg, &opts.shots, &cache)?,
                 )?,
+                Experiment::RuleVectorSites => {
+                    let cached = cache_has(out, cfg, &task.name, exp, probe.n_layers());
+                    if extraction.is_none() && !cached {
+                        extraction = Some(extract(probe, task, cfg)?);
+                    }
+                    save(
+                        out,
+                        cfg,
+                        &task.name,
+                        exp,
+                        &run_answer_sites(probe, task, cfg, &cache, extraction.as_ref())?,
+                    )?
+                }
                 Experiment::TaskVector | Experiment::RuleVector => {
                     let cached = cache_has(out, cfg, &task.name, exp, probe.n_layers());
                     if extraction.is_none() && !cached {
@@ -181,10 +198,10 @@ pub fn run_experiments<B: Backend>(
 
 fn cache_has(out: &Path, cfg: &RunConfig, task: &str, exp: Experiment, n_layers: usize) -> bool {
     let layers = cfg.layer_list(n_layers);
-    let name = if exp == Experiment::TaskVector {
-        "task_vector"
-    } else {
-        "rule_vector"
+    let name = match exp {
+        Experiment::TaskVector => "task_vector",
+        Experiment::RuleVectorSites => "rule_vector_sites",
+        _ => "rule_vector",
     };
     out.join("cache")
         .join(sanitize(&cfg.model_id))
