@@ -258,7 +258,8 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `icl-probe demo --model PATH --out DIR`: a few minutes on a CPU: one task, a few layers.
+/// `icl-probe demo --model PATH --out DIR`: a few minutes on a CPU: one task, a few layers, every
+/// experiment but the PCA.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DemoArgs {
     #[arg(long)]
@@ -301,6 +302,7 @@ impl BackendTask for DemoArgs {
             Experiment::Baseline,
             Experiment::Icl,
             Experiment::RuleVector,
+            Experiment::RuleVectorSites,
             Experiment::Knockout,
         ];
         std::fs::create_dir_all(&self.out)?;
