@@ -187,14 +187,23 @@ pub fn write_report(dir: &Path) -> Result<String> {
             }
         }
     }
+    for t in &r.answer_sites {
+        let e = rows
+            .entry((t.model.clone(), t.task.clone(), t.k))
+            .or_insert((t.zero_shot, t.icl, Vec::new()));
+        if !e.2.iter().any(|x| x.name == t.curve.name) {
+            e.2.push(t.curve.clone());
+        }
+    }
     if !rows.is_empty() {
-        let _ = writeln!(md, "## 2. Task vector vs rule vectors (patched into the zero-shot query's last position)\n");
-        let _ = writeln!(md, "| model | task | rule | k | zero-shot | ICL | task vector (mean) | task vector (per prompt) | rule vector (mean of k) | rule vector (single) |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "## 2. Task vector vs rule vectors\n");
+        let _ = writeln!(md, "Task vectors and rule vectors patched into the zero-shot query's last position, and (last column) rule vectors written back at the answer positions of dummy demonstrations (section 3b). Test accuracy in % at the layer chosen on dev.\n");
+        let _ = writeln!(md, "| model | task | rule | k | zero-shot | ICL | task vector (mean) | task vector (per prompt) | rule vector (mean of k) | rule vector (single) | rule vectors at answer positions |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
         for ((model, task, k), (z, icl, curves)) in &rows {
             let _ = writeln!(
                 md,
-                "| {model} | {task} | {} | {k} | {} | {} | {} | {} | {} | {} |",
+                "| {model} | {task} | {} | {k} | {} | {} | {} | {} | {} | {} | {} |",
                 kind(task),
                 pct(*z),
                 pct(*icl),
@@ -202,6 +211,7 @@ pub fn write_report(dir: &Path) -> Result<String> {
                 cell(curve(curves, "task vector (per prompt)")),
                 cell(curve(curves, "rule vector (mean of k)")),
                 cell(curve(curves, "rule vector (single)")),
+                cell(curve(curves, "rule vectors at answer positions (all k)")),
             );
             let file = format!("{}_{}_k{k}_layers.png", sanitize(model), sanitize(task));
             let series: Vec<Series> = curves
@@ -412,4 +422,53 @@ pub fn write_report(dir: &Path) -> Result<String> {
     let path = dir.join("report.md");
     std::fs::write(&path, &md).map_err(|e| ExperimentError::Io { path, source: e })?;
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiments::answer_sites::AnswerSiteResult;
+    use crate::experiments::rule_vector::SubsetAccuracy;
+
+    #[test]
+    fn answer_site_results_make_their_tables_and_plot() {
+        let dir = tempfile::tempdir().unwrap();
+        let curve = LayerCurve::new(
+            "rule vectors at answer positions (all k)",
+            vec![0, 6, 12],
+            vec![0.5, 0.9, 0.7],
+            vec![0.4, 0.8, 0.6],
+        );
+        let r = AnswerSiteResult {
+            experiment: "rule-vector-sites".into(),
+            model: "m".into(),
+            task: "category".into(),
+            k: 2,
+            seed: 0,
+            n_dev: 2,
+            n_test: 5,
+            zero_shot: 0.0,
+            icl: 0.6,
+            dummy: 0.2,
+            layer: curve.best_layer,
+            curve,
+            by_count: (0..=2)
+                .map(|s| SubsetAccuracy {
+                    size: s,
+                    accuracy: [0.2, 0.5, 0.8][s],
+                })
+                .collect(),
+        };
+        crate::experiments::cache::write_json(&dir.path().join("m_category_sites.json"), &r)
+            .unwrap();
+        let md = write_report(dir.path()).unwrap();
+        assert!(md.contains("## 3b."), "{md}");
+        assert!(
+            md.contains("| m | category | multi | 0 | 60 | 80 (L6) | 20 | 50 | 80 |"),
+            "{md}"
+        );
+        // Section 2 carries the answer-site column (the other experiments are absent here).
+        assert!(md.contains("| – | – | – | – | 80 (L6) |"), "{md}");
+        assert!(dir.path().join("plots/m_category_k2_layers.png").exists());
+    }
 }
