@@ -11,9 +11,10 @@
 //! L replace the residual at dummy answer position j by the extraction prompt's rule vector r_j.
 //!
 //! Reported: the dummy prompt's accuracy without a patch, accuracy per layer with all k rule
-//! vectors written back, and at the layer chosen on dev, accuracy when only s of the k are written
-//! back (s = 0..k, random subsets): does restoring more rule vectors restore more of the rule?
-//! At L = 0 the patch only swaps the first output tokens back (a token-level control).
+//! vectors written back, and at the layer chosen on dev (among L ≥ 1), accuracy when only s of the
+//! k are written back (s = 0..k, random subsets): does restoring more rule vectors restore more of
+//! the rule? At L = 0 the patch only swaps the first output tokens back: a token-level control,
+//! reported in the curve but never chosen.
 
 use burn::tensor::backend::Backend;
 use icl_tasks::{PromptSpec, TaskSet};
@@ -155,12 +156,24 @@ pub fn run_answer_sites<B: Backend>(
                     |_| all.clone(),
                 )?);
             }
-            let curve = LayerCurve::new(
+            let mut curve = LayerCurve::new(
                 "rule vectors at answer positions (all k)",
                 ex.layers.clone(),
                 dev_acc,
                 test_acc,
             );
+            // At L = 0 the patch only swaps the output tokens back (the control), so the layer is
+            // chosen among L ≥ 1 whenever the sweep has such layers (first best on dev).
+            let mut best: Option<usize> = None;
+            for (i, &l) in curve.layers.iter().enumerate() {
+                if l > 0 && best.is_none_or(|b| curve.dev[i] > curve.dev[b]) {
+                    best = Some(i);
+                }
+            }
+            if let Some(b) = best {
+                curve.best_layer = curve.layers[b];
+                curve.test_at_best = curve.test[b];
+            }
             let li = ex
                 .layers
                 .iter()
