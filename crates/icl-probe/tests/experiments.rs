@@ -284,7 +284,7 @@ fn answer_site_patches_write_exactly_the_given_vectors() {
         .logits_patched_at(
             std::slice::from_ref(&dummy),
             layer,
-            &[dummy.answer_positions.clone()],
+            std::slice::from_ref(&dummy.answer_positions),
             &[own[0][0].clone()],
         )
         .unwrap();
@@ -302,8 +302,8 @@ fn answer_site_patches_write_exactly_the_given_vectors() {
         .logits_patched_at(
             std::slice::from_ref(&dummy),
             ex.layers[li],
-            &[dummy.answer_positions.clone()],
-            &[rules.clone()],
+            std::slice::from_ref(&dummy.answer_positions),
+            std::slice::from_ref(&rules),
         )
         .unwrap();
     let w = model.config().d_model;
