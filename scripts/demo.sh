@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, end to end on real assets: SmolLM2 predictions and a rule-vector demo, EDM's Inception
-# features of real CIFAR images (about 5 minutes on 2 CPU cores once built).
+# features of real CIFAR images (about 5–10 minutes on 2 CPU cores once built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/demo}
