@@ -24,7 +24,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::rule_vector::SubsetAccuracy;
-use super::task_vector::{extract, reference_lines, Extraction, LayerCurve};
+use super::task_vector::{cached_on_extraction, Extraction, LayerCurve};
 use super::{accuracy, ExperimentError, Prepared, Probe, Result, ResultCache, RunConfig};
 
 /// Random subsets drawn per query and size.
@@ -97,22 +97,14 @@ pub fn run_answer_sites<B: Backend>(
     cache: &ResultCache,
     extraction: Option<&Extraction>,
 ) -> Result<AnswerSiteResult> {
-    let layers = cfg.layer_list(probe.n_layers());
-    cache.get_or(
-        &cfg.model_id,
-        &task.name,
-        &cfg.key(&layers),
+    cached_on_extraction(
+        probe,
+        task,
+        cfg,
+        cache,
+        extraction,
         "rule_vector_sites",
-        || {
-            let (zero_shot, icl) = reference_lines(probe, task, cfg, cache)?;
-            let owned;
-            let ex = match extraction {
-                Some(e) => e,
-                None => {
-                    owned = extract(probe, task, cfg)?;
-                    &owned
-                }
-            };
+        |zero_shot, icl, ex| {
             let k = cfg.k;
             if k < 2 {
                 return Err(ExperimentError::Invalid(

@@ -185,25 +185,9 @@ impl<'a, B: Backend> Probe<'a, B> {
                 prompts.len()
             )));
         }
-        let (w, hook) = (self.d_model(), resid_hook(self.n_layers(), layer));
-        let device = self.model.device().clone();
-        self.logits_with(prompts, |start, chunk| {
-            let n = chunk.len();
-            let mut flat = Vec::with_capacity(n * w);
-            for v in &vectors[start..start + n] {
-                if v.len() != w {
-                    return Err(ExperimentError::Invalid(format!(
-                        "patch vector of length {}, d_model {w}",
-                        v.len()
-                    )));
-                }
-                flat.extend_from_slice(v);
-            }
-            let value = Tensor::<B, 2>::from_data(TensorData::new(flat, [n, w]), &device);
-            Ok(HookSpec::new().intervene(
-                Intervention::new(hook.clone(), Op::Replace(value)).per_row(vec![vec![-1]; n]),
-            ))
-        })
+        let positions: Vec<Vec<usize>> = prompts.iter().map(|p| vec![p.last()]).collect();
+        let vectors: Vec<Vec<Vec<f32>>> = vectors.iter().map(|v| vec![v.clone()]).collect();
+        self.logits_patched_at(prompts, layer, &positions, &vectors)
     }
 
     /// Next-token logits with the residual at `layer` replaced, in prompt `i`, at each position

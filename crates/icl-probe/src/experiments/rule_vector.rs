@@ -16,7 +16,7 @@ use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::task_vector::{extract, reference_lines, task_vector_curves, Extraction, LayerCurve};
+use super::task_vector::{cached_on_extraction, task_vector_curves, Extraction, LayerCurve};
 use super::{accuracy, mean_vec, Probe, Result, ResultCache, RunConfig};
 
 /// Random subsets drawn per query and size.
@@ -89,22 +89,14 @@ pub fn run_rule_vector<B: Backend>(
     cache: &ResultCache,
     extraction: Option<&Extraction>,
 ) -> Result<RuleVectorResult> {
-    let layers = cfg.layer_list(probe.n_layers());
-    cache.get_or(
-        &cfg.model_id,
-        &task.name,
-        &cfg.key(&layers),
+    cached_on_extraction(
+        probe,
+        task,
+        cfg,
+        cache,
+        extraction,
         "rule_vector",
-        || {
-            let (zero_shot, icl) = reference_lines(probe, task, cfg, cache)?;
-            let owned;
-            let ex = match extraction {
-                Some(e) => e,
-                None => {
-                    owned = extract(probe, task, cfg)?;
-                    &owned
-                }
-            };
+        |zero_shot, icl, ex| {
             let k = cfg.k;
             let all: Vec<usize> = (0..k).collect();
             let mean = ex.sweep(probe, "rule vector (mean of k)", |i, li| {

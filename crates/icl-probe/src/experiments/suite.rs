@@ -116,40 +116,35 @@ pub fn run_experiments<B: Backend>(
                     exp,
                     &run_accuracy(probe, task, cfg, &opts.shots, &cache)?,
                 )?,
-                Experiment::RuleVectorSites => {
+                Experiment::TaskVector | Experiment::RuleVector | Experiment::RuleVectorSites => {
+                    // One extraction serves all three, made only if one of them is not cached.
                     let cached = cache_has(out, cfg, &task.name, exp, probe.n_layers());
                     if extraction.is_none() && !cached {
                         extraction = Some(extract(probe, task, cfg)?);
                     }
-                    save(
-                        out,
-                        cfg,
-                        &task.name,
-                        exp,
-                        &run_answer_sites(probe, task, cfg, &cache, extraction.as_ref())?,
-                    )?
-                }
-                Experiment::TaskVector | Experiment::RuleVector => {
-                    let cached = cache_has(out, cfg, &task.name, exp, probe.n_layers());
-                    if extraction.is_none() && !cached {
-                        extraction = Some(extract(probe, task, cfg)?);
-                    }
-                    if exp == Experiment::TaskVector {
-                        save(
+                    let ex = extraction.as_ref();
+                    match exp {
+                        Experiment::TaskVector => save(
                             out,
                             cfg,
                             &task.name,
                             exp,
-                            &run_task_vector(probe, task, cfg, &cache, extraction.as_ref())?,
-                        )?
-                    } else {
-                        save(
+                            &run_task_vector(probe, task, cfg, &cache, ex)?,
+                        )?,
+                        Experiment::RuleVector => save(
                             out,
                             cfg,
                             &task.name,
                             exp,
-                            &run_rule_vector(probe, task, cfg, &cache, extraction.as_ref())?,
-                        )?
+                            &run_rule_vector(probe, task, cfg, &cache, ex)?,
+                        )?,
+                        _ => save(
+                            out,
+                            cfg,
+                            &task.name,
+                            exp,
+                            &run_answer_sites(probe, task, cfg, &cache, ex)?,
+                        )?,
                     }
                 }
                 Experiment::Knockout => save(

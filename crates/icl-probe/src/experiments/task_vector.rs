@@ -169,6 +169,29 @@ pub struct TaskVectorResult {
     pub curves: Vec<LayerCurve>,
 }
 
+/// The shared frame of the experiments that work on an [`Extraction`]: the result is cached as
+/// `name` per (model, task, k, seed, sizes); on a miss, `body(zero_shot, icl, extraction)` runs on
+/// `extraction` if the caller already has one (the suite shares it between experiments), else on a
+/// fresh one.
+pub fn cached_on_extraction<B: Backend, T: Serialize + serde::de::DeserializeOwned>(
+    probe: &Probe<B>,
+    task: &TaskSet,
+    cfg: &RunConfig,
+    cache: &ResultCache,
+    extraction: Option<&Extraction>,
+    name: &str,
+    body: impl FnOnce(f64, f64, &Extraction) -> Result<T>,
+) -> Result<T> {
+    let layers = cfg.layer_list(probe.n_layers());
+    cache.get_or(&cfg.model_id, &task.name, &cfg.key(&layers), name, || {
+        let (zero_shot, icl) = reference_lines(probe, task, cfg, cache)?;
+        match extraction {
+            Some(ex) => body(zero_shot, icl, ex),
+            None => body(zero_shot, icl, &extract(probe, task, cfg)?),
+        }
+    })
+}
+
 /// Zero-shot and k-shot test accuracies for the reference lines.
 pub fn reference_lines<B: Backend>(
     probe: &Probe<B>,
@@ -223,22 +246,14 @@ pub fn run_task_vector<B: Backend>(
     cache: &ResultCache,
     extraction: Option<&Extraction>,
 ) -> Result<TaskVectorResult> {
-    let layers = cfg.layer_list(probe.n_layers());
-    cache.get_or(
-        &cfg.model_id,
-        &task.name,
-        &cfg.key(&layers),
+    cached_on_extraction(
+        probe,
+        task,
+        cfg,
+        cache,
+        extraction,
         "task_vector",
-        || {
-            let (zero_shot, icl) = reference_lines(probe, task, cfg, cache)?;
-            let owned;
-            let ex = match extraction {
-                Some(e) => e,
-                None => {
-                    owned = extract(probe, task, cfg)?;
-                    &owned
-                }
-            };
+        |zero_shot, icl, ex| {
             Ok(TaskVectorResult {
                 experiment: "task-vector".into(),
                 model: cfg.model_id.clone(),
