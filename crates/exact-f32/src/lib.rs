@@ -94,17 +94,38 @@ fn split_applies<B: Backend, const D: usize>(a: &Tensor<B, D>, b: &Tensor<B, D>)
     enabled() && a.dtype() == DType::F32 && b.dtype() == DType::F32
 }
 
+/// `op(a, b)` for an operation bilinear in its two operands, as the four products of their split
+/// parts (see the crate docs).
+fn four_products<B: Backend, const DA: usize, const DB: usize, const DO: usize>(
+    a: Tensor<B, DA>,
+    b: Tensor<B, DB>,
+    op: impl Fn(Tensor<B, DA>, Tensor<B, DB>) -> Tensor<B, DO>,
+) -> Tensor<B, DO> {
+    let (a_hi, a_lo) = split(a);
+    let (b_hi, b_lo) = split(b);
+    op(a_hi.clone(), b_hi.clone())
+        + op(a_hi, b_lo.clone())
+        + op(a_lo.clone(), b_hi)
+        + op(a_lo, b_lo)
+}
+
 /// `a.matmul(b)`, in exact float32 when exact mode is on.
 pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
     if !split_applies(&a, &b) {
         return a.matmul(b);
     }
-    let (a_hi, a_lo) = split(a);
-    let (b_hi, b_lo) = split(b);
-    a_hi.clone().matmul(b_hi.clone())
-        + a_hi.matmul(b_lo.clone())
-        + a_lo.clone().matmul(b_hi)
-        + a_lo.matmul(b_lo)
+    four_products(a, b, |x, y| x.matmul(y))
+}
+
+/// Adds a per-channel bias `[C]` to `[N, C, H, W]`.
+fn add_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+    match bias {
+        Some(b) => {
+            let c = b.dims()[0];
+            y + b.reshape([1, c, 1, 1])
+        }
+        None => y,
+    }
 }
 
 /// burn's `conv2d`, in exact float32 when exact mode is on (the bias is added once).
@@ -117,12 +138,8 @@ pub fn conv2d<B: Backend>(
     if !split_applies(&x, &weight) {
         return burn_conv2d(x, weight, bias, options);
     }
-    let (x_hi, x_lo) = split(x);
-    let (w_hi, w_lo) = split(weight);
-    burn_conv2d(x_hi.clone(), w_hi.clone(), bias, options.clone())
-        + burn_conv2d(x_hi, w_lo.clone(), None, options.clone())
-        + burn_conv2d(x_lo.clone(), w_hi, None, options.clone())
-        + burn_conv2d(x_lo, w_lo, None, options)
+    let y = four_products(x, weight, |x, w| burn_conv2d(x, w, None, options.clone()));
+    add_bias(y, bias)
 }
 
 /// burn's `conv_transpose2d`, in exact float32 when exact mode is on (the bias is added once).
@@ -135,12 +152,10 @@ pub fn conv_transpose2d<B: Backend>(
     if !split_applies(&x, &weight) {
         return burn_conv_transpose2d(x, weight, bias, options);
     }
-    let (x_hi, x_lo) = split(x);
-    let (w_hi, w_lo) = split(weight);
-    burn_conv_transpose2d(x_hi.clone(), w_hi.clone(), bias, options.clone())
-        + burn_conv_transpose2d(x_hi, w_lo.clone(), None, options.clone())
-        + burn_conv_transpose2d(x_lo.clone(), w_hi, None, options.clone())
-        + burn_conv_transpose2d(x_lo, w_lo, None, options)
+    let y = four_products(x, weight, |x, w| {
+        burn_conv_transpose2d(x, w, None, options.clone())
+    });
+    add_bias(y, bias)
 }
 
 #[cfg(test)]
