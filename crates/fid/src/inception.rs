@@ -18,6 +18,10 @@ use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{activation::relu, Tensor, TensorData};
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
 use crate::error::{FidError, Result};
 use crate::torchscript::{read_script_module, ScriptModule};
 
@@ -278,7 +282,7 @@ impl<B: Backend> InceptionV3<B> {
         };
         Self::build(&Loader {
             m: &empty,
-            random: Some(std::cell::RefCell::new(SplitMix64(seed))),
+            random: Some(std::cell::RefCell::new(StdRng::seed_from_u64(seed))),
             what: "random InceptionV3",
             device,
         })
@@ -322,33 +326,10 @@ impl<B: Backend> InceptionV3<B> {
     }
 }
 
-/// splitmix64: a tiny deterministic generator for [`InceptionV3::random`] (no statistical claims
-/// beyond "looks random to a benchmark").
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-    /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
-
 struct Loader<'a, B: Backend> {
     m: &'a ScriptModule,
     /// `Some`: draw every tensor at random instead of reading `m`.
-    random: Option<std::cell::RefCell<SplitMix64>>,
+    random: Option<std::cell::RefCell<StdRng>>,
     what: &'a str,
     device: &'a B::Device,
 }
@@ -359,9 +340,10 @@ impl<B: Backend> Loader<'_, B> {
             let n: usize = shape.iter().product();
             let v = if name.ends_with(".weight") {
                 let fan_in: usize = shape[1..].iter().product();
-                let std = (2.0 / fan_in as f64).sqrt();
+                let std = (2.0 / fan_in as f32).sqrt();
+                let he = Normal::new(0.0, std).expect("a positive standard deviation");
                 let mut r = rng.borrow_mut();
-                (0..n).map(|_| (r.normal() * std) as f32).collect()
+                (0..n).map(|_| he.sample(&mut *r)).collect()
             } else if name.ends_with(".var") {
                 vec![1.0 - BN_EPS as f32; n]
             } else {

@@ -209,19 +209,14 @@ impl<B: Backend> Model<B> {
     /// GPT-2's and Llama's `initializer_range`, norms at weight 1 ± 0.1. For benchmarks and tests
     /// where the real weights are not available (GPT-2 and Pythia cannot be fetched here).
     pub fn random(config: ModelConfig, seed: u64, device: &B::Device) -> Result<Self> {
-        use rand::{rngs::StdRng, Rng, SeedableRng};
+        use rand::{rngs::StdRng, SeedableRng};
+        use rand_distr::{Distribution, Normal};
         config.validate("random model")?;
         let mut rng = StdRng::seed_from_u64(seed);
         let mut normal = |shape: Vec<usize>, mean: f32, std: f32| {
             let n: usize = shape.iter().product();
-            // Box–Muller on two uniforms.
-            let data = (0..n)
-                .map(|_| {
-                    let u1: f32 = 1.0 - rng.random::<f32>();
-                    let u2: f32 = rng.random::<f32>();
-                    mean + std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-                })
-                .collect();
+            let d = Normal::new(mean, std).expect("a positive standard deviation");
+            let data = (0..n).map(|_| d.sample(&mut rng)).collect();
             HostTensor::new(shape, data)
         };
         let c = &config;
