@@ -376,13 +376,22 @@ impl GgufFile {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// Dequantise one tensor to f32, row-major with shape [`GgufTensorInfo::shape`].
-    pub fn dequantize(&self, info: &GgufTensorInfo) -> GResult<Vec<f32>> {
-        let ty = GgmlType::from_id(info.type_id).map_err(|n| GgufError::UnknownQuantType {
+    /// The ggml type of one tensor, or a typed error naming the unsupported type.
+    pub fn tensor_type(&self, info: &GgufTensorInfo) -> GResult<GgmlType> {
+        GgmlType::from_id(info.type_id).map_err(|n| GgufError::UnknownQuantType {
             tensor: info.name.clone(),
             type_id: info.type_id,
             type_name: n.to_string(),
-        })?;
+        })
+    }
+
+    /// The raw (still quantised) bytes of one tensor, exactly `n_elements / block · block_bytes`
+    /// long, borrowed from the mapped file.
+    ///
+    /// This is what a compact weight store keeps instead of an f32 copy; bounds are checked here so
+    /// a corrupt offset or a truncated file is a [`GgufError`], never a panic.
+    pub fn tensor_bytes(&self, info: &GgufTensorInfo) -> GResult<&[u8]> {
+        let ty = self.tensor_type(info)?;
         let n = info.n_elements();
         let (block, block_bytes) = ty.block();
         if !n.is_multiple_of(block) {
@@ -393,10 +402,12 @@ impl GgufFile {
             });
         }
         let nbytes = n / block * block_bytes;
-        let start = self.data_offset.checked_add(info.offset as usize);
+        let start = usize::try_from(info.offset)
+            .ok()
+            .and_then(|o| self.data_offset.checked_add(o));
         let end = start.and_then(|s| s.checked_add(nbytes));
         match (start, end) {
-            (Some(s), Some(e)) if e <= self.data.len() => dequantize(ty, &self.data[s..e], n),
+            (Some(s), Some(e)) if e <= self.data.len() => Ok(&self.data[s..e]),
             _ => Err(GgufError::TruncatedTensorData {
                 tensor: info.name.clone(),
                 start: start.unwrap_or(usize::MAX),
@@ -404,6 +415,12 @@ impl GgufFile {
                 available: self.data.len(),
             }),
         }
+    }
+
+    /// Dequantise one tensor to f32, row-major with shape [`GgufTensorInfo::shape`].
+    pub fn dequantize(&self, info: &GgufTensorInfo) -> GResult<Vec<f32>> {
+        let ty = self.tensor_type(info)?;
+        dequantize(ty, self.tensor_bytes(info)?, info.n_elements())
     }
 }
 
@@ -726,12 +743,17 @@ mod tests {
         );
         let t = f.tensor_info("t").unwrap().clone();
         assert_eq!(f.dequantize(&t).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(f.tensor_bytes(&t).unwrap(), &data[..]);
 
         // truncated tensor data
         let f = GgufFile::from_bytes(minimal_file(0, &data[..4], &[2])).unwrap();
         let t = f.tensor_info("t").unwrap().clone();
         assert!(matches!(
             f.dequantize(&t),
+            Err(GgufError::TruncatedTensorData { .. })
+        ));
+        assert!(matches!(
+            f.tensor_bytes(&t),
             Err(GgufError::TruncatedTensorData { .. })
         ));
 
