@@ -1,14 +1,13 @@
-//! GGUF reader: header, metadata, tensor infos, and dequantisation to f32.
+//! GGUF reader: header, metadata, tensor infos, raw tensor bytes, and dequantisation to f32.
 //!
-//! Written from the GGUF spec (llama.cpp `docs/gguf.md`) and ggml's block layouts. Everything is
-//! bounds-checked: a corrupt or truncated file gives a [`GgufError`], never a panic or a short read.
-//! Weights are dequantised once, at load, so the forward pass runs plain f32 matmuls.
+//! Written from the GGUF spec (llama.cpp `docs/gguf.md`). Everything is bounds-checked: a corrupt
+//! or truncated file gives a [`GgufError`], never a panic or a short read. The block types and
+//! their dequantisation live in [`crate::quant`] and are re-exported here.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use half::f16;
-use rayon::prelude::*;
+pub use crate::quant::{dequantize, dequantize_block, GgmlType, SUPPORTED_TYPES};
 
 /// What went wrong while reading a GGUF file.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +22,10 @@ pub enum GgufError {
     BadValueType { key: String, type_id: u32 },
     #[error("string at byte {offset} is not valid UTF-8")]
     InvalidUtf8 { offset: usize },
-    #[error("tensor `{tensor}` has unsupported quantisation type {type_name} (id {type_id}); supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K")]
+    #[error(
+        "tensor `{tensor}` has unsupported quantisation type {type_name} (ggml id {type_id}); \
+         supported: {SUPPORTED_TYPES} (the i-quants IQ*, ternary TQ* and fp4 types are not)"
+    )]
     UnknownQuantType {
         tensor: String,
         type_id: u32,
@@ -43,6 +45,13 @@ pub enum GgufError {
         start: usize,
         end: usize,
         available: usize,
+    },
+    #[error("{type_name} data for {n_elements} elements must be {expected} bytes, got {got}")]
+    DataLength {
+        type_name: &'static str,
+        n_elements: usize,
+        expected: usize,
+        got: usize,
     },
     #[error("tensor `{0}` not in file")]
     MissingTensor(String),
@@ -108,62 +117,6 @@ impl GgufValue {
         match self {
             GgufValue::Array(a) => Some(a),
             _ => None,
-        }
-    }
-}
-
-/// ggml tensor types this reader dequantises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GgmlType {
-    F32,
-    F16,
-    BF16,
-    Q4_0,
-    Q4_1,
-    Q8_0,
-    Q4K,
-    Q6K,
-}
-
-impl GgmlType {
-    /// Map a ggml type id; unsupported ones return their ggml name for the error message.
-    pub fn from_id(id: u32) -> std::result::Result<Self, &'static str> {
-        match id {
-            0 => Ok(Self::F32),
-            1 => Ok(Self::F16),
-            2 => Ok(Self::Q4_0),
-            3 => Ok(Self::Q4_1),
-            8 => Ok(Self::Q8_0),
-            12 => Ok(Self::Q4K),
-            14 => Ok(Self::Q6K),
-            30 => Ok(Self::BF16),
-            6 => Err("Q5_0"),
-            7 => Err("Q5_1"),
-            9 => Err("Q8_1"),
-            10 => Err("Q2_K"),
-            11 => Err("Q3_K"),
-            13 => Err("Q5_K"),
-            15 => Err("Q8_K"),
-            16..=23 => Err("IQ*"),
-            24 => Err("I8"),
-            25 => Err("I16"),
-            26 => Err("I32"),
-            27 => Err("I64"),
-            28 => Err("F64"),
-            29 => Err("IQ1_M"),
-            _ => Err("unknown"),
-        }
-    }
-    /// (elements per block, bytes per block)
-    pub fn block(self) -> (usize, usize) {
-        match self {
-            Self::F32 => (1, 4),
-            Self::F16 | Self::BF16 => (1, 2),
-            Self::Q4_0 => (32, 18),
-            Self::Q4_1 => (32, 20),
-            Self::Q8_0 => (32, 34),
-            Self::Q4K => (256, 144),
-            Self::Q6K => (256, 210),
         }
     }
 }
@@ -424,123 +377,6 @@ impl GgufFile {
     }
 }
 
-#[inline]
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
-
-/// Dequantise `n` elements of type `ty` from `bytes` (exactly `n / block * block_bytes` long).
-pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> GResult<Vec<f32>> {
-    let (block, block_bytes) = ty.block();
-    debug_assert_eq!(bytes.len(), n / block * block_bytes);
-    let mut out = vec![0f32; n];
-    // Chunks of many blocks per task: enough work to amortise rayon, small enough to balance.
-    let blocks_per_task = (16384 / block).max(1);
-    out.par_chunks_mut(block * blocks_per_task)
-        .zip(bytes.par_chunks(block_bytes * blocks_per_task))
-        .for_each(|(y, x)| {
-            for (yb, xb) in y.chunks_exact_mut(block).zip(x.chunks_exact(block_bytes)) {
-                dequantize_block(ty, xb, yb);
-            }
-        });
-    Ok(out)
-}
-
-/// Decode one block (`x` holds exactly one block's bytes, `y` its elements).
-// Index loops mirror ggml's block layouts, which is what makes them checkable against the spec.
-#[allow(clippy::needless_range_loop)]
-pub fn dequantize_block(ty: GgmlType, x: &[u8], y: &mut [f32]) {
-    match ty {
-        GgmlType::F32 => y[0] = f32::from_le_bytes([x[0], x[1], x[2], x[3]]),
-        GgmlType::F16 => y[0] = f16_at(x, 0),
-        GgmlType::BF16 => y[0] = half::bf16::from_le_bytes([x[0], x[1]]).to_f32(),
-        GgmlType::Q8_0 => {
-            // d (f16) | 32 × int8; w = d·q
-            let d = f16_at(x, 0);
-            for j in 0..32 {
-                y[j] = d * (x[2 + j] as i8) as f32;
-            }
-        }
-        GgmlType::Q4_0 => {
-            // d (f16) | 16 bytes of nibbles; low nibbles are elements 0..16, high ones 16..32; w = d·(q−8)
-            let d = f16_at(x, 0);
-            for j in 0..16 {
-                let q = x[2 + j];
-                y[j] = ((q & 0x0F) as i32 - 8) as f32 * d;
-                y[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
-            }
-        }
-        GgmlType::Q4_1 => {
-            // d (f16) | m (f16) | 16 bytes of nibbles; w = d·q + m
-            let d = f16_at(x, 0);
-            let m = f16_at(x, 2);
-            for j in 0..16 {
-                let q = x[4 + j];
-                y[j] = (q & 0x0F) as f32 * d + m;
-                y[j + 16] = (q >> 4) as f32 * d + m;
-            }
-        }
-        GgmlType::Q4K => dequantize_q4k(x, y),
-        GgmlType::Q6K => dequantize_q6k(x, y),
-    }
-}
-
-/// 6-bit scale and min of sub-block `j` (0..8) packed in the 12 `scales` bytes of a Q4_K block.
-fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        (
-            (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
-    }
-}
-
-/// Q4_K super-block of 256: d (f16) | dmin (f16) | scales[12] | qs[128].
-/// Eight sub-blocks of 32 with 6-bit scale/min; w = d·sc·q − dmin·m.
-fn dequantize_q4k(x: &[u8], y: &mut [f32]) {
-    let d = f16_at(x, 0);
-    let dmin = f16_at(x, 2);
-    let scales = &x[4..16];
-    let qs = &x[16..144];
-    for j in 0..4 {
-        let (sc1, m1) = q4k_scale_min(2 * j, scales);
-        let (sc2, m2) = q4k_scale_min(2 * j + 1, scales);
-        let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
-        let (d2, min2) = (d * sc2 as f32, dmin * m2 as f32);
-        let q = &qs[32 * j..32 * j + 32];
-        let out = &mut y[64 * j..64 * j + 64];
-        for l in 0..32 {
-            out[l] = d1 * (q[l] & 0x0F) as f32 - min1;
-            out[l + 32] = d2 * (q[l] >> 4) as f32 - min2;
-        }
-    }
-}
-
-/// Q6_K super-block of 256: ql[128] | qh[64] | scales[16] (int8) | d (f16).
-/// 6-bit q = low 4 bits from ql, high 2 from qh, minus 32; w = d·scale·q (16 scales of 16 elements).
-fn dequantize_q6k(x: &[u8], y: &mut [f32]) {
-    let d = f16_at(x, 208);
-    for half in 0..2 {
-        let ql = &x[64 * half..64 * half + 64];
-        let qh = &x[128 + 32 * half..128 + 32 * half + 32];
-        let sc = &x[192 + 8 * half..192 + 8 * half + 8];
-        let out = &mut y[128 * half..128 * half + 128];
-        for l in 0..32 {
-            let is = l / 16;
-            let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
-            let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-            out[l] = d * (sc[is] as i8) as f32 * q1 as f32;
-            out[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-            out[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-            out[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
-        }
-    }
-}
-
 /// Undo llama.cpp's rotary permutation of a Q or K projection ([out, in], row-major).
 ///
 /// `convert_hf_to_gguf.py` interleaves each head's two rotate-half halves into adjacent pairs so
@@ -566,137 +402,6 @@ pub fn unpermute_qk(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f
 #[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
-
-    fn h(v: f32) -> [u8; 2] {
-        f16::from_f32(v).to_le_bytes()
-    }
-
-    #[test]
-    fn q8_0_block() {
-        let mut b = vec![];
-        b.extend(h(0.5));
-        for j in 0..32i8 {
-            b.push((j - 16) as u8);
-        }
-        let y = dequantize(GgmlType::Q8_0, &b, 32).unwrap();
-        for j in 0..32 {
-            assert_eq!(y[j], 0.5 * (j as f32 - 16.0));
-        }
-    }
-
-    #[test]
-    fn q4_0_block() {
-        let mut b = vec![];
-        b.extend(h(2.0));
-        for j in 0..16u8 {
-            b.push(j | ((15 - j) << 4));
-        }
-        let y = dequantize(GgmlType::Q4_0, &b, 32).unwrap();
-        for j in 0..16 {
-            assert_eq!(y[j], 2.0 * (j as f32 - 8.0));
-            assert_eq!(y[j + 16], 2.0 * ((15 - j) as f32 - 8.0));
-        }
-    }
-
-    #[test]
-    fn q4_1_block() {
-        let mut b = vec![];
-        b.extend(h(0.25));
-        b.extend(h(-1.0));
-        for j in 0..16u8 {
-            b.push(j | (3 << 4));
-        }
-        let y = dequantize(GgmlType::Q4_1, &b, 32).unwrap();
-        for j in 0..16 {
-            assert_eq!(y[j], 0.25 * j as f32 - 1.0);
-            assert_eq!(y[j + 16], 0.25 * 3.0 - 1.0);
-        }
-    }
-
-    #[test]
-    fn f16_bf16_f32() {
-        let b: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| h(*v)).collect();
-        assert_eq!(dequantize(GgmlType::F16, &b, 2).unwrap(), vec![1.5, -2.0]);
-        let b: Vec<u8> = [3.0f32, -0.5]
-            .iter()
-            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-            .collect();
-        assert_eq!(dequantize(GgmlType::BF16, &b, 2).unwrap(), vec![3.0, -0.5]);
-        let b: Vec<u8> = [7.25f32].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(dequantize(GgmlType::F32, &b, 1).unwrap(), vec![7.25]);
-    }
-
-    /// Q4_K: sub-block j gets scale j+1 and min j (6-bit packing exercised for j ≥ 4: scales 5..8
-    /// need their high bits stored in the top bits of bytes 0..8).
-    #[test]
-    fn q4_k_block() {
-        let sc: [u8; 8] = [1, 2, 3, 4, 37, 46, 55, 63];
-        let mn: [u8; 8] = [0, 1, 2, 3, 20, 33, 40, 62];
-        let mut scales = [0u8; 12];
-        for j in 0..4 {
-            scales[j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6);
-            scales[j + 4] = (mn[j] & 63) | ((mn[j + 4] >> 4) << 6);
-            scales[j + 8] = (sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4);
-        }
-        for j in 0..8 {
-            assert_eq!(q4k_scale_min(j, &scales), (sc[j], mn[j]));
-        }
-        let mut b = vec![];
-        b.extend(h(0.5));
-        b.extend(h(0.25));
-        b.extend(scales);
-        for l in 0..128u8 {
-            b.push((l % 16) | (((l + 3) % 16) << 4));
-        }
-        assert_eq!(b.len(), 144);
-        let y = dequantize(GgmlType::Q4K, &b, 256).unwrap();
-        for j in 0..4 {
-            for l in 0..32 {
-                let byte = (32 * j + l) as u8;
-                let (lo, hi) = ((byte % 16) as f32, ((byte + 3) % 16) as f32);
-                let e1 = 0.5 * sc[2 * j] as f32 * lo - 0.25 * mn[2 * j] as f32;
-                let e2 = 0.5 * sc[2 * j + 1] as f32 * hi - 0.25 * mn[2 * j + 1] as f32;
-                assert_eq!(y[64 * j + l], e1, "j={j} l={l}");
-                assert_eq!(y[64 * j + 32 + l], e2, "j={j} l={l}");
-            }
-        }
-    }
-
-    /// Q6_K: build a block from known 6-bit values q(i) = i % 64 and scales s(k) = k − 8.
-    #[test]
-    fn q6_k_block() {
-        let q = |i: usize| (i % 64) as u8;
-        let mut ql = [0u8; 128];
-        let mut qh = [0u8; 64];
-        for half in 0..2 {
-            for l in 0..32 {
-                let base = 128 * half;
-                let (q1, q2, q3, q4) = (
-                    q(base + l),
-                    q(base + l + 32),
-                    q(base + l + 64),
-                    q(base + l + 96),
-                );
-                ql[64 * half + l] = (q1 & 15) | ((q3 & 15) << 4);
-                ql[64 * half + l + 32] = (q2 & 15) | ((q4 & 15) << 4);
-                qh[32 * half + l] =
-                    (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
-            }
-        }
-        let mut b = vec![];
-        b.extend(ql);
-        b.extend(qh);
-        for k in 0..16 {
-            b.push((k as i8 - 8) as u8);
-        }
-        b.extend(h(0.125));
-        assert_eq!(b.len(), 210);
-        let y = dequantize(GgmlType::Q6K, &b, 256).unwrap();
-        for i in 0..256 {
-            let scale = (i / 16) as f32 - 8.0;
-            assert_eq!(y[i], 0.125 * scale * (q(i) as f32 - 32.0), "i={i}");
-        }
-    }
 
     #[test]
     fn unpermute_matches_notes() {
@@ -757,13 +462,25 @@ mod tests {
             Err(GgufError::TruncatedTensorData { .. })
         ));
 
-        // unknown quant type
-        let f = GgufFile::from_bytes(minimal_file(13, &data, &[256])).unwrap();
-        let t = f.tensor_info("t").unwrap().clone();
-        assert!(matches!(
-            f.dequantize(&t),
-            Err(GgufError::UnknownQuantType { type_id: 13, .. })
-        ));
+        // unsupported quant types are named
+        for (id, name) in [
+            (16, "IQ2_XXS"),
+            (23, "IQ4_XS"),
+            (29, "IQ1_M"),
+            (35, "TQ2_0"),
+        ] {
+            let f = GgufFile::from_bytes(minimal_file(id, &data, &[256])).unwrap();
+            let t = f.tensor_info("t").unwrap().clone();
+            let err = f.dequantize(&t).unwrap_err();
+            assert!(
+                matches!(&err, GgufError::UnknownQuantType { type_id, type_name, .. }
+                    if *type_id == id && type_name == name),
+                "{err}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(name) && msg.contains("Q5_K"), "{msg}");
+            assert!(f.tensor_bytes(&t).is_err());
+        }
 
         // truncated header, bad magic
         let full = minimal_file(0, &data, &[2]);

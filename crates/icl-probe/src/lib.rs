@@ -26,6 +26,7 @@ pub mod gguf;
 pub mod hooks;
 pub mod loader;
 pub mod model;
+pub mod quant;
 pub mod rope;
 pub mod tokenizer;
 pub mod weights;
