@@ -1,6 +1,7 @@
 //! One config for every supported decoder: the architectures differ only in a handful of switches
 //! (norm kind, gated MLP, rotary vs learned positions, parallel residual, biases, tying), so a single
-//! block implementation driven by this struct covers Llama, Mistral, Qwen2, GPT-2 and GPT-NeoX.
+//! block implementation driven by this struct covers Llama, Mistral, Qwen2, GPT-2, GPT-NeoX and
+//! Gemma 3 (whose extra switches live in [`BlockExtras`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,6 +19,10 @@ pub enum Architecture {
     Gpt2,
     /// Pythia: partial rotary, fused per-head qkv, parallel residual.
     GptNeoX,
+    /// Gemma 3 text: RMSNorm with weight `1 + w`, norms before and after each sublayer, embeddings
+    /// × √d_model, GeGLU (tanh GELU), q/k RMSNorm per head, sliding-window local layers with their
+    /// own RoPE base between global ones.
+    Gemma3,
 }
 
 impl Architecture {
@@ -28,6 +33,8 @@ impl Architecture {
             "qwen2" => Ok(Self::Qwen2),
             "gpt2" => Ok(Self::Gpt2),
             "gpt_neox" | "gptneox" => Ok(Self::GptNeoX),
+            // `gemma3` is the multimodal wrapper; its `text_config` is a `gemma3_text` config.
+            "gemma3_text" | "gemma3" => Ok(Self::Gemma3),
             other => Err(ProbeError::UnknownArchitecture(other.to_string())),
         }
     }
@@ -93,6 +100,53 @@ pub struct RopeConfig {
     pub scaling: RopeScaling,
 }
 
+/// Which keys a layer's attention may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerAttention {
+    /// Every earlier position (HF `full_attention`).
+    Global,
+    /// Only the last [`BlockExtras::sliding_window`] positions, the query's own included (HF
+    /// `sliding_attention`: key `k` is visible from query `q` iff `0 ≤ q − k < window`), with
+    /// [`BlockExtras::rope_local`] instead of the global rotary table.
+    Local,
+}
+
+/// Switches beyond the Llama/GPT block. All off by default; Gemma 3 turns most of them on, and any
+/// family with the same pieces (Gemma 2, OLMo 2, Qwen 3, Mistral's sliding window) could use them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BlockExtras {
+    /// Norm each sublayer's output before it joins the residual stream (Gemma's
+    /// `post_attention_layernorm` / `post_feedforward_layernorm`; TransformerLens `ln1_post`,
+    /// `ln2_post`).
+    pub post_norms: bool,
+    /// RMSNorm over `d_head` on every query and key head, before rotary (`q_norm`, `k_norm`).
+    pub qk_norm: bool,
+    /// Multiply the token embeddings by this (Gemma: √d_model, in the stream's dtype as HF casts
+    /// it). The unembedding uses the unscaled matrix.
+    pub embed_scale: Option<f32>,
+    /// Attention scores are scaled by `query_pre_attn_scalar^-1/2` instead of `d_head^-1/2`.
+    pub query_pre_attn_scalar: Option<f32>,
+    /// `s ← c·tanh(s/c)` on the scaled attention scores, before the mask (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// `logits ← c·tanh(logits/c)` (Gemma 2; Gemma 3 has none).
+    pub final_softcap: Option<f32>,
+    /// Window of the [`LayerAttention::Local`] layers, in tokens.
+    pub sliding_window: Option<usize>,
+    /// Per layer; empty means every layer is [`LayerAttention::Global`].
+    pub layer_attention: Vec<LayerAttention>,
+    /// Rotary parameters of the local layers (Gemma 3: base 10,000, no scaling); `None` = the
+    /// global ones.
+    pub rope_local: Option<RopeConfig>,
+}
+
+impl BlockExtras {
+    /// Whether layer `l` attends through the sliding window.
+    pub fn is_local(&self, l: usize) -> bool {
+        self.sliding_window.is_some() && self.layer_attention.get(l) == Some(&LayerAttention::Local)
+    }
+}
+
 /// Everything the forward pass needs to know about a model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -121,6 +175,9 @@ pub struct ModelConfig {
     pub tied_embeddings: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
+    /// Gemma-style switches (all off for the other families).
+    #[serde(default)]
+    pub extras: BlockExtras,
 }
 
 fn get_usize(v: &Value, key: &str) -> Option<usize> {
@@ -193,6 +250,167 @@ fn parse_rope(v: &Value, default_theta: f64, rotary_dim: usize) -> Result<RopeCo
     })
 }
 
+/// The text part of a multimodal `gemma3` config: its `text_config`, with the wrapper's token ids
+/// where the text config has none.
+fn gemma3_text_config(wrapper: &Value, text: &Value) -> Value {
+    let mut t = text.clone();
+    if let Some(obj) = t.as_object_mut() {
+        obj.entry("model_type")
+            .or_insert_with(|| Value::from("gemma3_text"));
+        for key in ["bos_token_id", "eos_token_id", "pad_token_id", "vocab_size"] {
+            if let (false, Some(x)) = (obj.contains_key(key), wrapper.get(key)) {
+                obj.insert(key.to_string(), x.clone());
+            }
+        }
+    }
+    t
+}
+
+/// Gemma 3's default local/global pattern: five sliding-window layers, then one global layer
+/// (`Gemma3TextConfig.sliding_window_pattern = 6`; llama.cpp `set_swa_pattern(6)`; Gemma 3
+/// technical report, "5:1 interleaving of local and global layers").
+pub const GEMMA3_SLIDING_WINDOW_PATTERN: usize = 6;
+
+/// Layer `l` is global iff `(l + 1) % pattern == 0` (HF `layer_types` from
+/// `sliding_window_pattern`; llama.cpp `set_swa_pattern`).
+pub fn layer_pattern(n_layers: usize, pattern: usize) -> Vec<LayerAttention> {
+    (0..n_layers)
+        .map(|l| {
+            if pattern > 0 && (l + 1) % pattern == 0 {
+                LayerAttention::Global
+            } else {
+                LayerAttention::Local
+            }
+        })
+        .collect()
+}
+
+/// A `gemma3_text` config.json, in either the transformers 4.5x form (`rope_theta`,
+/// `rope_local_base_freq`, `rope_scaling`, `sliding_window_pattern`) or the ≥ 5 form
+/// (`rope_parameters` keyed by layer type, `layer_types`). Defaults are `Gemma3TextConfig`'s.
+fn gemma3_from_hf(
+    v: &Value,
+    vocab_size: usize,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<u32>,
+) -> Result<ModelConfig> {
+    let bad = |msg: String| ProbeError::Config {
+        origin: "config.json".into(),
+        msg,
+    };
+    if get_bool(v, "use_bidirectional_attention") == Some(true) {
+        return Err(bad(
+            "bidirectional attention (EmbeddingGemma) is not supported: this is a decoder".into(),
+        ));
+    }
+    let d_model = need_usize(v, "hidden_size")?;
+    let n_heads = need_usize(v, "num_attention_heads")?;
+    let n_layers = need_usize(v, "num_hidden_layers")?;
+    let d_head = get_usize(v, "head_dim").unwrap_or(256);
+    let act = v
+        .get("hidden_activation")
+        .or_else(|| v.get("hidden_act"))
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_pytorch_tanh");
+    // transformers ≥ 5 keys the rope parameters by layer type; older configs have one global set
+    // plus `rope_local_base_freq` (local layers never scale).
+    let per_type = v
+        .get("rope_parameters")
+        .filter(|p| p.get("full_attention").is_some() || p.get("sliding_attention").is_some());
+    let (rope, rope_local) = match per_type {
+        Some(p) => {
+            let sub = |key: &str| {
+                let mut w = serde_json::Map::new();
+                if let Some(x) = p.get(key) {
+                    w.insert("rope_parameters".into(), x.clone());
+                }
+                Value::Object(w)
+            };
+            (
+                parse_rope(&sub("full_attention"), 1_000_000.0, d_head)?,
+                parse_rope(&sub("sliding_attention"), 10_000.0, d_head)?,
+            )
+        }
+        None => (
+            parse_rope(v, 1_000_000.0, d_head)?,
+            RopeConfig {
+                theta: get_f64(v, "rope_local_base_freq").unwrap_or(10_000.0) as f32,
+                rotary_dim: d_head,
+                scaling: RopeScaling::None,
+            },
+        ),
+    };
+    let sliding_window = match v.get("sliding_window") {
+        Some(Value::Null) => None,
+        Some(x) => Some(
+            x.as_u64()
+                .ok_or_else(|| bad("`sliding_window` is not an integer".into()))?
+                as usize,
+        ),
+        None => Some(4096),
+    };
+    let layer_attention = match v.get("layer_types").and_then(Value::as_array) {
+        Some(types) => types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(LayerAttention::Local),
+                Some("full_attention") => Ok(LayerAttention::Global),
+                other => Err(bad(format!("unsupported layer type {other:?}"))),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => {
+            let pattern = get_usize(v, "sliding_window_pattern")
+                .or_else(|| get_usize(v, "_sliding_window_pattern"))
+                .unwrap_or(GEMMA3_SLIDING_WINDOW_PATTERN);
+            layer_pattern(n_layers, pattern)
+        }
+    };
+    let layer_attention = if sliding_window.is_none() {
+        vec![LayerAttention::Global; n_layers]
+    } else {
+        layer_attention
+    };
+    let attention_bias = get_bool(v, "attention_bias").unwrap_or(false);
+    Ok(ModelConfig {
+        architecture: Architecture::Gemma3,
+        n_layers,
+        d_model,
+        n_heads,
+        n_kv_heads: get_usize(v, "num_key_value_heads").unwrap_or(n_heads),
+        d_head,
+        d_mlp: need_usize(v, "intermediate_size")?,
+        vocab_size,
+        max_positions: get_usize(v, "max_position_embeddings").unwrap_or(131_072),
+        norm: NormKind::RmsNorm,
+        norm_eps: get_f64(v, "rms_norm_eps").unwrap_or(1e-6) as f32,
+        activation: Activation::from_hf(act)?,
+        gated_mlp: true,
+        rope: Some(rope),
+        parallel_residual: false,
+        qkv_bias: attention_bias,
+        o_bias: attention_bias,
+        mlp_bias: false,
+        tied_embeddings: get_bool(v, "tie_word_embeddings").unwrap_or(true),
+        bos_token_id,
+        eos_token_id,
+        extras: BlockExtras {
+            post_norms: true,
+            qk_norm: true,
+            // HF: `hidden_size ** 0.5` (a Python float) as a float32 tensor.
+            embed_scale: Some((d_model as f64).sqrt() as f32),
+            query_pre_attn_scalar: Some(get_f64(v, "query_pre_attn_scalar").unwrap_or(256.0) as f32),
+            // Gemma 3 replaced Gemma 2's attention soft-capping by the q/k norms: transformers'
+            // `Gemma3Attention` keeps `attn_logit_softcapping` but never applies it, nor does
+            // llama.cpp's gemma3 graph, so neither do we.
+            attn_softcap: None,
+            final_softcap: get_f64(v, "final_logit_softcapping").map(|c| c as f32),
+            sliding_window,
+            layer_attention,
+            rope_local: Some(rope_local),
+        },
+    })
+}
+
 impl ModelConfig {
     /// GPT-2 small (124M): 12 layers, d_model 768, 12 heads, 1024 positions, vocabulary 50,257,
     /// tied embeddings, `gelu_new`: the configuration of the hub's `gpt2`.
@@ -222,6 +440,11 @@ impl ModelConfig {
                     origin: "config.json".into(),
                     msg: "missing `model_type`".into(),
                 })?;
+        if model_type == "gemma3" {
+            if let Some(text) = v.get("text_config").filter(|t| t.is_object()) {
+                return Self::from_hf_json(&gemma3_text_config(v, text));
+            }
+        }
         let architecture = Architecture::from_model_type(model_type)?;
         let vocab_size = need_usize(v, "vocab_size")?;
         let bos_token_id = get_token_id(v, "bos_token_id");
@@ -259,6 +482,7 @@ impl ModelConfig {
                     tied_embeddings: get_bool(v, "tie_word_embeddings").unwrap_or(false),
                     bos_token_id,
                     eos_token_id,
+                    extras: BlockExtras::default(),
                 }
             }
             Architecture::Gpt2 => {
@@ -291,6 +515,7 @@ impl ModelConfig {
                     tied_embeddings: true,
                     bos_token_id,
                     eos_token_id,
+                    extras: BlockExtras::default(),
                 }
             }
             Architecture::GptNeoX => {
@@ -331,8 +556,10 @@ impl ModelConfig {
                     tied_embeddings: get_bool(v, "tie_word_embeddings").unwrap_or(false),
                     bos_token_id,
                     eos_token_id,
+                    extras: BlockExtras::default(),
                 }
             }
+            Architecture::Gemma3 => gemma3_from_hf(v, vocab_size, bos_token_id, eos_token_id)?,
         };
         cfg.validate("config.json")?;
         Ok(cfg)
@@ -355,12 +582,38 @@ impl ModelConfig {
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if let Some(r) = &self.rope {
+        for r in self.rope.iter().chain(self.extras.rope_local.iter()) {
             if r.rotary_dim % 2 != 0 || r.rotary_dim > self.d_head {
                 return bad(format!(
                     "rotary dim {} must be even and ≤ head dim {}",
                     r.rotary_dim, self.d_head
                 ));
+            }
+        }
+        let x = &self.extras;
+        if x.sliding_window == Some(0) {
+            return bad("sliding window of 0 tokens".into());
+        }
+        if !x.layer_attention.is_empty() && x.layer_attention.len() != self.n_layers {
+            return bad(format!(
+                "{} layer attention types for {} layers",
+                x.layer_attention.len(),
+                self.n_layers
+            ));
+        }
+        if x.layer_attention.contains(&LayerAttention::Local) && x.sliding_window.is_none() {
+            return bad("local (sliding-window) layers without a window size".into());
+        }
+        for (what, c) in [
+            ("attention softcap", x.attn_softcap),
+            ("final logit softcap", x.final_softcap),
+            ("query_pre_attn_scalar", x.query_pre_attn_scalar),
+            ("embedding scale", x.embed_scale),
+        ] {
+            if let Some(c) = c {
+                if !(c.is_finite() && c > 0.0) {
+                    return bad(format!("{what} {c} must be positive and finite"));
+                }
             }
         }
         Ok(())

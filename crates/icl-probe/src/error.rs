@@ -20,7 +20,9 @@ pub enum ProbeError {
         #[source]
         err: serde_json::Error,
     },
-    #[error("unknown architecture `{0}` (supported: llama, mistral, qwen2, gpt2, gpt_neox)")]
+    #[error(
+        "unknown architecture `{0}` (supported: llama, mistral, qwen2, gpt2, gpt_neox, gemma3)"
+    )]
     UnknownArchitecture(String),
     #[error("bad model config ({origin}): {msg}")]
     Config { origin: String, msg: String },

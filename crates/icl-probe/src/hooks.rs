@@ -12,7 +12,12 @@
 //!   `ln_final.hook_normalized`): `[B, T, W]`
 //! - per head (`attn.hook_q`, `attn.hook_k`, `attn.hook_v`, `attn.hook_z`): `[B, T, H, d_head]`
 //!   (`hook_k`/`hook_v` have the key/value heads of grouped-query attention; q and k are taken
-//!   before rotary, as in TransformerLens)
+//!   before rotary, as in TransformerLens). Models with q/k norms (Gemma 3) add
+//!   `attn.q_norm.hook_normalized` / `attn.k_norm.hook_normalized` of the same shapes: the normed
+//!   heads (weight applied), still before rotary; `hook_q`/`hook_k` are the raw projections.
+//! - Gemma's post-sublayer norms are inside `hook_attn_out` / `hook_mlp_out` (what joins the
+//!   residual stream, as TransformerLens places them); sliding-window layers show the window in
+//!   `attn.hook_attn_scores` (masked entries) and `attn.hook_pattern` (zeros).
 //! - attention (`attn.hook_attn_scores`, `attn.hook_pattern`): `[B, H, T_query, T_key]`, keys in
 //!   padded coordinates.
 
@@ -320,6 +325,8 @@ pub(crate) fn layout_of(name: &str) -> Layout {
         || name.ends_with("attn.hook_k")
         || name.ends_with("attn.hook_v")
         || name.ends_with("attn.hook_z")
+        || name.ends_with("attn.q_norm.hook_normalized")
+        || name.ends_with("attn.k_norm.hook_normalized")
     {
         Layout::Heads
     } else {
@@ -726,5 +733,10 @@ mod tests {
         assert_eq!(layout_of("blocks.0.attn.hook_z"), Layout::Heads);
         assert_eq!(layout_of("blocks.0.attn.hook_pattern"), Layout::Pattern);
         assert_eq!(layout_of("blocks.0.hook_attn_out"), Layout::Resid);
+        assert_eq!(
+            layout_of("blocks.0.attn.q_norm.hook_normalized"),
+            Layout::Heads
+        );
+        assert_eq!(layout_of("blocks.0.ln2.hook_normalized"), Layout::Resid);
     }
 }

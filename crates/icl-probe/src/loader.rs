@@ -84,6 +84,7 @@ fn build<B: Backend>(cfg: ModelConfig, mut w: WeightMap, device: &B::Device) -> 
         Architecture::Llama | Architecture::Qwen2 => arch::llama::load(&cfg, &mut w)?,
         Architecture::Gpt2 => arch::gpt2::load(&cfg, &mut w)?,
         Architecture::GptNeoX => arch::gpt_neox::load(&cfg, &mut w)?,
+        Architecture::Gemma3 => arch::gemma3::load(&cfg, &mut w)?,
     };
     Ok(Model::from_host(cfg, host, device))
 }

@@ -31,6 +31,18 @@ pub(crate) struct HostNorm {
     pub bias: Option<HostTensor>,
 }
 
+/// The norms only some families have (Gemma: after each sublayer, and per q/k head).
+#[derive(Default)]
+pub(crate) struct HostBlockExtras {
+    /// On the attention output before the residual add (`post_attention_layernorm`).
+    pub ln1_post: Option<HostNorm>,
+    /// On the MLP output before the residual add (`post_feedforward_layernorm`).
+    pub ln2_post: Option<HostNorm>,
+    /// `[d_head]` RMSNorm weights shared by every query / key head.
+    pub q_norm: Option<HostNorm>,
+    pub k_norm: Option<HostNorm>,
+}
+
 pub(crate) struct HostBlock {
     pub ln1: HostNorm,
     pub ln2: HostNorm,
@@ -40,6 +52,7 @@ pub(crate) struct HostBlock {
     /// Gated: `[d_model, 2·d_mlp]` gate | up. Plain: `[d_model, d_mlp]`.
     pub mlp_in: HostLinear,
     pub mlp_out: HostLinear,
+    pub extras: HostBlockExtras,
 }
 
 /// A whole model's weights on the host, as the architecture loaders produce them.
@@ -149,6 +162,10 @@ struct Block<B: Backend> {
     o: Linear<B>,
     mlp_in: Linear<B>,
     mlp_out: Linear<B>,
+    ln1_post: Option<Norm<B>>,
+    ln2_post: Option<Norm<B>>,
+    q_norm: Option<Norm<B>>,
+    k_norm: Option<Norm<B>>,
 }
 
 /// A decoder-only transformer whose activations can be cached and overwritten by hook name.
@@ -189,6 +206,10 @@ impl<B: Backend> Model<B> {
                 o: Linear::new(b.o, device),
                 mlp_in: Linear::new(b.mlp_in, device),
                 mlp_out: Linear::new(b.mlp_out, device),
+                ln1_post: b.extras.ln1_post.map(|n| Norm::new(n, kind, eps, device)),
+                ln2_post: b.extras.ln2_post.map(|n| Norm::new(n, kind, eps, device)),
+                q_norm: b.extras.q_norm.map(|n| Norm::new(n, kind, eps, device)),
+                k_norm: b.extras.k_norm.map(|n| Norm::new(n, kind, eps, device)),
             })
             .collect();
         let hook_names = Self::list_hook_names(&config);
@@ -222,10 +243,12 @@ impl<B: Backend> Model<B> {
         let c = &config;
         let d = c.d_model;
         let layer_norm = c.norm == NormKind::LayerNorm;
-        let norm = |normal: &mut dyn FnMut(Vec<usize>, f32, f32) -> HostTensor| HostNorm {
-            weight: normal(vec![d], 1.0, 0.1),
-            bias: layer_norm.then(|| normal(vec![d], 0.0, 0.02)),
-        };
+        let norm_of =
+            |normal: &mut dyn FnMut(Vec<usize>, f32, f32) -> HostTensor, d: usize| HostNorm {
+                weight: normal(vec![d], 1.0, 0.1),
+                bias: layer_norm.then(|| normal(vec![d], 0.0, 0.02)),
+            };
+        let norm = |normal: &mut dyn FnMut(Vec<usize>, f32, f32) -> HostTensor| norm_of(normal, d);
         let linear = |normal: &mut dyn FnMut(Vec<usize>, f32, f32) -> HostTensor,
                       i: usize,
                       o: usize,
@@ -248,6 +271,12 @@ impl<B: Backend> Model<B> {
                 o: linear(&mut normal, c.n_heads * c.d_head, d, c.o_bias),
                 mlp_in: linear(&mut normal, d, mlp_in_out, c.mlp_bias),
                 mlp_out: linear(&mut normal, c.d_mlp, d, c.mlp_bias),
+                extras: HostBlockExtras {
+                    ln1_post: c.extras.post_norms.then(|| norm(&mut normal)),
+                    ln2_post: c.extras.post_norms.then(|| norm(&mut normal)),
+                    q_norm: c.extras.qk_norm.then(|| norm_of(&mut normal, c.d_head)),
+                    k_norm: c.extras.qk_norm.then(|| norm_of(&mut normal, c.d_head)),
+                },
             })
             .collect();
         let ln_final = norm(&mut normal);
@@ -290,6 +319,10 @@ impl<B: Backend> Model<B> {
                     o: b.o.cast(dtype),
                     mlp_in: b.mlp_in.cast(dtype),
                     mlp_out: b.mlp_out.cast(dtype),
+                    ln1_post: b.ln1_post.map(|n| n.cast(dtype)),
+                    ln2_post: b.ln2_post.map(|n| n.cast(dtype)),
+                    q_norm: b.q_norm.map(|n| n.cast(dtype)),
+                    k_norm: b.k_norm.map(|n| n.cast(dtype)),
                 })
                 .collect(),
             ln_final: self.ln_final.cast(dtype),
@@ -328,6 +361,10 @@ impl<B: Backend> Model<B> {
             push("attn.hook_q");
             push("attn.hook_k");
             push("attn.hook_v");
+            if cfg.extras.qk_norm {
+                push("attn.q_norm.hook_normalized");
+                push("attn.k_norm.hook_normalized");
+            }
             push("attn.hook_attn_scores");
             push("attn.hook_pattern");
             push("attn.hook_z");
@@ -371,6 +408,10 @@ impl<B: Backend> Model<B> {
         let positions = batch.positions();
 
         let mut x = self.embed.clone().select(0, ids);
+        if let Some(s) = cfg.extras.embed_scale {
+            // HF multiplies by the scale cast to the weights' dtype (√640 is 25.25 in bf16).
+            x = x * round_to(s, self.dtype);
+        }
         x = hooks.point_rows(|| "hook_embed".into(), x)?;
         if let Some(pe) = &self.pos_embed {
             if t > cfg.max_positions {
@@ -388,21 +429,48 @@ impl<B: Backend> Model<B> {
             .rope
             .as_ref()
             .map(|r| RopeTables::<B>::new(r, &positions, b, t, &self.device));
-        let mut mask: Tensor<B, 4> = Tensor::from_data(
+        let mask: Tensor<B, 4> = Tensor::from_data(
             TensorData::new(batch.attention_bias(), [b, 1, t, t]),
             &self.device,
         );
-        let mut rope = rope;
+        // Sliding-window layers see their own mask and rotary table (built only if some layer
+        // is local).
+        let any_local = (0..cfg.n_layers).any(|l| cfg.extras.is_local(l));
+        let local = match (any_local, cfg.extras.sliding_window) {
+            (true, Some(w)) => {
+                let rope_local = match &cfg.extras.rope_local {
+                    Some(r) => Some(RopeTables::<B>::new(r, &positions, b, t, &self.device)),
+                    None => rope.clone(),
+                };
+                Some((
+                    mask.clone() + window_bias::<B>(t, w, &self.device),
+                    rope_local,
+                ))
+            }
+            _ => None,
+        };
+        let mut global = (mask, rope);
+        let mut local = local;
         if self.dtype != DType::F32 {
             // -1e30 overflows float16 to -inf, and a fully masked (padding) row would then give
             // NaN that leaks into real rows; -3e4 still zeroes every masked weight after softmax.
-            mask = mask.clamp_min(-3.0e4).cast(self.dtype);
-            rope = rope.map(|r| r.cast(self.dtype));
+            let cast = |(m, r): (Tensor<B, 4>, Option<RopeTables<B>>)| {
+                (
+                    m.clamp_min(-3.0e4).cast(self.dtype),
+                    r.map(|r| r.cast(self.dtype)),
+                )
+            };
+            global = cast(global);
+            local = local.map(cast);
         }
 
         let n_run = spec.stop_at_layer.unwrap_or(cfg.n_layers).min(cfg.n_layers);
         for (l, blk) in self.blocks.iter().enumerate().take(n_run) {
-            x = self.block_forward(l, blk, x, &mask, rope.as_ref(), &mut hooks, b, t)?;
+            let (mask, rope) = match &local {
+                Some(lo) if cfg.extras.is_local(l) => lo,
+                _ => &global,
+            };
+            x = self.block_forward(l, blk, x, mask, rope.as_ref(), &mut hooks, b, t)?;
         }
         let skip_final = spec.logits == LogitsMode::None && !hooks_wants_final(spec);
         if n_run < cfg.n_layers || skip_final {
@@ -422,6 +490,10 @@ impl<B: Backend> Model<B> {
                 Some(self.unembed.forward(x.select(0, last)).reshape([b, 1, v]))
             }
             LogitsMode::None => None,
+        };
+        let logits = match (logits, cfg.extras.final_softcap) {
+            (Some(l), Some(c)) => Some(softcap(l, c)),
+            (l, _) => l,
         };
         let logits = match logits {
             Some(l) if self.dtype != DType::F32 => Some(l.cast(DType::F32)),
@@ -449,6 +521,12 @@ impl<B: Backend> Model<B> {
         let h = blk.ln1.forward(resid_pre.clone());
         let h = hooks.point_rows(|| format!("blocks.{l}.ln1.hook_normalized"), h)?;
         let attn_out = self.attention(l, blk, h, mask, rope, hooks, b, t)?;
+        // Post-sublayer norms (Gemma) come before the hook, so `hook_attn_out` / `hook_mlp_out`
+        // are what joins the residual stream, as in TransformerLens.
+        let attn_out = match &blk.ln1_post {
+            Some(n) => n.forward(attn_out),
+            None => attn_out,
+        };
         let attn_out = hooks.point_rows(|| format!("blocks.{l}.hook_attn_out"), attn_out)?;
         let (mlp_in, base) = if self.config.parallel_residual {
             // GPT-NeoX: both sublayers read the block input.
@@ -463,6 +541,10 @@ impl<B: Backend> Model<B> {
         let h = blk.ln2.forward(mlp_in);
         let h = hooks.point_rows(|| format!("blocks.{l}.ln2.hook_normalized"), h)?;
         let mlp_out = self.mlp(l, blk, h, hooks)?;
+        let mlp_out = match &blk.ln2_post {
+            Some(n) => n.forward(mlp_out),
+            None => mlp_out,
+        };
         let mlp_out = hooks.point_rows(|| format!("blocks.{l}.hook_mlp_out"), mlp_out)?;
         hooks.point_rows(|| format!("blocks.{l}.hook_resid_post"), base + mlp_out)
     }
@@ -513,14 +595,39 @@ impl<B: Backend> Model<B> {
         let q = hooks.point4(|| format!("blocks.{l}.attn.hook_q"), q)?;
         let k = hooks.point4(|| format!("blocks.{l}.attn.hook_k"), k)?;
         let v = hooks.point4(|| format!("blocks.{l}.attn.hook_v"), v)?;
+        // q/k RMSNorm over each head's d_head values (Gemma 3), before rotary.
+        let q = match &blk.q_norm {
+            Some(n) => hooks.point4(
+                || format!("blocks.{l}.attn.q_norm.hook_normalized"),
+                n.forward(q.reshape([b * t * nh, dh]))
+                    .reshape([b, t, nh, dh]),
+            )?,
+            None => q,
+        };
+        let k = match &blk.k_norm {
+            Some(n) => hooks.point4(
+                || format!("blocks.{l}.attn.k_norm.hook_normalized"),
+                n.forward(k.reshape([b * t * nkv, dh]))
+                    .reshape([b, t, nkv, dh]),
+            )?,
+            None => k,
+        };
         let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         if let Some(r) = rope {
             q = r.apply(q);
             k = r.apply(k);
         }
         let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
-        let scale = 1.0 / (dh as f32).sqrt();
-        let mut scores = exact_f32::matmul(q, k.swap_dims(2, 3)) * scale + mask.clone();
+        let scale = match cfg.extras.query_pre_attn_scalar {
+            Some(s) => 1.0 / s.sqrt(),
+            None => 1.0 / (dh as f32).sqrt(),
+        };
+        let scores = exact_f32::matmul(q, k.swap_dims(2, 3)) * scale;
+        let scores = match cfg.extras.attn_softcap {
+            Some(c) => softcap(scores, c),
+            None => scores,
+        };
+        let mut scores = scores + mask.clone();
         if let Some(knock) = hooks.knockout_bias(l, nh)? {
             scores = scores + knock.cast(self.dtype);
         }
@@ -611,6 +718,35 @@ pub fn top_k_rows<B: Backend>(logits: Tensor<B, 3>, k: usize) -> Vec<Vec<(u32, f
             top.into_iter().map(|i| (i as u32, row[i])).collect()
         })
         .collect()
+}
+
+/// Gemma 2's soft capping, `c·tanh(x/c)`.
+fn softcap<B: Backend, const D: usize>(x: Tensor<B, D>, c: f32) -> Tensor<B, D> {
+    (x / c).tanh() * c
+}
+
+/// `s` rounded to `dtype` (so a scale multiplies as it would after HF's `.to(dtype)`).
+fn round_to(s: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => half::bf16::from_f32(s).to_f32(),
+        DType::F16 => half::f16::from_f32(s).to_f32(),
+        _ => s,
+    }
+}
+
+/// Additive `[1, 1, T, T]` bias hiding keys at least `window` positions behind the query
+/// (HF `sliding_window_overlay`: key `k` visible from query `q` iff `q − k < window`; llama.cpp
+/// `is_masked_swa`). Padded coordinates equal position differences here: padding is on the left.
+fn window_bias<B: Backend>(t: usize, window: usize, device: &B::Device) -> Tensor<B, 4> {
+    let mut bias = vec![0f32; t * t];
+    for q in 0..t {
+        for k in 0..t {
+            if q >= k + window {
+                bias[q * t + k] = crate::batch::MASK_VALUE;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(bias, [1, 1, t, t]), device)
 }
 
 fn act<B: Backend>(a: Activation, x: Tensor<B, 2>) -> Tensor<B, 2> {

@@ -38,6 +38,7 @@ pub fn inv_freq(cfg: &RopeConfig) -> Vec<f32> {
 }
 
 /// cos/sin tables for one batch, `[B, 1, T, rotary_dim]`, broadcast over heads.
+#[derive(Clone, Debug)]
 pub struct RopeTables<B: Backend> {
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,

@@ -35,6 +35,7 @@ pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
             o: conv1d(w, &format!("{p}.attn.c_proj"), d, d)?,
             mlp_in: conv1d(w, &format!("{p}.mlp.c_fc"), d, f)?,
             mlp_out: conv1d(w, &format!("{p}.mlp.c_proj"), f, d)?,
+            extras: Default::default(),
         });
     }
     let ln_final = norm(w, &format!("{pre}ln_f"), d, true)?;

@@ -53,6 +53,7 @@ pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
             o: linear(w, &format!("{p}.attention.dense"), d, d, cfg.o_bias)?,
             mlp_in: linear(w, &format!("{p}.mlp.dense_h_to_4h"), f, d, true)?,
             mlp_out: linear(w, &format!("{p}.mlp.dense_4h_to_h"), d, f, true)?,
+            extras: Default::default(),
         });
     }
     let ln_final = norm(w, "gpt_neox.final_layer_norm", d, true)?;

@@ -29,6 +29,7 @@ pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
             o: linear(w, &format!("{p}.self_attn.o_proj"), d, hq, cfg.o_bias)?,
             mlp_in: fuse_cols(vec![gate, up]),
             mlp_out: linear(w, &format!("{p}.mlp.down_proj"), d, f, cfg.mlp_bias)?,
+            extras: Default::default(),
         });
     }
     let ln_final = norm(w, "model.norm", d, false)?;
@@ -64,6 +65,7 @@ pub fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
     let architecture = match arch_name {
         "llama" | "mistral" => Architecture::Llama,
         "qwen2" => Architecture::Qwen2,
+        "gemma3" => return crate::arch::gemma3::config_from_gguf(g),
         other => return Err(ProbeError::UnknownArchitecture(format!("{other} (GGUF)"))),
     };
     let a = arch_name;
@@ -124,6 +126,7 @@ pub fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
         tied_embeddings: g.tensor_info("output.weight").is_none(),
         bos_token_id: id("tokenizer.ggml.bos_token_id"),
         eos_token_id: id("tokenizer.ggml.eos_token_id"),
+        extras: Default::default(),
     };
     cfg.validate("GGUF metadata")?;
     Ok(cfg)
@@ -170,8 +173,14 @@ pub fn gguf_weights(g: &GgufFile, cfg: &ModelConfig, origin: &str) -> Result<Wei
     };
     let mut w = WeightMap::new(origin);
     let permuted = cfg.architecture == Architecture::Llama;
+    let gemma = cfg.architecture == Architecture::Gemma3;
     for info in &g.tensors {
-        let Some(name) = hf_name(&info.name) else {
+        let name = if gemma {
+            crate::arch::gemma3::hf_name(&info.name)
+        } else {
+            hf_name(&info.name)
+        };
+        let Some(name) = name else {
             continue;
         };
         let shape = info.shape();
@@ -182,6 +191,11 @@ pub fn gguf_weights(g: &GgufFile, cfg: &ModelConfig, origin: &str) -> Result<Wei
             } else if info.name.ends_with("attn_k.weight") {
                 data = unpermute_qk(&data, shape[0], shape[1], cfg.n_kv_heads);
             }
+        }
+        if gemma && crate::arch::gemma3::is_norm(&name) {
+            // llama.cpp stores Gemma's norms as 1 + w; the HF-name loader adds the 1 (as
+            // transformers' GGUF loader does: subtract here, add back there).
+            data.iter_mut().for_each(|x| *x -= 1.0);
         }
         w.insert(name, HostTensor::new(shape, data));
     }

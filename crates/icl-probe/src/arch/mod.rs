@@ -1,6 +1,7 @@
 //! Per-architecture weight layouts: each file maps one family's checkpoint names onto the shared
 //! block of [`crate::model`] (fused `[in, out]` matrices).
 
+pub mod gemma3;
 pub mod gpt2;
 pub mod gpt_neox;
 pub mod llama;
