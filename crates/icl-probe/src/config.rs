@@ -647,4 +647,66 @@ mod tests {
         assert!(matches!(r.scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
         assert_eq!(c.n_kv_heads, 2);
     }
+
+    /// A transformers 4.5x multimodal `gemma3` config (the hub's 4B+ form): the text part, its
+    /// old-style rope fields (global linear scaling, `rope_local_base_freq`) and the
+    /// `sliding_window_pattern` integer.
+    #[test]
+    fn gemma3_wrapper_with_old_style_fields() {
+        let v: Value = serde_json::json!({
+            "model_type": "gemma3", "eos_token_id": [1, 106],
+            "text_config": {
+                "model_type": "gemma3_text", "vocab_size": 262208, "hidden_size": 2560,
+                "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+                "num_hidden_layers": 34, "intermediate_size": 10240,
+                "query_pre_attn_scalar": 256, "sliding_window": 1024, "sliding_window_pattern": 6,
+                "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+                "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+                "attn_logit_softcapping": null, "final_logit_softcapping": null
+            },
+            "vision_config": {"model_type": "siglip_vision_model"}
+        });
+        let c = ModelConfig::from_hf_json(&v).unwrap();
+        assert_eq!(c.architecture, Architecture::Gemma3);
+        assert_eq!((c.n_layers, c.d_model, c.d_head), (34, 2560, 256));
+        assert_eq!(c.eos_token_id, Some(1));
+        let r = c.rope.unwrap();
+        assert_eq!(r.theta, 1.0e6);
+        assert!(matches!(r.scaling, RopeScaling::Linear { factor } if factor == 8.0));
+        let local = c.extras.rope_local.unwrap();
+        assert_eq!((local.theta, local.scaling), (10000.0, RopeScaling::None));
+        let globals: Vec<usize> = (0..34).filter(|&l| !c.extras.is_local(l)).collect();
+        assert_eq!(globals, vec![5, 11, 17, 23, 29]);
+        assert_eq!(c.extras.sliding_window, Some(1024));
+        assert_eq!(c.extras.embed_scale, Some(2560f32.sqrt()));
+        assert_eq!(c.extras.query_pre_attn_scalar, Some(256.0));
+        assert!(c.tied_embeddings && c.extras.post_norms && c.extras.qk_norm);
+        assert_eq!(c.activation, Activation::GeluTanh);
+        assert_eq!(c.extras.final_softcap, None);
+    }
+
+    #[test]
+    fn gemma3_final_softcap_and_bad_layer_types() {
+        let base = serde_json::json!({
+            "model_type": "gemma3_text", "vocab_size": 10, "hidden_size": 8,
+            "num_attention_heads": 2, "num_hidden_layers": 2, "intermediate_size": 16,
+            "head_dim": 4, "final_logit_softcapping": 30.0,
+            "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 3
+        });
+        let c = ModelConfig::from_hf_json(&base).unwrap();
+        assert_eq!(c.extras.final_softcap, Some(30.0));
+        assert!(c.extras.is_local(0) && !c.extras.is_local(1));
+        let mut bad = base.clone();
+        bad["layer_types"] = serde_json::json!(["sliding_attention", "chunked_attention"]);
+        assert!(matches!(
+            ModelConfig::from_hf_json(&bad),
+            Err(ProbeError::Config { msg, .. }) if msg.contains("chunked_attention")
+        ));
+        let mut short = base.clone();
+        short["layer_types"] = serde_json::json!(["full_attention"]);
+        assert!(ModelConfig::from_hf_json(&short).is_err());
+        let mut bidir = base;
+        bidir["use_bidirectional_attention"] = serde_json::json!(true);
+        assert!(ModelConfig::from_hf_json(&bidir).is_err());
+    }
 }
