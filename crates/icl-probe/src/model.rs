@@ -454,14 +454,14 @@ impl<B: Backend> Model<B> {
         if self.dtype != DType::F32 {
             // -1e30 overflows float16 to -inf, and a fully masked (padding) row would then give
             // NaN that leaks into real rows; -3e4 still zeroes every masked weight after softmax.
-            let cast = |(m, r): (Tensor<B, 4>, Option<RopeTables<B>>)| {
+            let cast = |m: Tensor<B, 4>, r: Option<RopeTables<B>>| {
                 (
                     m.clamp_min(-3.0e4).cast(self.dtype),
                     r.map(|r| r.cast(self.dtype)),
                 )
             };
-            global = cast(global);
-            local = local.map(cast);
+            global = cast(global.0, global.1);
+            local = local.map(|(m, r)| cast(m, r));
         }
 
         let n_run = spec.stop_at_layer.unwrap_or(cfg.n_layers).min(cfg.n_layers);
