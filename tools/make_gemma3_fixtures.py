@@ -23,6 +23,7 @@ Two parts (env: torch 2.15 CPU, transformers 5.24, gguf 0.19, numpy; float32 thr
         q_norm.0 [2,12,4,16], k_norm.0 [2,12,2,16]: q/k after their RMSNorm, before rotary;
         patch_vector [48], patched_logits: logits when layer 0's output at position 5 (every row)
         is replaced by patch_vector.
+        logits_final_softcap_2: logits with final_logit_softcapping = 2.0 set in the config.
 
 `real` -> crates/icl-probe/tests/fixtures/gemma3_gguf/
     transformers' own GGUF loader on gemma-3-270m-q4km (every tensor dequantised to float32 by the
@@ -139,6 +140,11 @@ def tiny():
     hk.remove()
     exp["patch_vector"] = patch.float()
     exp["patched_logits"] = patched.float()
+    # Gemma 3 checkpoints leave final_logit_softcapping unset; transformers applies it when set.
+    model.config.final_logit_softcapping = 2.0
+    with torch.no_grad():
+        exp["logits_final_softcap_2"] = model(input_ids=ids).logits.float()
+    model.config.final_logit_softcapping = None
     save_file({k: v.contiguous() for k, v in exp.items()}, os.path.join(out, "expected.safetensors"))
 
     # The same weights as llama.cpp's converter writes them.

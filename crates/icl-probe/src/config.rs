@@ -127,9 +127,9 @@ pub struct BlockExtras {
     pub embed_scale: Option<f32>,
     /// Attention scores are scaled by `query_pre_attn_scalar^-1/2` instead of `d_head^-1/2`.
     pub query_pre_attn_scalar: Option<f32>,
-    /// `s ← c·tanh(s/c)` on the scaled attention scores, before the mask (Gemma 2).
-    pub attn_softcap: Option<f32>,
-    /// `logits ← c·tanh(logits/c)` (Gemma 2; Gemma 3 has none).
+    /// `logits ← c·tanh(logits/c)` (Gemma 2's `final_logit_softcapping`; Gemma 3's checkpoints
+    /// leave it unset, but transformers and llama.cpp apply it when a Gemma 3 config sets it).
+    /// Gemma 2's attention-score capping has no switch: Gemma 3 replaced it by the q/k norms.
     pub final_softcap: Option<f32>,
     /// Window of the [`LayerAttention::Local`] layers, in tokens.
     pub sliding_window: Option<usize>,
@@ -399,10 +399,8 @@ fn gemma3_from_hf(
             // HF: `hidden_size ** 0.5` (a Python float) as a float32 tensor.
             embed_scale: Some((d_model as f64).sqrt() as f32),
             query_pre_attn_scalar: Some(get_f64(v, "query_pre_attn_scalar").unwrap_or(256.0) as f32),
-            // Gemma 3 replaced Gemma 2's attention soft-capping by the q/k norms: transformers'
-            // `Gemma3Attention` keeps `attn_logit_softcapping` but never applies it, nor does
-            // llama.cpp's gemma3 graph, so neither do we.
-            attn_softcap: None,
+            // `attn_logit_softcapping` is read by no one: transformers' `Gemma3Attention` keeps it
+            // but never applies it, nor does llama.cpp's gemma3 graph.
             final_softcap: get_f64(v, "final_logit_softcapping").map(|c| c as f32),
             sliding_window,
             layer_attention,
@@ -605,7 +603,6 @@ impl ModelConfig {
             return bad("local (sliding-window) layers without a window size".into());
         }
         for (what, c) in [
-            ("attention softcap", x.attn_softcap),
             ("final logit softcap", x.final_softcap),
             ("query_pre_attn_scalar", x.query_pre_attn_scalar),
             ("embedding scale", x.embed_scale),

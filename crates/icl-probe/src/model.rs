@@ -622,12 +622,7 @@ impl<B: Backend> Model<B> {
             Some(s) => 1.0 / s.sqrt(),
             None => 1.0 / (dh as f32).sqrt(),
         };
-        let scores = exact_f32::matmul(q, k.swap_dims(2, 3)) * scale;
-        let scores = match cfg.extras.attn_softcap {
-            Some(c) => softcap(scores, c),
-            None => scores,
-        };
-        let mut scores = scores + mask.clone();
+        let mut scores = exact_f32::matmul(q, k.swap_dims(2, 3)) * scale + mask.clone();
         if let Some(knock) = hooks.knockout_bias(l, nh)? {
             scores = scores + knock.cast(self.dtype);
         }
@@ -720,7 +715,7 @@ pub fn top_k_rows<B: Backend>(logits: Tensor<B, 3>, k: usize) -> Vec<Vec<(u32, f
         .collect()
 }
 
-/// Gemma 2's soft capping, `c·tanh(x/c)`.
+/// Soft capping of the logits, `c·tanh(x/c)` (Gemma 2; honoured when a Gemma 3 config sets it).
 fn softcap<B: Backend, const D: usize>(x: Tensor<B, D>, c: f32) -> Tensor<B, D> {
     (x / c).tanh() * c
 }

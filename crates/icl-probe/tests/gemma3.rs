@@ -369,3 +369,39 @@ fn gemma3_half_precision_stays_close() {
         assert!(e < tol, "{dtype:?} rel err {e}");
     }
 }
+
+/// A Gemma 3 config that sets `final_logit_softcapping` gets `c·tanh(logits/c)`, as transformers
+/// computes it (the tiny model's config with the cap set to 2, so it bites).
+#[test]
+fn gemma3_final_softcap_matches_transformers() {
+    let src = fixture("gemma3_tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["final_logit_softcapping"] = serde_json::json!(2.0);
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let model = Model::<B>::load(dir.path(), &Default::default()).unwrap();
+    assert_eq!(model.config().extras.final_softcap, Some(2.0));
+    let exp = load_expected(src.join("expected.safetensors"));
+    let ids = &exp["input_ids"];
+    let batch = Batch::from_padded(&ids.i64, ids.shape[0], ids.shape[1], None).unwrap();
+    let got = values(
+        &model
+            .forward(&batch, &HookSpec::new())
+            .unwrap()
+            .logits
+            .unwrap(),
+    );
+    let want = &exp["logits_final_softcap_2"].f32;
+    assert!(want.iter().all(|x| x.abs() < 2.0));
+    let e = rel_err(&got, want);
+    println!("final softcap 2: logits rel err {e:.2e}");
+    assert!(e <= REL_TOL, "softcapped logits rel err {e}");
+    // The cap changes the logits (the uncapped ones exceed 2 somewhere).
+    assert!(exp["logits"].f32.iter().any(|x| x.abs() > 2.0));
+}

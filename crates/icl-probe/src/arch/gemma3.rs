@@ -249,7 +249,6 @@ pub fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
             qk_norm: true,
             embed_scale: Some((d_model as f64).sqrt() as f32),
             query_pre_attn_scalar: Some(query_pre_attn_scalar),
-            attn_softcap: softcap("attn_logit_softcapping"),
             final_softcap: softcap("final_logit_softcapping"),
             sliding_window,
             layer_attention,
