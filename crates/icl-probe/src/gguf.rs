@@ -249,6 +249,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The whole file: what [`GgufFile::tensor_bytes`] slices, and what packed weights
+/// ([`crate::linear::SharedBytes`]) keep alive, so a model borrows the mapped file instead of
+/// copying its tensors.
+impl AsRef<[u8]> for GgufFile {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
 impl GgufFile {
     /// Memory-map and parse a file.
     pub fn open(path: &Path) -> std::io::Result<std::result::Result<Self, GgufError>> {
@@ -377,25 +386,34 @@ impl GgufFile {
     }
 }
 
-/// Undo llama.cpp's rotary permutation of a Q or K projection ([out, in], row-major).
+/// The row order that undoes llama.cpp's rotary permutation of a Q or K projection with `rows`
+/// output rows: HF row `i` is GGUF row `order[i]`.
 ///
 /// `convert_hf_to_gguf.py` interleaves each head's two rotate-half halves into adjacent pairs so
 /// GGML's "normal" rope applies; HF's rotate_half rope needs them back:
-/// HF row `h·dh + half·dh/2 + i` ← GGUF row `h·dh + 2i + half`.
-pub fn unpermute_qk(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+/// HF row `h·dh + half·dh/2 + i` ← GGUF row `h·dh + 2i + half`. Whole rows move, so quantised
+/// rows are reordered without decoding them ([`crate::linear::PackedMatrix::permute_rows`]).
+pub fn qk_row_order(rows: usize, n_head: usize) -> Vec<usize> {
     let dh = rows / n_head;
     let halfd = dh / 2;
-    let mut out = vec![0f32; w.len()];
+    let mut order = vec![0; rows];
     for h in 0..n_head {
         for half in 0..2 {
             for i in 0..halfd {
-                let dst = h * dh + half * halfd + i;
-                let src = h * dh + 2 * i + half;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+                order[h * dh + half * halfd + i] = h * dh + 2 * i + half;
             }
         }
     }
-    out
+    order
+}
+
+/// [`qk_row_order`] applied to an f32 matrix `[rows, cols]`.
+pub fn unpermute_qk(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    qk_row_order(rows, n_head)
+        .into_iter()
+        .flat_map(|src| &w[src * cols..(src + 1) * cols])
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod error;
 pub mod experiments;
 pub mod gguf;
 pub mod hooks;
+pub mod linear;
 pub mod loader;
 pub mod model;
 pub mod quant;
@@ -37,6 +38,7 @@ pub use error::{ProbeError, Result};
 pub use hooks::{
     ActivationCache, AttentionKnockout, Cached, HookSpec, Intervention, LogitsMode, Op, Positions,
 };
-pub use loader::{load_config, load_model, load_tokenizer, resolve, ModelSource};
+pub use linear::{LoadOptions, WeightBytes, WeightStorage};
+pub use loader::{load_config, load_model, load_model_with, load_tokenizer, resolve, ModelSource};
 pub use model::{top_k_rows, Model, Output};
 pub use tokenizer::Tokenizer;

@@ -2,6 +2,7 @@
 //! local hf-hub cache (offline: nothing is downloaded).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 
@@ -9,6 +10,7 @@ use crate::arch;
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{ProbeError, Result};
 use crate::gguf::GgufFile;
+use crate::linear::LoadOptions;
 use crate::model::{HostModel, Model};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{load_safetensors_into, safetensors_files, WeightMap};
@@ -79,14 +81,20 @@ fn open_gguf(path: &Path) -> Result<GgufFile> {
         })
 }
 
-fn build<B: Backend>(cfg: ModelConfig, mut w: WeightMap, device: &B::Device) -> Result<Model<B>> {
+fn build<B: Backend>(
+    cfg: ModelConfig,
+    mut w: WeightMap,
+    opts: &LoadOptions,
+    device: &B::Device,
+) -> Result<Model<B>> {
+    let storage = opts.weights.resolve::<B>(device)?;
     let host: HostModel = match cfg.architecture {
         Architecture::Llama | Architecture::Qwen2 => arch::llama::load(&cfg, &mut w)?,
         Architecture::Gpt2 => arch::gpt2::load(&cfg, &mut w)?,
         Architecture::GptNeoX => arch::gpt_neox::load(&cfg, &mut w)?,
         Architecture::Gemma3 => arch::gemma3::load(&cfg, &mut w)?,
     };
-    Ok(Model::from_host(cfg, host, device))
+    Ok(Model::from_host(cfg, host, storage, device))
 }
 
 /// Read the config of a model without loading weights.
@@ -98,9 +106,19 @@ pub fn load_config(spec: &str) -> Result<ModelConfig> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Load weights (no tokenizer) from a folder, a `.gguf`, or a cached hub repo id.
+    /// Load weights (no tokenizer) from a folder, a `.gguf`, or a cached hub repo id, stored as
+    /// [`WeightStorage::Auto`](crate::WeightStorage::Auto) chooses.
     pub fn load(spec: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
-        load_any(spec.as_ref(), device, false).map(|(m, _)| m)
+        Self::load_with(spec, device, &LoadOptions::default())
+    }
+
+    /// [`load`](Self::load) with options (where the weights live).
+    pub fn load_with(
+        spec: impl AsRef<Path>,
+        device: &B::Device,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        load_any(spec.as_ref(), device, opts, false).map(|(m, _)| m)
     }
 }
 
@@ -109,7 +127,16 @@ pub fn load_model<B: Backend>(
     spec: impl AsRef<Path>,
     device: &B::Device,
 ) -> Result<(Model<B>, Tokenizer)> {
-    let (m, t) = load_any(spec.as_ref(), device, true)?;
+    load_model_with(spec, device, &LoadOptions::default())
+}
+
+/// [`load_model`] with options (where the weights live).
+pub fn load_model_with<B: Backend>(
+    spec: impl AsRef<Path>,
+    device: &B::Device,
+    opts: &LoadOptions,
+) -> Result<(Model<B>, Tokenizer)> {
+    let (m, t) = load_any(spec.as_ref(), device, opts, true)?;
     Ok((m, t.expect("tokenizer requested")))
 }
 
@@ -134,6 +161,7 @@ fn hf_tokenizer(dir: &Path) -> Result<Tokenizer> {
 fn load_any<B: Backend>(
     spec: &Path,
     device: &B::Device,
+    opts: &LoadOptions,
     with_tokenizer: bool,
 ) -> Result<(Model<B>, Option<Tokenizer>)> {
     match resolve(&spec.to_string_lossy())? {
@@ -148,10 +176,11 @@ fn load_any<B: Backend>(
             } else {
                 None
             };
-            Ok((build(cfg, w, device)?, tok))
+            Ok((build(cfg, w, opts, device)?, tok))
         }
         ModelSource::Gguf(path) => {
-            let g = open_gguf(&path)?;
+            // Shared: packed weights borrow the mapped file for the model's lifetime.
+            let g = Arc::new(open_gguf(&path)?);
             let cfg = arch::llama::config_from_gguf(&g)?;
             let w = arch::llama::gguf_weights(&g, &cfg, &path.display().to_string())?;
             let tok = if with_tokenizer {
@@ -159,7 +188,7 @@ fn load_any<B: Backend>(
             } else {
                 None
             };
-            Ok((build(cfg, w, device)?, tok))
+            Ok((build(cfg, w, opts, device)?, tok))
         }
     }
 }

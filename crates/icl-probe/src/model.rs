@@ -12,18 +12,14 @@ use crate::batch::Batch;
 use crate::config::{Activation, ModelConfig, NormKind};
 use crate::error::{ProbeError, Result};
 use crate::hooks::{ActivationCache, HookRunner, HookSpec, LogitsMode};
+pub(crate) use crate::linear::HostLinear;
+use crate::linear::{weight_bytes, Embedding, HostMatrix, Linear, WeightBytes, WeightStorage};
 use crate::rope::RopeTables;
 use crate::weights::HostTensor;
 
 fn to_tensor<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> Tensor<B, D> {
     let shape: [usize; D] = t.shape.clone().try_into().expect("rank checked by loader");
     Tensor::from_data(TensorData::new(t.data, shape), device)
-}
-
-/// Host weights of a linear map, `weight` stored `[in, out]`.
-pub(crate) struct HostLinear {
-    pub weight: HostTensor,
-    pub bias: Option<HostTensor>,
 }
 
 pub(crate) struct HostNorm {
@@ -46,10 +42,10 @@ pub(crate) struct HostBlockExtras {
 pub(crate) struct HostBlock {
     pub ln1: HostNorm,
     pub ln2: HostNorm,
-    /// `[d_model, (H + 2·KV)·d_head]`: q | k | v columns, heads contiguous inside each.
+    /// `[(H + 2·KV)·d_head, d_model]`: q | k | v rows, heads contiguous inside each.
     pub qkv: HostLinear,
     pub o: HostLinear,
-    /// Gated: `[d_model, 2·d_mlp]` gate | up. Plain: `[d_model, d_mlp]`.
+    /// Gated: `[2·d_mlp, d_model]` gate | up rows. Plain: `[d_mlp, d_model]`.
     pub mlp_in: HostLinear,
     pub mlp_out: HostLinear,
     pub extras: HostBlockExtras,
@@ -57,42 +53,13 @@ pub(crate) struct HostBlock {
 
 /// A whole model's weights on the host, as the architecture loaders produce them.
 pub(crate) struct HostModel {
-    pub embed: HostTensor,
+    /// `[vocab, d_model]`
+    pub embed: HostMatrix,
     pub pos_embed: Option<HostTensor>,
     pub blocks: Vec<HostBlock>,
     pub ln_final: HostNorm,
-    /// `[d_model, vocab]`
+    /// `[vocab, d_model]` rows (the embedding's when tied)
     pub unembed: HostLinear,
-}
-
-#[derive(Clone, Debug)]
-struct Linear<B: Backend> {
-    weight: Tensor<B, 2>,
-    bias: Option<Tensor<B, 2>>,
-}
-
-impl<B: Backend> Linear<B> {
-    fn new(h: HostLinear, device: &B::Device) -> Self {
-        Self {
-            weight: to_tensor(h.weight, device),
-            bias: h
-                .bias
-                .map(|b| to_tensor::<B, 1>(b, device).unsqueeze_dim(0)),
-        }
-    }
-    fn cast(self, dtype: DType) -> Self {
-        Self {
-            weight: self.weight.cast(dtype),
-            bias: self.bias.map(|b| b.cast(dtype)),
-        }
-    }
-    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = exact_f32::matmul(x, self.weight.clone());
-        match &self.bias {
-            Some(b) => y + b.clone(),
-            None => y,
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -173,7 +140,7 @@ struct Block<B: Backend> {
 pub struct Model<B: Backend> {
     config: ModelConfig,
     device: B::Device,
-    embed: Tensor<B, 2>,
+    embed: Embedding<B>,
     pos_embed: Option<Tensor<B, 2>>,
     blocks: Vec<Block<B>>,
     ln_final: Norm<B>,
@@ -194,7 +161,13 @@ pub struct Output<B: Backend> {
 }
 
 impl<B: Backend> Model<B> {
-    pub(crate) fn from_host(config: ModelConfig, host: HostModel, device: &B::Device) -> Self {
+    /// `storage` must be resolved ([`WeightStorage::resolve`]): `Compact` or `F32`.
+    pub(crate) fn from_host(
+        config: ModelConfig,
+        host: HostModel,
+        storage: WeightStorage,
+        device: &B::Device,
+    ) -> Self {
         let (kind, eps) = (config.norm, config.norm_eps);
         let blocks = host
             .blocks
@@ -202,10 +175,10 @@ impl<B: Backend> Model<B> {
             .map(|b| Block {
                 ln1: Norm::new(b.ln1, kind, eps, device),
                 ln2: Norm::new(b.ln2, kind, eps, device),
-                qkv: Linear::new(b.qkv, device),
-                o: Linear::new(b.o, device),
-                mlp_in: Linear::new(b.mlp_in, device),
-                mlp_out: Linear::new(b.mlp_out, device),
+                qkv: Linear::new(b.qkv, storage, device),
+                o: Linear::new(b.o, storage, device),
+                mlp_in: Linear::new(b.mlp_in, storage, device),
+                mlp_out: Linear::new(b.mlp_out, storage, device),
                 ln1_post: b.extras.ln1_post.map(|n| Norm::new(n, kind, eps, device)),
                 ln2_post: b.extras.ln2_post.map(|n| Norm::new(n, kind, eps, device)),
                 q_norm: b.extras.q_norm.map(|n| Norm::new(n, kind, eps, device)),
@@ -215,11 +188,11 @@ impl<B: Backend> Model<B> {
         let hook_names = Self::list_hook_names(&config);
         Self {
             device: device.clone(),
-            embed: to_tensor(host.embed, device),
+            embed: Embedding::new(host.embed, storage, device),
             pos_embed: host.pos_embed.map(|p| to_tensor(p, device)),
             blocks,
             ln_final: Norm::new(host.ln_final, kind, eps, device),
-            unembed: Linear::new(host.unembed, device),
+            unembed: Linear::new(host.unembed, storage, device),
             hook_names,
             config,
             dtype: DType::F32,
@@ -253,7 +226,7 @@ impl<B: Backend> Model<B> {
                       i: usize,
                       o: usize,
                       bias: bool| HostLinear {
-            weight: normal(vec![i, o], 0.0, 0.02),
+            weight: HostMatrix::from_in_out(normal(vec![i, o], 0.0, 0.02)),
             bias: bias.then(|| normal(vec![o], 0.0, 0.02)),
         };
         let embed = normal(vec![c.vocab_size, d], 0.0, 0.02);
@@ -282,20 +255,20 @@ impl<B: Backend> Model<B> {
         let ln_final = norm(&mut normal);
         let unembed = HostLinear {
             weight: if c.tied_embeddings {
-                embed.transposed()
+                HostMatrix::Dense(embed.clone())
             } else {
-                normal(vec![d, c.vocab_size], 0.0, 0.02)
+                HostMatrix::from_in_out(normal(vec![d, c.vocab_size], 0.0, 0.02))
             },
             bias: None,
         };
         let host = HostModel {
-            embed,
+            embed: HostMatrix::Dense(embed),
             pos_embed,
             blocks,
             ln_final,
             unembed,
         };
-        Ok(Self::from_host(config, host, device))
+        Ok(Self::from_host(config, host, WeightStorage::F32, device))
     }
 
     /// Casts every weight to `dtype` (float32, float16 or bfloat16), so the residual stream, the
@@ -330,6 +303,40 @@ impl<B: Backend> Model<B> {
             dtype,
             ..self
         }
+    }
+
+    /// Expands every packed weight ([`WeightStorage::Compact`]) to a dense device tensor in the
+    /// stream's dtype: the model [`WeightStorage::F32`] loads (then cast as by
+    /// [`with_dtype`](Self::with_dtype)). A no-op for a model whose weights are all dense.
+    pub fn with_dense_weights(self) -> Self {
+        let (dtype, device) = (self.dtype, self.device.clone());
+        Self {
+            embed: self.embed.densify(&device),
+            blocks: self
+                .blocks
+                .into_iter()
+                .map(|b| Block {
+                    qkv: b.qkv.densify(dtype, &device),
+                    o: b.o.densify(dtype, &device),
+                    mlp_in: b.mlp_in.densify(dtype, &device),
+                    mlp_out: b.mlp_out.densify(dtype, &device),
+                    ..b
+                })
+                .collect(),
+            unembed: self.unembed.densify(dtype, &device),
+            ..self
+        }
+    }
+
+    /// Memory held by the weight matrices: dense device tensors and packed host bytes (norms
+    /// and position embeddings not counted).
+    pub fn weight_bytes(&self) -> WeightBytes {
+        let linears = self
+            .blocks
+            .iter()
+            .flat_map(|b| [&b.qkv, &b.o, &b.mlp_in, &b.mlp_out])
+            .chain(std::iter::once(&self.unembed));
+        weight_bytes(&self.embed, linears)
     }
 
     /// The residual stream's dtype.
@@ -403,11 +410,9 @@ impl<B: Backend> Model<B> {
                 cfg.vocab_size
             )));
         }
-        let ids: Vec<i32> = ids.into_iter().map(|i| i as i32).collect();
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), &self.device);
         let positions = batch.positions();
 
-        let mut x = self.embed.clone().select(0, ids);
+        let mut x = self.embed.lookup(&ids, &self.device)?;
         if let Some(s) = cfg.extras.embed_scale {
             // HF multiplies by the scale cast to the weights' dtype (√640 is 25.25 in bf16).
             x = x * round_to(s, self.dtype);

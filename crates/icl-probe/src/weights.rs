@@ -1,12 +1,17 @@
-//! Host-side weights: every checkpoint format is first turned into f32 tensors under Hugging Face
-//! names, so one loader per architecture serves safetensors and GGUF alike.
+//! Host-side weights: every checkpoint format is first turned into tensors under Hugging Face
+//! names, so one loader per architecture serves safetensors and GGUF alike. Vectors and float32
+//! tensors are f32 [`HostTensor`]s; quantised and half-precision matrices stay packed
+//! ([`PackedMatrix`], borrowing the mapped file) until the model decides how to store them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ProbeError, Result};
+use crate::gguf::GgmlType;
+use crate::linear::{HostMatrix, PackedMatrix, SharedBytes};
 
 /// A dense row-major f32 tensor on the host.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,9 +45,25 @@ impl HostTensor {
     }
 }
 
+/// One checkpoint tensor.
+enum Entry {
+    Dense(HostTensor),
+    /// A matrix, rows `[out, in]` as stored.
+    Packed(PackedMatrix),
+}
+
+impl Entry {
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            Entry::Dense(t) => t.shape.clone(),
+            Entry::Packed(p) => p.shape().to_vec(),
+        }
+    }
+}
+
 /// Named weights, consumed by the architecture loaders.
 pub struct WeightMap {
-    tensors: HashMap<String, HostTensor>,
+    tensors: HashMap<String, Entry>,
     /// Where they came from, for error messages.
     pub origin: String,
 }
@@ -55,7 +76,11 @@ impl WeightMap {
         }
     }
     pub fn insert(&mut self, name: impl Into<String>, t: HostTensor) {
-        self.tensors.insert(name.into(), t);
+        self.tensors.insert(name.into(), Entry::Dense(t));
+    }
+    /// A matrix kept packed (rows `[out, in]`).
+    pub fn insert_packed(&mut self, name: impl Into<String>, m: PackedMatrix) {
+        self.tensors.insert(name.into(), Entry::Packed(m));
     }
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
@@ -63,8 +88,7 @@ impl WeightMap {
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.tensors.keys()
     }
-    /// Remove and return a tensor, checking its shape.
-    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+    fn take_entry(&mut self, name: &str, shape: &[usize]) -> Result<Entry> {
         let t = self
             .tensors
             .remove(name)
@@ -72,14 +96,28 @@ impl WeightMap {
                 name: name.to_string(),
                 origin: self.origin.clone(),
             })?;
-        if t.shape != shape {
+        if t.shape() != shape {
             return Err(ProbeError::ShapeMismatch {
                 name: name.to_string(),
-                got: t.shape,
+                got: t.shape(),
                 expected: shape.to_vec(),
             });
         }
         Ok(t)
+    }
+    /// Remove and return a tensor as f32 (decoding a packed one), checking its shape.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        Ok(match self.take_entry(name, shape)? {
+            Entry::Dense(t) => t,
+            Entry::Packed(p) => p.dequantize(),
+        })
+    }
+    /// Remove and return a matrix as stored (packed ones stay packed), checking its shape.
+    pub fn take_matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<HostMatrix> {
+        Ok(match self.take_entry(name, &shape)? {
+            Entry::Dense(t) => HostMatrix::Dense(t),
+            Entry::Packed(p) => HostMatrix::Packed(p),
+        })
     }
     /// Like [`take`](Self::take) but `None` when absent.
     pub fn take_opt(&mut self, name: &str, shape: &[usize]) -> Result<Option<HostTensor>> {
@@ -98,17 +136,35 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ProbeError + '_ {
     }
 }
 
-/// Load one `.safetensors` file into `map`, converting F32/F16/BF16 to f32.
+/// Load one `.safetensors` file into `map`: F32 tensors and half-precision vectors as f32,
+/// F16/BF16 matrices packed (borrowing the mapped file, which they then keep open).
 pub fn load_safetensors_into(path: &Path, map: &mut WeightMap) -> Result<()> {
     let file = std::fs::File::open(path).map_err(io_err(path))?;
-    // SAFETY: read-only map of a checkpoint that is not modified while we read it.
+    // SAFETY: read-only map of a checkpoint that is not modified while we read it (nor while
+    // packed weights borrow from it).
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?;
-    let st = SafeTensors::deserialize(&mmap).map_err(|e| ProbeError::Safetensors {
+    let mmap: Arc<dyn AsRef<[u8]> + Send + Sync> = Arc::new(mmap);
+    let st = SafeTensors::deserialize((*mmap).as_ref()).map_err(|e| ProbeError::Safetensors {
         path: path.to_path_buf(),
         msg: e.to_string(),
     })?;
     for (name, view) in st.tensors() {
         let bytes = view.data();
+        let half = match view.dtype() {
+            Dtype::F16 => Some(GgmlType::F16),
+            Dtype::BF16 => Some(GgmlType::BF16),
+            _ => None,
+        };
+        if let (Some(ty), &[rows, cols]) = (half, view.shape()) {
+            let shared = SharedBytes::within(mmap.clone(), bytes).ok_or_else(|| {
+                ProbeError::Safetensors {
+                    path: path.to_path_buf(),
+                    msg: format!("tensor `{name}` lies outside the file"),
+                }
+            })?;
+            map.insert_packed(name, PackedMatrix::new(ty, rows, cols, shared)?);
+            continue;
+        }
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytes
                 .chunks_exact(4)

@@ -44,7 +44,7 @@ pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
         .into_iter()
         .find(|p| w.contains(&format!("{p}embed_tokens.weight")))
         .unwrap_or(PREFIXES[0]);
-    let embed = w.take(&format!("{pre}embed_tokens.weight"), &[v, d])?;
+    let embed = w.take_matrix(&format!("{pre}embed_tokens.weight"), [v, d])?;
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let p = format!("{pre}layers.{l}");
@@ -57,9 +57,9 @@ pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
         blocks.push(HostBlock {
             ln1: gemma_norm(w, &format!("{p}.input_layernorm"), d)?,
             ln2: gemma_norm(w, &format!("{p}.pre_feedforward_layernorm"), d)?,
-            qkv: fuse_cols(vec![q, k, vv]),
+            qkv: fuse_cols(vec![q, k, vv])?,
             o: linear(w, &format!("{a}.o_proj"), d, hq, cfg.o_bias)?,
-            mlp_in: fuse_cols(vec![gate, up]),
+            mlp_in: fuse_cols(vec![gate, up])?,
             mlp_out: linear(w, &format!("{p}.mlp.down_proj"), d, f, false)?,
             extras: HostBlockExtras {
                 ln1_post: Some(gemma_norm(w, &format!("{p}.post_attention_layernorm"), d)?),

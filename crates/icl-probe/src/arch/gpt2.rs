@@ -4,13 +4,14 @@
 use crate::arch::{norm, unembed};
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::linear::HostMatrix;
 use crate::model::{HostBlock, HostLinear, HostModel};
 use crate::weights::WeightMap;
 
 /// A Conv1D layer: weight `[in, out]` as stored, bias `[out]`.
 fn conv1d(w: &mut WeightMap, prefix: &str, inp: usize, out: usize) -> Result<HostLinear> {
     Ok(HostLinear {
-        weight: w.take(&format!("{prefix}.weight"), &[inp, out])?,
+        weight: HostMatrix::from_in_out(w.take(&format!("{prefix}.weight"), &[inp, out])?),
         bias: Some(w.take(&format!("{prefix}.bias"), &[out])?),
     })
 }
@@ -23,7 +24,7 @@ pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
     } else {
         ""
     };
-    let embed = w.take(&format!("{pre}wte.weight"), &[v, d])?;
+    let embed = w.take_matrix(&format!("{pre}wte.weight"), [v, d])?;
     let pos_embed = w.take(&format!("{pre}wpe.weight"), &[cfg.max_positions, d])?;
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {

@@ -6,6 +6,7 @@
 use crate::arch::{linear, norm, unembed};
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::linear::HostMatrix;
 use crate::model::{HostBlock, HostLinear, HostModel};
 use crate::weights::{HostTensor, WeightMap};
 
@@ -28,7 +29,7 @@ fn regroup_qkv(t: &HostTensor, h: usize, dh: usize, cols: usize) -> Vec<f32> {
 pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
     let (d, v, f) = (cfg.d_model, cfg.vocab_size, cfg.d_mlp);
     let (h, dh) = (cfg.n_heads, cfg.d_head);
-    let embed = w.take("gpt_neox.embed_in.weight", &[v, d])?;
+    let embed = w.take_matrix("gpt_neox.embed_in.weight", [v, d])?;
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let p = format!("gpt_neox.layers.{l}");
@@ -36,7 +37,10 @@ pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
             &format!("{p}.attention.query_key_value.weight"),
             &[3 * d, d],
         )?;
-        let qkv_w = HostTensor::new(vec![3 * d, d], regroup_qkv(&qkv_w, h, dh, d)).transposed();
+        let qkv_w = HostMatrix::Dense(HostTensor::new(
+            vec![3 * d, d],
+            regroup_qkv(&qkv_w, h, dh, d),
+        ));
         let qkv_b = if cfg.qkv_bias {
             let b = w.take(&format!("{p}.attention.query_key_value.bias"), &[3 * d])?;
             Some(HostTensor::new(vec![3 * d], regroup_qkv(&b, h, dh, 1)))

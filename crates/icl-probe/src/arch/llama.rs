@@ -5,7 +5,10 @@
 use crate::arch::{fuse_cols, linear, norm, unembed};
 use crate::config::{Activation, Architecture, ModelConfig, NormKind, RopeConfig, RopeScaling};
 use crate::error::{ProbeError, Result};
-use crate::gguf::{unpermute_qk, GgufFile, GgufValue};
+use std::sync::Arc;
+
+use crate::gguf::{qk_row_order, GgufError, GgufFile, GgufValue};
+use crate::linear::{PackedMatrix, SharedBytes};
 use crate::model::{HostBlock, HostModel};
 use crate::weights::{HostTensor, WeightMap};
 
@@ -13,7 +16,7 @@ use crate::weights::{HostTensor, WeightMap};
 pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
     let (d, v, f) = (cfg.d_model, cfg.vocab_size, cfg.d_mlp);
     let (hq, hkv) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
-    let embed = w.take("model.embed_tokens.weight", &[v, d])?;
+    let embed = w.take_matrix("model.embed_tokens.weight", [v, d])?;
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let p = format!("model.layers.{l}");
@@ -25,9 +28,9 @@ pub(crate) fn load(cfg: &ModelConfig, w: &mut WeightMap) -> Result<HostModel> {
         blocks.push(HostBlock {
             ln1: norm(w, &format!("{p}.input_layernorm"), d, false)?,
             ln2: norm(w, &format!("{p}.post_attention_layernorm"), d, false)?,
-            qkv: fuse_cols(vec![q, k, vv]),
+            qkv: fuse_cols(vec![q, k, vv])?,
             o: linear(w, &format!("{p}.self_attn.o_proj"), d, hq, cfg.o_bias)?,
-            mlp_in: fuse_cols(vec![gate, up]),
+            mlp_in: fuse_cols(vec![gate, up])?,
             mlp_out: linear(w, &format!("{p}.mlp.down_proj"), d, f, cfg.mlp_bias)?,
             extras: Default::default(),
         });
@@ -164,9 +167,11 @@ fn hf_name(gguf_name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf_tail}"))
 }
 
-/// Dequantise a GGUF's tensors to f32 under HF names, undoing llama.cpp's Q/K row permutation
-/// for the `llama` architecture (Qwen2 is stored unpermuted: llama.cpp uses NeoX rope for it).
-pub fn gguf_weights(g: &GgufFile, cfg: &ModelConfig, origin: &str) -> Result<WeightMap> {
+/// A GGUF's tensors under HF names: matrices packed (their blocks borrowed from the mapped
+/// file, see [`crate::linear`]), vectors dequantised to f32. Undoes llama.cpp's Q/K row
+/// permutation for the `llama` architecture by reordering whole rows (Qwen2 is stored unpermuted:
+/// llama.cpp uses NeoX rope for it).
+pub fn gguf_weights(g: &Arc<GgufFile>, cfg: &ModelConfig, origin: &str) -> Result<WeightMap> {
     let gerr = |err| ProbeError::Gguf {
         path: origin.into(),
         err,
@@ -174,6 +179,7 @@ pub fn gguf_weights(g: &GgufFile, cfg: &ModelConfig, origin: &str) -> Result<Wei
     let mut w = WeightMap::new(origin);
     let permuted = cfg.architecture == Architecture::Llama;
     let gemma = cfg.architecture == Architecture::Gemma3;
+    let file: Arc<dyn AsRef<[u8]> + Send + Sync> = g.clone();
     for info in &g.tensors {
         let name = if gemma {
             crate::arch::gemma3::hf_name(&info.name)
@@ -184,14 +190,25 @@ pub fn gguf_weights(g: &GgufFile, cfg: &ModelConfig, origin: &str) -> Result<Wei
             continue;
         };
         let shape = info.shape();
-        let mut data = g.dequantize(info).map_err(gerr)?;
-        if permuted && shape.len() == 2 {
-            if info.name.ends_with("attn_q.weight") {
-                data = unpermute_qk(&data, shape[0], shape[1], cfg.n_heads);
-            } else if info.name.ends_with("attn_k.weight") {
-                data = unpermute_qk(&data, shape[0], shape[1], cfg.n_kv_heads);
+        if let &[rows, cols] = &shape[..] {
+            let ty = g.tensor_type(info).map_err(gerr)?;
+            let bytes = g.tensor_bytes(info).map_err(gerr)?;
+            let bytes = SharedBytes::within(file.clone(), bytes).ok_or_else(|| {
+                gerr(GgufError::Metadata {
+                    key: info.name.clone(),
+                    msg: "tensor bytes outside the mapped file".into(),
+                })
+            })?;
+            let mut m = PackedMatrix::new(ty, rows, cols, bytes)?;
+            if permuted && info.name.ends_with("attn_q.weight") {
+                m = m.permute_rows(&qk_row_order(rows, cfg.n_heads))?;
+            } else if permuted && info.name.ends_with("attn_k.weight") {
+                m = m.permute_rows(&qk_row_order(rows, cfg.n_kv_heads))?;
             }
+            w.insert_packed(name, m);
+            continue;
         }
+        let mut data = g.dequantize(info).map_err(gerr)?;
         if gemma && crate::arch::gemma3::is_norm(&name) {
             // llama.cpp stores Gemma's norms as 1 + w; the HF-name loader adds the 1 (as
             // transformers' GGUF loader does: subtract here, add back there).

@@ -1,5 +1,7 @@
 //! Per-architecture weight layouts: each file maps one family's checkpoint names onto the shared
-//! block of [`crate::model`] (fused `[in, out]` matrices).
+//! block of [`crate::model`]. Matrices are handled as rows `[out, in]` ([`HostMatrix`]), dense or
+//! still packed (quantised / half precision, see [`crate::linear`]): fusing stacks rows, and only
+//! [`crate::model::Model`] decides whether to expand them.
 
 pub mod gemma3;
 pub mod gpt2;
@@ -7,6 +9,7 @@ pub mod gpt_neox;
 pub mod llama;
 
 use crate::error::Result;
+use crate::linear::HostMatrix;
 use crate::model::{HostLinear, HostNorm};
 use crate::weights::{HostTensor, WeightMap};
 
@@ -18,7 +21,7 @@ pub(crate) fn cat_rows(parts: Vec<HostTensor>) -> HostTensor {
     HostTensor::new(shape, data)
 }
 
-/// A torch `nn.Linear` (`weight` `[out, in]`), transposed to `[in, out]`.
+/// A torch `nn.Linear` (`weight` `[out, in]`), kept as stored.
 pub(crate) fn linear(
     w: &mut WeightMap,
     prefix: &str,
@@ -27,9 +30,7 @@ pub(crate) fn linear(
     bias: bool,
 ) -> Result<HostLinear> {
     Ok(HostLinear {
-        weight: w
-            .take(&format!("{prefix}.weight"), &[out, inp])?
-            .transposed(),
+        weight: w.take_matrix(&format!("{prefix}.weight"), [out, inp])?,
         bias: if bias {
             Some(w.take(&format!("{prefix}.bias"), &[out])?)
         } else {
@@ -54,37 +55,34 @@ pub(crate) fn norm(w: &mut WeightMap, prefix: &str, d: usize, bias: bool) -> Res
 pub(crate) fn unembed(
     w: &mut WeightMap,
     head_name: &str,
-    embed: &HostTensor,
+    embed: &HostMatrix,
     tied: bool,
     vocab: usize,
     d: usize,
 ) -> Result<HostLinear> {
-    let head = match w.take_opt(head_name, &[vocab, d])? {
-        Some(h) => h,
-        None if tied => embed.clone(),
-        None => w.take(head_name, &[vocab, d])?,
+    let head = if w.contains(head_name) || !tied {
+        w.take_matrix(head_name, [vocab, d])?
+    } else {
+        // Packed: shares the embedding's bytes; dense: a copy, as the model transposes it.
+        embed.clone()
     };
     Ok(HostLinear {
-        weight: head.transposed(),
+        weight: head,
         bias: None,
     })
 }
 
-/// Concatenate `[in, out_i]` linears along the output dimension (one matmul instead of several).
-pub(crate) fn fuse_cols(parts: Vec<HostLinear>) -> HostLinear {
-    let inp = parts[0].weight.shape[0];
-    let total: usize = parts.iter().map(|p| p.weight.shape[1]).sum();
-    let mut data = Vec::with_capacity(inp * total);
-    for i in 0..inp {
-        for p in &parts {
-            let o = p.weight.shape[1];
-            data.extend_from_slice(&p.weight.data[i * o..(i + 1) * o]);
-        }
-    }
+/// Concatenate linears along the output dimension (one matmul instead of several): their
+/// `[out_i, in]` rows stacked, packed parts kept packed (each with its own ggml type).
+///
+/// One fused matmul rather than separate ones: with packed weights the decoded parts land in one
+/// chunk and one GEMM (fewer, larger matmuls), and hooks slice q, k, v from its output as before.
+pub(crate) fn fuse_cols(parts: Vec<HostLinear>) -> Result<HostLinear> {
     let has_bias = parts[0].bias.is_some();
-    let bias = has_bias.then(|| cat_rows(parts.into_iter().filter_map(|p| p.bias).collect()));
-    HostLinear {
-        weight: HostTensor::new(vec![inp, total], data),
+    let (weights, biases): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.weight, p.bias)).unzip();
+    let bias = has_bias.then(|| cat_rows(biases.into_iter().flatten().collect()));
+    Ok(HostLinear {
+        weight: HostMatrix::cat_rows(weights)?,
         bias,
-    }
+    })
 }
