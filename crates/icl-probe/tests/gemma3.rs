@@ -405,3 +405,38 @@ fn gemma3_final_softcap_matches_transformers() {
     // The cap changes the logits (the uncapped ones exceed 2 somewhere).
     assert!(exp["logits"].f32.iter().any(|x| x.abs() > 2.0));
 }
+
+/// A random-weight model of a Gemma 3 configuration has every Gemma piece (post norms, q/k norms
+/// with their hooks) and runs with hooks on local and global layers.
+#[test]
+fn gemma3_random_model_has_the_gemma_hooks() {
+    let cfg = tiny_model().config().clone();
+    let model = Model::<B>::random(cfg, 7, &Default::default()).unwrap();
+    let names = model.hook_names();
+    for h in [
+        "blocks.0.attn.q_norm.hook_normalized",
+        "blocks.5.attn.k_norm.hook_normalized",
+    ] {
+        assert!(names.iter().any(|n| n == h), "missing {h}");
+    }
+    let batch = Batch::from_ids(vec![(1..10).collect(), (20..26).collect()], 0).unwrap();
+    let out = model
+        .forward(
+            &batch,
+            &HookSpec::new()
+                .cache(["blocks.*.attn.k_norm.hook_normalized"])
+                .intervene(
+                    Intervention::new("blocks.5.attn.q_norm.hook_normalized", Op::MeanAblate)
+                        .heads(vec![1]),
+                ),
+        )
+        .unwrap();
+    assert_eq!(
+        out.cache
+            .get4("blocks.3.attn.k_norm.hook_normalized")
+            .unwrap()
+            .dims(),
+        [2, 9, 2, 16]
+    );
+    assert!(values(&out.logits.unwrap()).iter().all(|x| x.is_finite()));
+}
