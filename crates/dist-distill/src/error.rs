@@ -41,6 +41,9 @@ pub enum DistillError {
     /// Checkpoint (de)serialisation failed.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// A file format (idx, safetensors, checkpoint folders) could not be read or written.
+    #[error(transparent)]
+    Format(#[from] formats::FormatError),
     /// An error from the EDM crate (teacher loading, sampling).
     #[error("EDM: {0}")]
     Edm(String),

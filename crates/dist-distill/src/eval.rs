@@ -195,11 +195,9 @@ pub fn write_grid<B: Backend>(images: Tensor<B, 4>, cols: usize, path: &Path) ->
             }
         }
     }
-    let tmp = path.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| DistillError::Output {
-            path: tmp.clone(),
-            message: e.to_string(),
-        })?;
-    std::fs::rename(&tmp, path).map_err(|e| DistillError::io(path, e))
+    formats::write_atomic_with(path, |w| {
+        img.write_to(w, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
+    })?;
+    Ok(())
 }

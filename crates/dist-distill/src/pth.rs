@@ -9,30 +9,27 @@
 //! Layout of the file: five consecutive pickles/blocks — magic number, protocol version, sys info,
 //! the state dict (tensors reference storages through persistent ids), the list of storage keys —
 //! followed, for each key in that order, by an 8-byte little-endian element count and the raw
-//! little-endian data. The pickles are interpreted by a small opcode machine over plain values: no
-//! global is ever imported or called; the only callables understood are
-//! `collections.OrderedDict` and `torch._utils._rebuild_tensor_v2`, anything else is an error.
+//! little-endian data. The pickles are read by the workspace's one pickle interpreter
+//! ([`formats::pickle`], with its depth and size limits): no global is ever imported or called, and
+//! the only globals allowed are `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2` and the
+//! `torch.*Storage` types; anything else is an error.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use formats::pickle::{self, Value};
 
 use crate::error::{DistillError, Result};
 
-const MAGIC: u128 = 0x1950a86a20f9469cfc6c;
+/// The 10-byte magic number (`0x1950a86a20f9469cfc6c`), little-endian, as torch pickles it first.
+const MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
-#[derive(Clone, Debug, PartialEq)]
-enum V {
-    None,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Tuple(Vec<V>),
-    List(Vec<V>),
-    Dict(Vec<(V, V)>),
-    Global(String, String),
-    PersId(Box<V>),
-    Tensor(TensorRef),
+/// The globals a legacy state dict may name.
+fn legacy_allows(module: &str, name: &str) -> bool {
+    matches!(
+        (module, name),
+        ("collections", "OrderedDict") | ("torch._utils", "_rebuild_tensor_v2")
+    ) || (module == "torch" && name.ends_with("Storage"))
 }
 
 /// A tensor as the state dict describes it: which storage, where, what shape/stride.
@@ -45,298 +42,48 @@ struct TensorRef {
     stride: Vec<usize>,
 }
 
-enum Slot {
-    Mark,
-    Val(V),
-}
-
-struct Machine<'a> {
-    data: &'a [u8],
-    pos: usize,
-    stack: Vec<Slot>,
-    memo: HashMap<u32, V>,
-    path: PathBuf,
-}
-
-impl<'a> Machine<'a> {
-    fn err(&self, msg: impl Into<String>) -> DistillError {
-        DistillError::Pytorch {
-            path: self.path.clone(),
-            message: format!("pickle at byte {}: {}", self.pos, msg.into()),
-        }
+/// Reads `_rebuild_tensor_v2(('storage', torch.<Type>Storage, key, location, numel), offset, size,
+/// stride, ...)`.
+fn tensor_ref(v: &Value) -> std::result::Result<TensorRef, String> {
+    let Value::Call {
+        module, name, args, ..
+    } = v
+    else {
+        return Err("state dict value is not a tensor".into());
+    };
+    if module != "torch._utils" || name != "_rebuild_tensor_v2" {
+        return Err(format!("call of `{module}.{name}` is not a tensor"));
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.pos + n > self.data.len() {
-            return Err(self.err("truncated"));
-        }
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
+    if args.len() < 4 {
+        return Err("_rebuild_tensor_v2 needs 4+ arguments".into());
     }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
+    let Value::PersId(pid) = &args[0] else {
+        return Err("tensor storage is not a persistent id".into());
+    };
+    let Some(p) = pid.as_seq() else {
+        return Err("persistent id is not a tuple".into());
+    };
+    let (Some(Value::Global { name: dtype, .. }), Some(key)) =
+        (p.get(1), p.get(2).and_then(Value::as_str))
+    else {
+        return Err("persistent id is not ('storage', type, key, ...)".into());
+    };
+    let index = |v: &Value| v.as_int().and_then(|i| usize::try_from(i).ok());
+    let ints = |v: &Value| -> Option<Vec<usize>> { v.as_seq()?.iter().map(index).collect() };
+    let offset = index(&args[1]).ok_or("bad storage offset")?;
+    let (Some(shape), Some(stride)) = (ints(&args[2]), ints(&args[3])) else {
+        return Err("bad shape/stride".into());
+    };
+    if shape.len() != stride.len() {
+        return Err("shape and stride lengths differ".into());
     }
-    fn u32(&mut self) -> Result<u32> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn line(&mut self) -> Result<String> {
-        let start = self.pos;
-        while self.pos < self.data.len() && self.data[self.pos] != b'\n' {
-            self.pos += 1;
-        }
-        if self.pos >= self.data.len() {
-            return Err(self.err("truncated line"));
-        }
-        let s = String::from_utf8_lossy(&self.data[start..self.pos]).into_owned();
-        self.pos += 1;
-        Ok(s)
-    }
-    fn pop(&mut self) -> Result<V> {
-        match self.stack.pop() {
-            Some(Slot::Val(v)) => Ok(v),
-            _ => Err(self.err("stack underflow")),
-        }
-    }
-    fn pop_mark(&mut self) -> Result<Vec<V>> {
-        let mut items = Vec::new();
-        loop {
-            match self.stack.pop() {
-                Some(Slot::Val(v)) => items.push(v),
-                Some(Slot::Mark) => break,
-                None => return Err(self.err("missing MARK")),
-            }
-        }
-        items.reverse();
-        Ok(items)
-    }
-    fn top(&mut self) -> Result<&mut V> {
-        match self.stack.last_mut() {
-            Some(Slot::Val(v)) => Ok(v),
-            _ => Err(DistillError::Pytorch {
-                path: self.path.clone(),
-                message: format!("pickle at byte {}: empty stack", self.pos),
-            }),
-        }
-    }
-    fn push(&mut self, v: V) {
-        self.stack.push(Slot::Val(v));
-    }
-    fn str_of(&mut self, n: usize) -> Result<V> {
-        let b = self.take(n)?;
-        Ok(V::Str(String::from_utf8_lossy(b).into_owned()))
-    }
-
-    fn reduce(&mut self, f: V, args: V) -> Result<V> {
-        let V::Tuple(args) = args else {
-            return Err(self.err("REDUCE without an argument tuple"));
-        };
-        match f {
-            V::Global(m, n) if m == "collections" && n == "OrderedDict" => Ok(V::Dict(Vec::new())),
-            V::Global(m, n) if m == "torch._utils" && n == "_rebuild_tensor_v2" => {
-                if args.len() < 4 {
-                    return Err(self.err("_rebuild_tensor_v2 needs 4+ arguments"));
-                }
-                let V::PersId(pid) = &args[0] else {
-                    return Err(self.err("tensor storage is not a persistent id"));
-                };
-                let V::Tuple(p) = pid.as_ref() else {
-                    return Err(self.err("persistent id is not a tuple"));
-                };
-                let (Some(V::Global(_, dtype)), Some(V::Str(key))) = (p.get(1), p.get(2)) else {
-                    return Err(self.err("persistent id is not ('storage', type, key, ...)"));
-                };
-                let ints = |v: &V| -> Option<Vec<usize>> {
-                    match v {
-                        V::Tuple(xs) => xs
-                            .iter()
-                            .map(|x| match x {
-                                V::Int(i) if *i >= 0 => Some(*i as usize),
-                                _ => None,
-                            })
-                            .collect(),
-                        _ => None,
-                    }
-                };
-                let offset = match &args[1] {
-                    V::Int(i) if *i >= 0 => *i as usize,
-                    _ => return Err(self.err("bad storage offset")),
-                };
-                let (Some(shape), Some(stride)) = (ints(&args[2]), ints(&args[3])) else {
-                    return Err(self.err("bad shape/stride"));
-                };
-                if shape.len() != stride.len() {
-                    return Err(self.err("shape and stride lengths differ"));
-                }
-                Ok(V::Tensor(TensorRef {
-                    storage_key: key.clone(),
-                    dtype: dtype.clone(),
-                    offset,
-                    shape,
-                    stride,
-                }))
-            }
-            V::Global(m, n) => Err(self.err(format!(
-                "call of `{m}.{n}` refused (only OrderedDict and _rebuild_tensor_v2 are understood)"
-            ))),
-            _ => Err(self.err("REDUCE of a non-global")),
-        }
-    }
-
-    fn run(&mut self) -> Result<V> {
-        loop {
-            let op = self.u8()?;
-            match op {
-                0x80 => {
-                    let p = self.u8()?;
-                    if p > 2 {
-                        return Err(self.err(format!("protocol {p} not supported")));
-                    }
-                }
-                b'.' => return self.pop(),
-                b'(' => self.stack.push(Slot::Mark),
-                b'N' => self.push(V::None),
-                0x88 => self.push(V::Bool(true)),
-                0x89 => self.push(V::Bool(false)),
-                b'}' => self.push(V::Dict(Vec::new())),
-                b']' => self.push(V::List(Vec::new())),
-                b')' => self.push(V::Tuple(Vec::new())),
-                b'K' => {
-                    let v = self.u8()? as i64;
-                    self.push(V::Int(v))
-                }
-                b'M' => {
-                    let b = self.take(2)?;
-                    self.push(V::Int(u16::from_le_bytes([b[0], b[1]]) as i64))
-                }
-                b'J' => {
-                    let v = self.u32()? as i32 as i64;
-                    self.push(V::Int(v))
-                }
-                0x8a => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?;
-                    if n > 16 {
-                        return Err(self.err("LONG1 too long"));
-                    }
-                    let mut v: i128 = 0;
-                    for (i, byte) in b.iter().enumerate() {
-                        v |= (*byte as i128) << (8 * i);
-                    }
-                    if n > 0 && n < 16 && b[n - 1] & 0x80 != 0 {
-                        v -= 1i128 << (8 * n);
-                    }
-                    self.push(V::Int(v as i64))
-                }
-                b'G' => {
-                    let b = self.take(8)?;
-                    let v = f64::from_be_bytes(b.try_into().expect("8 bytes"));
-                    self.push(V::Float(v))
-                }
-                b'X' => {
-                    let n = self.u32()? as usize;
-                    let v = self.str_of(n)?;
-                    self.push(v)
-                }
-                b'T' => {
-                    let n = self.u32()? as usize;
-                    let v = self.str_of(n)?;
-                    self.push(v)
-                }
-                b'U' => {
-                    let n = self.u8()? as usize;
-                    let v = self.str_of(n)?;
-                    self.push(v)
-                }
-                b'c' => {
-                    let m = self.line()?;
-                    let n = self.line()?;
-                    self.push(V::Global(m, n))
-                }
-                b'q' => {
-                    let k = self.u8()? as u32;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
-                }
-                b'r' => {
-                    let k = self.u32()?;
-                    let v = self.top()?.clone();
-                    self.memo.insert(k, v);
-                }
-                b'h' | b'j' => {
-                    let k = if op == b'h' {
-                        self.u8()? as u32
-                    } else {
-                        self.u32()?
-                    };
-                    let v = self
-                        .memo
-                        .get(&k)
-                        .cloned()
-                        .ok_or_else(|| self.err(format!("memo {k} missing")))?;
-                    self.push(v)
-                }
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.push(V::Tuple(items))
-                }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(self.pop()?);
-                    }
-                    items.reverse();
-                    self.push(V::Tuple(items))
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    self.push(V::PersId(Box::new(pid)))
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let f = self.pop()?;
-                    let v = self.reduce(f, args)?;
-                    self.push(v)
-                }
-                b'b' => {
-                    // BUILD: state on an OrderedDict (its __dict__) or tensor metadata: ignored.
-                    self.pop()?;
-                }
-                b's' | b'u' => {
-                    let items = if op == b's' {
-                        let v = self.pop()?;
-                        let k = self.pop()?;
-                        vec![k, v]
-                    } else {
-                        self.pop_mark()?
-                    };
-                    if !items.len().is_multiple_of(2) {
-                        return Err(self.err("odd SETITEMS"));
-                    }
-                    let V::Dict(d) = self.top()? else {
-                        return Err(self.err("SETITEMS on a non-dict"));
-                    };
-                    let mut it = items.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        d.push((k, v));
-                    }
-                }
-                b'a' | b'e' => {
-                    let items = if op == b'a' {
-                        vec![self.pop()?]
-                    } else {
-                        self.pop_mark()?
-                    };
-                    let V::List(l) = self.top()? else {
-                        return Err(self.err("APPENDS on a non-list"));
-                    };
-                    l.extend(items);
-                }
-                _ => return Err(self.err(format!("unsupported opcode 0x{op:02x}"))),
-            }
-        }
-    }
+    Ok(TensorRef {
+        storage_key: key.to_string(),
+        dtype: dtype.clone(),
+        offset,
+        shape,
+        stride,
+    })
 }
 
 /// A float tensor read from a legacy `.pth` state dict, values in logical row-major order.
@@ -369,38 +116,44 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
             "zip-format (torch >= 1.6) checkpoint: only the legacy format is supported here".into(),
         ));
     }
-    let mut m = Machine {
-        data: &data,
-        pos: 0,
-        stack: Vec::new(),
-        memo: HashMap::new(),
-        path: path.to_path_buf(),
+    // The magic number is a 10-byte LONG1 (it overflows i64): check the raw bytes of its pickle.
+    let magic_len = 4 + MAGIC.len() + 1;
+    if data.len() < magic_len
+        || data[..4] != [0x80, 0x02, 0x8a, 0x0a]
+        || data[4..14] != MAGIC
+        || data[14] != b'.'
+    {
+        return Err(perr("not a torch legacy file (bad magic number)".into()));
+    }
+    let mut pos = magic_len;
+    let mut next = |what: &str| -> Result<Value> {
+        let (v, used) = pickle::load_prefix(&data[pos..], &legacy_allows)
+            .map_err(|e| perr(format!("{what} pickle at byte {pos}: {e}")))?;
+        pos += used;
+        Ok(v)
     };
-    // The magic number is a 10-byte LONG1 (it overflows i64): check the raw bytes.
-    let _magic = m.run()?;
-    if data.len() < 14 || !data[2..].starts_with(&[0x8a, 0x0a]) {
-        return Err(perr("not a torch legacy file (bad magic number)".into()));
-    }
-    let mut raw = [0u8; 16];
-    raw[..10].copy_from_slice(&data[4..14]);
-    if u128::from_le_bytes(raw) != MAGIC {
-        return Err(perr("not a torch legacy file (bad magic number)".into()));
-    }
-    let _protocol = m.run()?;
-    let _sys_info = m.run()?;
-    let root = m.run()?;
-    let keys = m.run()?;
-    let V::Dict(entries) = root else {
+    let _protocol = next("protocol")?;
+    let _sys_info = next("sys info")?;
+    let root = next("state dict")?;
+    let keys = next("storage keys")?;
+    let Value::Dict(entries) = root else {
         return Err(perr("the checkpoint is not a state dict".into()));
     };
-    let V::List(keys) = keys else {
+    let Value::List(keys) = keys else {
         return Err(perr("storage key list missing".into()));
     };
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (k, v) in &entries {
+        let name = k
+            .as_str()
+            .ok_or_else(|| perr("state dict entry is not name → tensor".into()))?;
+        let t = tensor_ref(v).map_err(|m| perr(format!("`{name}`: {m}")))?;
+        tensors.push((name.to_string(), t));
+    }
     // Storage blocks in key order: u64 element count, then the bytes.
     let mut storages: HashMap<String, (usize, usize)> = HashMap::new(); // key -> (byte pos, count)
-    let mut pos = m.pos;
     for k in keys {
-        let V::Str(k) = k else {
+        let Some(k) = k.as_str().map(str::to_string) else {
             return Err(perr("storage key is not a string".into()));
         };
         if pos + 8 > data.len() {
@@ -409,20 +162,18 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
         let n = u64::from_le_bytes(data[pos..pos + 8].try_into().expect("8 bytes")) as usize;
         pos += 8;
         // The dtype of a storage is the dtype of any tensor viewing it.
-        let es = entries
+        let es = tensors
             .iter()
-            .find_map(|(_, v)| match v {
-                V::Tensor(t) if t.storage_key == k => elem_size(&t.dtype),
-                _ => None,
-            })
+            .find_map(|(_, t)| (t.storage_key == k).then(|| elem_size(&t.dtype)).flatten())
             .ok_or_else(|| {
                 perr(format!(
                     "storage `{k}` has no tensor of a known element type"
                 ))
             })?;
         storages.insert(k, (pos, n));
-        pos = pos
-            .checked_add(n * es)
+        pos = n
+            .checked_mul(es)
+            .and_then(|bytes| pos.checked_add(bytes))
             .filter(|&p| p <= data.len())
             .ok_or_else(|| {
                 perr(format!(
@@ -438,11 +189,13 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
         )));
     }
     let mut out = HashMap::new();
-    for (k, v) in entries {
-        let (V::Str(name), V::Tensor(t)) = (k, v) else {
-            return Err(perr("state dict entry is not name → tensor".into()));
-        };
-        let (start, count) = storages[&t.storage_key];
+    for (name, t) in tensors {
+        let (start, count) = *storages.get(&t.storage_key).ok_or_else(|| {
+            perr(format!(
+                "tensor `{name}`: storage `{}` is not listed",
+                t.storage_key
+            ))
+        })?;
         let es = match t.dtype.as_str() {
             "FloatStorage" => 4,
             "DoubleStorage" => 8,

@@ -131,13 +131,10 @@ impl GddConfig {
         })
     }
 
-    /// EDM/GDD EMA decay at `cur_nimg`.
+    /// EDM/GDD EMA decay at `cur_nimg` ([`edm_core::ema_beta`]; a ramp-up ratio of 0 means none).
     pub fn ema_beta(&self, cur_nimg: u64) -> f64 {
-        let mut h = self.ema_halflife_kimg * 1000.0;
-        if self.ema_rampup_ratio > 0.0 {
-            h = h.min(cur_nimg as f64 * self.ema_rampup_ratio);
-        }
-        0.5f64.powf(self.batch_size as f64 / h.max(1e-8))
+        let rampup = (self.ema_rampup_ratio > 0.0).then_some(self.ema_rampup_ratio);
+        edm_core::ema_beta(self.batch_size, self.ema_halflife_kimg, rampup, cur_nimg)
     }
 
     pub fn total_steps(&self) -> u64 {
@@ -530,14 +527,8 @@ impl<B: AutodiffBackend> GddTrainer<B> {
     /// Writes the checkpoint atomically: `DIR/checkpoint.tmp` is filled, then renamed over
     /// `DIR/checkpoint` (the previous one kept as `checkpoint.old` until the rename succeeded).
     pub fn checkpoint(&self, dir: &Path) -> Result<PathBuf> {
-        let tmp = dir.join("checkpoint.tmp");
-        let fin = dir.join("checkpoint");
-        let old = dir.join("checkpoint.old");
-        let io = |p: &Path, e| DistillError::io(p, e);
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        let swap = formats::CheckpointSwap::begin(dir)?;
+        let tmp = swap.staging();
         let rec = BinFileRecorder::<FullPrecisionSettings>::new();
         let ck = |p: &Path, e: burn::record::RecorderError| DistillError::Checkpoint {
             path: p.to_path_buf(),
@@ -546,38 +537,28 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         self.g
             .clone()
             .save_file(tmp.join("g"), &rec)
-            .map_err(|e| ck(&tmp, e))?;
+            .map_err(|e| ck(tmp, e))?;
         self.d
             .clone()
             .save_file(tmp.join("d"), &rec)
-            .map_err(|e| ck(&tmp, e))?;
+            .map_err(|e| ck(tmp, e))?;
         // The EMA twice: as a burn record (keeps the parameter ids the EMA update matches on) and in
         // EDM's format below.
         self.ema
             .clone()
             .save_file(tmp.join("ema_rec"), &rec)
-            .map_err(|e| ck(&tmp, e))?;
+            .map_err(|e| ck(tmp, e))?;
         rec.record(self.g_opt.to_record(), tmp.join("g_opt"))
-            .map_err(|e| ck(&tmp, e))?;
+            .map_err(|e| ck(tmp, e))?;
         rec.record(self.d_opt.to_record(), tmp.join("d_opt"))
-            .map_err(|e| ck(&tmp, e))?;
+            .map_err(|e| ck(tmp, e))?;
         // The EMA in EDM's format, loadable by `edm_core::load_precond` and `gdd sample`.
         self.ema
             .save(tmp.join("ema"))
             .map_err(|e| DistillError::Edm(e.to_string()))?;
         let state = serde_json::to_vec_pretty(&self.state).expect("state serialises");
-        std::fs::write(tmp.join("state.json"), state).map_err(|e| io(&tmp, e))?;
-        if fin.exists() {
-            if old.exists() {
-                std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
-            }
-            std::fs::rename(&fin, &old).map_err(|e| io(&fin, e))?;
-        }
-        std::fs::rename(&tmp, &fin).map_err(|e| io(&tmp, e))?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
-        }
-        Ok(fin)
+        std::fs::write(tmp.join("state.json"), state).map_err(|e| DistillError::io(tmp, e))?;
+        Ok(swap.commit()?)
     }
 
     /// Resumes from `DIR/checkpoint` (or `checkpoint.old` if a crash interrupted the rename).
@@ -588,10 +569,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         backbone: EfficientNetLite0<B>,
         device: &B::Device,
     ) -> Result<Self> {
-        let mut ck = dir.join("checkpoint");
-        if !ck.join("state.json").exists() {
-            ck = dir.join("checkpoint.old");
-        }
+        let ck = formats::resume_dir(dir, "state.json");
         let sp = ck.join("state.json");
         let bytes = std::fs::read(&sp).map_err(|e| DistillError::io(&sp, e))?;
         let state: GddState =

@@ -1,67 +1,10 @@
-//! Image data for training: an IDX reader (MNIST / Fashion-MNIST, optionally gzip-compressed) and an
-//! in-memory dataset in EDM's convention (float32 in [−1, 1], NCHW, integer class labels).
+//! Image data for training: an in-memory dataset in EDM's convention (float32 in [−1, 1], NCHW, integer class labels).
 
-use std::io::Read;
 use std::path::Path;
 
+use formats::read_idx;
+
 use crate::error::{EdmError, Result};
-
-/// An IDX file's content: dimensions and raw unsigned bytes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Idx {
-    pub dims: Vec<usize>,
-    pub data: Vec<u8>,
-}
-
-/// Reads an unsigned-byte IDX file (`.gz` decompressed by extension).
-pub fn read_idx(path: &Path) -> Result<Idx> {
-    let bad = |message: String| EdmError::Data {
-        path: path.to_path_buf(),
-        message,
-    };
-    let raw = std::fs::read(path).map_err(|e| EdmError::io(path, e))?;
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| bad(format!("gzip: {e}")))?;
-        out
-    } else {
-        raw
-    };
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err(bad("not an IDX file (bad magic)".into()));
-    }
-    if bytes[2] != 0x08 {
-        return Err(bad(format!(
-            "unsupported IDX element type 0x{:02x}",
-            bytes[2]
-        )));
-    }
-    let ndim = bytes[3] as usize;
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
-        return Err(bad("truncated header".into()));
-    }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            let b = &bytes[4 + 4 * i..8 + 4 * i];
-            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
-        })
-        .collect();
-    let n: usize = dims.iter().product();
-    if bytes.len() != header + n {
-        return Err(bad(format!(
-            "expected {} data bytes for dims {dims:?}, found {}",
-            n,
-            bytes.len() - header
-        )));
-    }
-    Ok(Idx {
-        dims,
-        data: bytes[header..].to_vec(),
-    })
-}
 
 /// Images in EDM's convention: `images` [N, C, H, W] row-major, values x/127.5 − 1.
 #[derive(Clone, Debug)]
@@ -91,8 +34,8 @@ impl ImageDataset {
         limit: Option<usize>,
     ) -> Result<Self> {
         let prefix = if train { "train" } else { "t10k" };
-        let images = read_idx(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")))?;
-        let labels = read_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")))?;
+        let images = read_idx(dir.join(format!("{prefix}-images-idx3-ubyte.gz")))?;
+        let labels = read_idx(dir.join(format!("{prefix}-labels-idx1-ubyte.gz")))?;
         let path = dir.join(format!("{prefix}-images-idx3-ubyte.gz"));
         if images.dims.len() != 3 || labels.dims.len() != 1 || labels.dims[0] != images.dims[0] {
             return Err(EdmError::Data {
@@ -145,26 +88,6 @@ mod tests {
         }
         b.extend(data);
         b
-    }
-
-    #[test]
-    fn reads_plain_and_gzip_idx_and_rejects_truncation() {
-        let dir = tempfile::tempdir().unwrap();
-        let bytes = idx_bytes(&[2, 2, 3], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255]);
-        let plain = dir.path().join("a-idx3-ubyte");
-        std::fs::write(&plain, &bytes).unwrap();
-        let idx = read_idx(&plain).unwrap();
-        assert_eq!(idx.dims, vec![2, 2, 3]);
-        assert_eq!(idx.data[11], 255);
-
-        let gz = dir.path().join("a-idx3-ubyte.gz");
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&bytes).unwrap();
-        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
-        assert_eq!(read_idx(&gz).unwrap(), idx);
-
-        std::fs::write(&plain, &bytes[..bytes.len() - 1]).unwrap();
-        assert!(matches!(read_idx(&plain), Err(EdmError::Data { .. })));
     }
 
     #[test]

@@ -15,8 +15,6 @@ pub enum EdmError {
     Config { path: PathBuf, message: String },
     #[error("unsupported option: {0}")]
     Unsupported(String),
-    #[error("invalid safetensors file {path}: {message}")]
-    Safetensors { path: PathBuf, message: String },
     #[error("missing tensor `{name}` (expected shape {expected:?})")]
     MissingTensor { name: String, expected: Vec<usize> },
     #[error("unexpected tensor `{name}` (shape {shape:?}) not used by the network")]
@@ -27,12 +25,13 @@ pub enum EdmError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-    #[error("tensor `{name}` has unsupported dtype {dtype}")]
-    DType { name: String, dtype: String },
     #[error("invalid input: {0}")]
     Input(String),
     #[error("invalid data file {path}: {message}")]
     Data { path: PathBuf, message: String },
+    /// A file format (idx, safetensors) could not be read or written.
+    #[error(transparent)]
+    Format(#[from] formats::FormatError),
     #[error("training diverged: {0}")]
     NonFinite(String),
 }

@@ -18,18 +18,17 @@ pub mod train;
 pub mod weights;
 
 pub use config::{DecoderType, EdmConfig, EmbeddingType, EncoderType, ModelType, PrecondKind};
-pub use data::{read_idx, ImageDataset};
+pub use data::ImageDataset;
 pub use dhariwal_unet::DhariwalUNet;
 pub use error::{EdmError, Result};
+pub use formats::{read_idx, read_safetensors, write_safetensors, HostTensor};
 pub use precond::{
     load_precond, Denoiser, EdmPrecond, EdmPrecondConfig, Precision, PrecondCoefficients, UNet,
 };
 pub use sampler::{edm_sigma_steps, nfe, parse_seeds, sample, SamplerConfig, Solver, StackedRng};
 pub use song_unet::SongUNet;
 pub use train::{
-    edm_loss, edm_loss_weight, ema_update, train, EdmLossConfig, StepReport, TrainOptions, Trainer,
-    TrainingState,
+    edm_loss, edm_loss_weight, ema_beta, ema_update, train, EdmLossConfig, StepReport,
+    TrainOptions, Trainer, TrainingState,
 };
-pub use weights::{
-    read_safetensors, write_safetensors, NamedTensor, RawTensor, TensorRef, VisitNamed,
-};
+pub use weights::{NamedTensor, TensorRef, VisitNamed};

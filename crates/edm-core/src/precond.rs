@@ -15,10 +15,8 @@ use crate::dhariwal_unet::DhariwalUNet;
 use crate::error::{EdmError, Result};
 use crate::layers::to_dtype;
 use crate::song_unet::SongUNet;
-use crate::weights::{
-    read_safetensors, write_atomic, write_safetensors, NamedTensor, RawTensor, TensorRef,
-    TensorSource, VisitNamed,
-};
+use crate::weights::{NamedTensor, TensorRef, TensorSource, VisitNamed};
+use formats::{read_safetensors, write_atomic, write_safetensors, HostTensor};
 
 /// The configuration of an [`EdmPrecond`]: `config.json` with EDM's keyword names.
 pub type EdmPrecondConfig = EdmConfig;
@@ -137,7 +135,7 @@ impl<B: Backend> EdmPrecond<B> {
     /// Loads a state_dict (EDM names); a missing, extra or mis-shaped tensor is an error naming it.
     pub fn from_tensors(
         config: &EdmConfig,
-        tensors: std::collections::BTreeMap<String, RawTensor>,
+        tensors: std::collections::BTreeMap<String, HostTensor>,
         device: &B::Device,
     ) -> Result<Self> {
         let mut src = TensorSource::from_tensors(tensors, device);
@@ -300,7 +298,7 @@ impl<B: Backend> EdmPrecond<B> {
 
     /// Writes the state_dict (EDM names, float32) to a safetensors file, atomically.
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
-        write_safetensors(path.as_ref(), &self.state_dict())
+        Ok(write_safetensors(path.as_ref(), &self.state_dict())?)
     }
 
     /// Writes `model.safetensors` and `config.json` into `dir` (created if needed).
@@ -309,7 +307,7 @@ impl<B: Backend> EdmPrecond<B> {
         std::fs::create_dir_all(dir).map_err(|e| EdmError::io(dir, e))?;
         self.save_safetensors(dir.join("model.safetensors"))?;
         let text = serde_json::to_string_pretty(&self.config).expect("config serialises");
-        write_atomic(&dir.join("config.json"), text.as_bytes())
+        Ok(write_atomic(&dir.join("config.json"), text.as_bytes())?)
     }
 }
 

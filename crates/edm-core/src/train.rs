@@ -26,7 +26,7 @@ use crate::config::EdmConfig;
 use crate::data::ImageDataset;
 use crate::error::{EdmError, Result};
 use crate::precond::EdmPrecond;
-use crate::weights::write_atomic;
+use formats::{resume_dir, write_atomic, CheckpointSwap};
 
 /// EDM's loss settings (`EDMLoss`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,18 +112,35 @@ impl TrainOptions {
         self.lr * (cur_nimg as f64 / (self.lr_rampup_kimg * 1000.0).max(1e-8)).min(1.0)
     }
 
-    /// EDM's EMA decay β at `cur_nimg`: 0.5^(batch / max(halflife, 1e-8)), half-life ramped.
+    /// EDM's EMA decay β at `cur_nimg` (see [`ema_beta`]).
     pub fn ema_beta(&self, cur_nimg: u64) -> f64 {
-        let mut halflife = self.ema_halflife_kimg * 1000.0;
-        if let Some(r) = self.ema_rampup_ratio {
-            halflife = halflife.min(cur_nimg as f64 * r);
-        }
-        0.5f64.powf(self.batch_size as f64 / halflife.max(1e-8))
+        ema_beta(
+            self.batch_size,
+            self.ema_halflife_kimg,
+            self.ema_rampup_ratio,
+            cur_nimg,
+        )
     }
 
     pub fn total_steps(&self) -> usize {
         ((self.total_kimg * 1000.0) / self.batch_size as f64).ceil() as usize
     }
+}
+
+/// EDM's EMA decay β after `cur_nimg` images: 0.5^(batch / max(halflife, 1e-8)), the half-life
+/// (`halflife_kimg`·1000 images) capped at `cur_nimg`·`rampup_ratio` early in training when a ramp-up
+/// is set. GDD's distillation uses the same schedule.
+pub fn ema_beta(
+    batch_size: usize,
+    halflife_kimg: f64,
+    rampup_ratio: Option<f64>,
+    cur_nimg: u64,
+) -> f64 {
+    let mut halflife = halflife_kimg * 1000.0;
+    if let Some(r) = rampup_ratio {
+        halflife = halflife.min(cur_nimg as f64 * r);
+    }
+    0.5f64.powf(batch_size as f64 / halflife.max(1e-8))
 }
 
 /// What a checkpoint's `training_state.json` holds.
@@ -364,13 +381,8 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// `model.safetensors`, EDM names). The previous checkpoint is replaced only once the new one is
     /// complete.
     pub fn checkpoint(&self, dir: &Path) -> Result<PathBuf> {
-        let final_dir = dir.join("checkpoint");
-        let tmp = dir.join("checkpoint.tmp");
-        let old = dir.join("checkpoint.old");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| EdmError::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| EdmError::io(&tmp, e))?;
+        let swap = CheckpointSwap::begin(dir)?;
+        let tmp = swap.staging();
         let rec_err = |what: &str, e: burn::record::RecorderError| {
             EdmError::Input(format!("saving {what}: {e}"))
         };
@@ -383,29 +395,15 @@ impl<B: AutodiffBackend> Trainer<B> {
         Rec::new()
             .record(self.optim.to_record(), tmp.join("optim"))
             .map_err(|e| rec_err("optimizer", e))?;
-        self.ema.save(&tmp)?;
+        self.ema.save(tmp)?;
         let state = serde_json::to_string_pretty(&self.state).expect("state serialises");
         write_atomic(&tmp.join("training_state.json"), state.as_bytes())?;
-
-        if final_dir.exists() {
-            if old.exists() {
-                std::fs::remove_dir_all(&old).map_err(|e| EdmError::io(&old, e))?;
-            }
-            std::fs::rename(&final_dir, &old).map_err(|e| EdmError::io(&final_dir, e))?;
-        }
-        std::fs::rename(&tmp, &final_dir).map_err(|e| EdmError::io(&tmp, e))?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| EdmError::io(&old, e))?;
-        }
-        Ok(final_dir)
+        Ok(swap.commit()?)
     }
 
     /// Resumes from `dir/checkpoint/` (or `checkpoint.old` if a crash interrupted the swap).
     pub fn resume(dir: &Path, device: &B::Device) -> Result<Self> {
-        let mut ck = dir.join("checkpoint");
-        if !ck.join("training_state.json").exists() {
-            ck = dir.join("checkpoint.old");
-        }
+        let ck = resume_dir(dir, "training_state.json");
         let state_path = ck.join("training_state.json");
         let text =
             std::fs::read_to_string(&state_path).map_err(|e| EdmError::io(&state_path, e))?;

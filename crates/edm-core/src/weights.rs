@@ -1,14 +1,14 @@
 //! Building networks from EDM state_dict names: load from safetensors or initialise like EDM, and walk
 //! a built network by EDM name (for saving, parameter reports and freezing by name).
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
-
 use burn::module::{Param, ParamId};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
+use std::collections::{BTreeMap, HashSet};
+
+use formats::HostTensor;
 
 use crate::error::{EdmError, Result};
 
@@ -37,103 +37,10 @@ pub enum Init {
     Normal(f64),
 }
 
-/// A tensor read from a safetensors file, converted to float32.
-#[derive(Clone, Debug)]
-pub struct RawTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-/// Reads every tensor of a safetensors file (f32, f16, bf16 or f64) as float32, by name.
-pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, RawTensor>> {
-    let bytes = std::fs::read(path).map_err(|e| EdmError::io(path, e))?;
-    parse_safetensors(&bytes, path)
-}
-
-pub(crate) fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, RawTensor>> {
-    use safetensors::{Dtype, SafeTensors};
-    let st = SafeTensors::deserialize(bytes).map_err(|e| EdmError::Safetensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let raw = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(EdmError::DType {
-                    name,
-                    dtype: format!("{other:?}"),
-                })
-            }
-        };
-        out.insert(
-            name,
-            RawTensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
-    }
-    Ok(out)
-}
-
-/// Writes named float32 tensors to a safetensors file, atomically (temporary file + rename).
-pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, shape, data)| {
-            let bytes: &[u8] = bytemuck_f32(data);
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .map_err(|e| EdmError::Input(format!("tensor {name}: {e}")))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| EdmError::Safetensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    write_atomic(path, &bytes)
-}
-
-/// Writes a file through a temporary sibling and a rename, so a crash never leaves half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| EdmError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| EdmError::io(path, e))
-}
-
-fn bytemuck_f32(data: &[f32]) -> &[u8] {
-    // Little-endian targets only (as safetensors requires); f32 has no padding or invalid bit patterns.
-    #[cfg(not(target_endian = "little"))]
-    compile_error!("safetensors writing assumes a little-endian target");
-    unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data)) }
-}
-
 #[allow(clippy::large_enum_variant)]
 enum Source {
     Load {
-        tensors: BTreeMap<String, RawTensor>,
+        tensors: BTreeMap<String, HostTensor>,
         used: HashSet<String>,
     },
     Random(StdRng),
@@ -148,7 +55,7 @@ pub struct TensorSource<'d, B: Backend> {
 
 impl<'d, B: Backend> TensorSource<'d, B> {
     /// Tensors from a state_dict; names must match EDM's exactly.
-    pub fn from_tensors(tensors: BTreeMap<String, RawTensor>, device: &'d B::Device) -> Self {
+    pub fn from_tensors(tensors: BTreeMap<String, HostTensor>, device: &'d B::Device) -> Self {
         TensorSource {
             device,
             source: Source::Load {

@@ -46,8 +46,9 @@ pub enum FidError {
         available: usize,
         needed: usize,
     },
-    #[error("{path}: bad idx file: {reason}")]
-    Idx { path: PathBuf, reason: String },
+    /// A file format (idx, safetensors, npz) could not be read or written.
+    #[error(transparent)]
+    Format(#[from] formats::FormatError),
     #[error("{path}: cannot decode image: {reason}")]
     Image { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]

@@ -13,7 +13,6 @@ pub mod error;
 pub mod evaluator;
 pub mod frechet;
 pub mod inception;
-pub mod pickle;
 pub mod preprocess;
 pub mod stats;
 pub mod torchscript;
@@ -21,6 +20,8 @@ pub mod torchscript;
 pub use data::{read_idx_images, Dataset, ImageBatch};
 pub use error::{FidError, Result};
 pub use evaluator::{dataset_stats, FidEvaluator};
+/// The pickle reader (moved to the `formats` crate, re-exported for existing users).
+pub use formats::pickle;
 pub use frechet::{frechet_distance, PreparedStats};
 pub use inception::InceptionV3;
 pub use stats::{FeatureStats, RefStats};

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use ndarray::{Array1, Array2};
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray_npy::NpzReader;
 use rayon::prelude::*;
 
 use crate::error::{FidError, Result};
@@ -149,22 +149,20 @@ impl RefStats {
         })
     }
 
-    /// Writes `mu` and `sigma` as float64 (`np.savez` layout, readable by EDM's `fid.py`).
+    /// Writes `mu` and `sigma` as float64 (`np.savez` layout, readable by EDM's `fid.py`),
+    /// atomically: an interrupted run never leaves a truncated reference file.
     pub fn save_npz(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
         let d = self.dim();
-        let npz_err = |e: ndarray_npy::WriteNpzError| FidError::Npz {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
-        let file = std::fs::File::create(path).map_err(crate::error::io_err(path))?;
-        let mut npz = NpzWriter::new(std::io::BufWriter::new(file));
-        npz.add_array("mu", &Array1::from(self.mu.clone()))
-            .map_err(npz_err)?;
-        let sigma = Array2::from_shape_vec((d, d), self.sigma.clone())
-            .map_err(|e| FidError::Stats(format!("sigma is not {d}×{d}: {e}")))?;
-        npz.add_array("sigma", &sigma).map_err(npz_err)?;
-        npz.finish().map_err(npz_err)?;
+        if self.sigma.len() != d * d {
+            return Err(FidError::Stats(format!(
+                "sigma has {} values, not {d}×{d}",
+                self.sigma.len()
+            )));
+        }
+        formats::npz::write_npz_f64(
+            path.as_ref(),
+            &[("mu", &[d], &self.mu), ("sigma", &[d, d], &self.sigma)],
+        )?;
         Ok(())
     }
 }

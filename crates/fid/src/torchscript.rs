@@ -10,21 +10,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
 
+use formats::HostTensor;
+
 use crate::error::{FidError, Result};
 use crate::pickle::{self, Value};
-
-/// A float32 tensor rebuilt from an archive (row-major).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
 
 /// Everything we keep from a TorchScript module: tensors and plain attributes, by dotted path
 /// (`net.layers.mixed.tower.conv.weight`, `net.layers.conv.stride`), in file order.
 #[derive(Debug, Default)]
 pub struct ScriptModule {
-    pub tensors: BTreeMap<String, RawTensor>,
+    pub tensors: BTreeMap<String, HostTensor>,
     pub attrs: BTreeMap<String, Value>,
     /// Tensor names in the order the pickle lists them.
     pub order: Vec<String>,
@@ -187,7 +182,7 @@ fn rebuild_tensor(
     name: &str,
     storage: &mut impl FnMut(&str) -> Result<Vec<u8>>,
     path: &Path,
-) -> Result<RawTensor> {
+) -> Result<HostTensor> {
     if args.len() < 4 {
         return Err(structure(
             path,
@@ -282,7 +277,7 @@ fn rebuild_tensor(
             index[d] = 0;
         }
     }
-    Ok(RawTensor { shape, data })
+    Ok(HostTensor { shape, data })
 }
 
 impl ScriptModule {
@@ -338,7 +333,7 @@ impl ScriptModule {
             m.order.push(name.clone());
             m.tensors.insert(
                 name,
-                RawTensor {
+                HostTensor {
                     shape: view.shape().to_vec(),
                     data,
                 },

@@ -246,10 +246,6 @@ fn image_folder_and_dataset_zip_are_sorted_and_recursive() {
     assert!(err.to_string().contains("c.png"), "{err}");
 }
 
-fn any_global(_: &str, _: &str) -> bool {
-    true
-}
-
 /// A valid protocol-2 pickle used as the seed for mutations: the tiny archive's data.pkl.
 fn seed_pickle() -> Vec<u8> {
     use std::io::Read;
@@ -292,22 +288,6 @@ fn fuzz_cases() -> u32 {
 proptest! {
     // PROPTEST_CASES=N raises the count for a longer fuzzing session.
     #![proptest_config(ProptestConfig { cases: fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
-
-    /// Random bytes never panic the pickle reader.
-    #[test]
-    fn fuzz_pickle_random(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = pickle::load(&bytes, &any_global);
-        let _ = pickle::load(&bytes, &torchscript_allows);
-    }
-
-    /// Random bytes after a protocol header, drawn from the opcodes the reader knows.
-    #[test]
-    fn fuzz_pickle_opcodes(ops in proptest::collection::vec(
-        prop::sample::select(b"().0125NJKM\x8a\x88\x89GXUTBC\x8c)]}tlduaesq\x94hjQRb\x81\x85\x86\x87\x01\x00\xff".to_vec()), 0..256)) {
-        let mut bytes = vec![0x80, 2];
-        bytes.extend(ops);
-        let _ = pickle::load(&bytes, &any_global);
-    }
 
     /// Mutations of a real TorchScript data.pkl (flip, insert, delete, truncate) never panic.
     #[test]

@@ -13,37 +13,8 @@ use crate::error::{ProbeError, Result};
 use crate::gguf::GgmlType;
 use crate::linear::{HostMatrix, PackedMatrix, SharedBytes};
 
-/// A dense row-major f32 tensor on the host.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HostTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-impl HostTensor {
-    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Self { shape, data }
-    }
-
-    /// Transpose a 2-D tensor ([out, in] → [in, out]).
-    pub fn transposed(&self) -> HostTensor {
-        let (r, c) = (self.shape[0], self.shape[1]);
-        let mut out = vec![0f32; r * c];
-        // Blocked to stay cache-friendly on the 49k × 576 embedding.
-        const B: usize = 32;
-        for i0 in (0..r).step_by(B) {
-            for j0 in (0..c).step_by(B) {
-                for i in i0..(i0 + B).min(r) {
-                    for j in j0..(j0 + B).min(c) {
-                        out[j * r + i] = self.data[i * c + j];
-                    }
-                }
-            }
-        }
-        HostTensor::new(vec![c, r], out)
-    }
-}
+/// A dense row-major f32 tensor on the host (the workspace's one host tensor type).
+pub use formats::HostTensor;
 
 /// One checkpoint tensor.
 enum Entry {
@@ -165,26 +136,12 @@ pub fn load_safetensors_into(path: &Path, map: &mut WeightMap) -> Result<()> {
             map.insert_packed(name, PackedMatrix::new(ty, rows, cols, shared)?);
             continue;
         }
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(ProbeError::UnsupportedDtype {
-                    name,
-                    origin: path.display().to_string(),
-                    dtype: format!("{other:?}"),
-                })
-            }
+        let Some(data) = formats::host_tensor::view_to_f32(&view) else {
+            return Err(ProbeError::UnsupportedDtype {
+                name,
+                origin: path.display().to_string(),
+                dtype: format!("{:?}", view.dtype()),
+            });
         };
         map.insert(name, HostTensor::new(view.shape().to_vec(), data));
     }
@@ -229,15 +186,6 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transpose_roundtrip() {
-        let t = HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]);
-        let tt = t.transposed();
-        assert_eq!(tt.shape, vec![3, 2]);
-        assert_eq!(tt.data, vec![1., 4., 2., 5., 3., 6.]);
-        assert_eq!(tt.transposed(), t);
-    }
 
     #[test]
     fn missing_and_misshapen_tensors_are_typed_errors() {

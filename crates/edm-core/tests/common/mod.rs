@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use edm_core::{read_safetensors, RawTensor};
+use edm_core::{read_safetensors, HostTensor};
 
 pub type B = Flex;
 
@@ -18,11 +18,11 @@ pub fn fixture_dir(name: &str) -> PathBuf {
         .join(name)
 }
 
-pub fn expected(name: &str) -> BTreeMap<String, RawTensor> {
+pub fn expected(name: &str) -> BTreeMap<String, HostTensor> {
     read_safetensors(&fixture_dir(name).join("expected.safetensors")).unwrap()
 }
 
-pub fn tensor<const D: usize>(t: &RawTensor) -> Tensor<B, D> {
+pub fn tensor<const D: usize>(t: &HostTensor) -> Tensor<B, D> {
     Tensor::from_data(
         TensorData::new(t.data.clone(), t.shape.clone()),
         &Default::default(),
@@ -45,7 +45,7 @@ pub fn rel_err(out: &[f32], reference: &[f32]) -> f64 {
 }
 
 /// Class labels of the fixture, None when unconditional (L = 0).
-pub fn labels(exp: &BTreeMap<String, RawTensor>) -> Option<Tensor<B, 2>> {
+pub fn labels(exp: &BTreeMap<String, HostTensor>) -> Option<Tensor<B, 2>> {
     let l = &exp["class_labels"];
     if l.shape[1] == 0 {
         None

@@ -3,7 +3,6 @@
 //! folders and zips, file order for idx and CIFAR), so features line up with names.
 
 pub mod cifar;
-pub mod idx;
 pub mod subset;
 
 use std::io::Read;
@@ -12,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 pub use cifar::read_cifar10;
-pub use idx::{read_idx, read_idx_images, read_idx_labels};
+pub use formats::idx::{read_idx, read_idx_images, read_idx_labels};
 
 use crate::error::{io_err, FidError, Result};
 

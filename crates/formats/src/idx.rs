@@ -3,19 +3,33 @@
 //! Layout: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions, then one
 //! big-endian u32 per dimension, then the data. Only unsigned-byte files are accepted: those are the
 //! only ones an image set uses, and any other type here means the wrong file was passed.
+//!
+//! Gzip is detected from its magic bytes, not the file name, and decompression stops at
+//! [`MAX_IDX_BYTES`]: a corrupt or hostile `.gz` cannot fill the memory.
 
 use std::io::Read;
 use std::path::Path;
 
-use crate::error::{io_err, FidError, Result};
+use crate::error::{io_err, FormatError, Result};
+
+/// The largest idx content accepted (after decompression): 1 GiB, twenty times Fashion-MNIST's
+/// training images.
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
+/// An idx file's content: dimensions and raw unsigned bytes, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Idx {
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
 
 /// Reads an idx image file (`*-images-idx3-ubyte`, optionally `.gz`): the pixels, row-major, and
-/// `[count, rows, cols]`. Gzip is detected from the magic bytes, not the name.
+/// `[count, rows, cols]`.
 pub fn read_idx_images(path: impl AsRef<Path>) -> Result<(Vec<u8>, [usize; 3])> {
     let path = path.as_ref();
-    let (data, dims) = read_idx(path)?;
-    match dims.as_slice() {
-        &[n, h, w] => Ok((data, [n, h, w])),
+    let idx = read_idx(path)?;
+    match idx.dims.as_slice() {
+        &[n, h, w] => Ok((idx.data, [n, h, w])),
         other => Err(idx_err(
             path,
             format!("expected 3 dimensions (images), found {}", other.len()),
@@ -26,34 +40,45 @@ pub fn read_idx_images(path: impl AsRef<Path>) -> Result<(Vec<u8>, [usize; 3])> 
 /// Reads an idx label file (`*-labels-idx1-ubyte`, optionally `.gz`).
 pub fn read_idx_labels(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     let path = path.as_ref();
-    let (data, dims) = read_idx(path)?;
-    if dims.len() != 1 {
+    let idx = read_idx(path)?;
+    if idx.dims.len() != 1 {
         return Err(idx_err(
             path,
-            format!("expected 1 dimension (labels), found {}", dims.len()),
+            format!("expected 1 dimension (labels), found {}", idx.dims.len()),
         ));
     }
-    Ok(data)
+    Ok(idx.data)
 }
 
-/// Reads any unsigned-byte idx file: data and dimensions.
-pub fn read_idx(path: impl AsRef<Path>) -> Result<(Vec<u8>, Vec<usize>)> {
+/// Reads any unsigned-byte idx file, raw or gzip-compressed.
+pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
     let path = path.as_ref();
-    let raw = std::fs::read(path).map_err(io_err(path))?;
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut raw = Vec::new();
+    file.take(MAX_IDX_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(io_err(path))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(raw.as_slice())
+            .take(MAX_IDX_BYTES + 1)
             .read_to_end(&mut out)
             .map_err(|e| idx_err(path, format!("gzip: {e}")))?;
         out
     } else {
         raw
     };
+    if bytes.len() as u64 > MAX_IDX_BYTES {
+        return Err(idx_err(
+            path,
+            format!("content exceeds the {MAX_IDX_BYTES}-byte limit"),
+        ));
+    }
     parse_idx(&bytes).map_err(|reason| idx_err(path, reason))
 }
 
 /// Parses idx bytes (already decompressed).
-pub fn parse_idx(bytes: &[u8]) -> std::result::Result<(Vec<u8>, Vec<usize>), String> {
+pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
     if bytes.len() < 4 {
         return Err(format!("{} bytes is shorter than the header", bytes.len()));
     }
@@ -94,11 +119,14 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<(Vec<u8>, Vec<usize>), Str
             body.len()
         ));
     }
-    Ok((body.to_vec(), dims))
+    Ok(Idx {
+        dims,
+        data: body.to_vec(),
+    })
 }
 
-fn idx_err(path: &Path, reason: impl Into<String>) -> FidError {
-    FidError::Idx {
+fn idx_err(path: &Path, reason: impl Into<String>) -> FormatError {
+    FormatError::Idx {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
@@ -118,6 +146,12 @@ mod tests {
         v
     }
 
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
     #[test]
     fn reads_raw_and_gzip() {
         let dir = tempfile::tempdir().unwrap();
@@ -126,10 +160,11 @@ mod tests {
         let raw = dir.path().join("x-idx3-ubyte");
         std::fs::write(&raw, &bytes).unwrap();
         let gz = dir.path().join("x-idx3-ubyte.gz");
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&bytes).unwrap();
-        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
-        for p in [raw, gz] {
+        std::fs::write(&gz, gzip(&bytes)).unwrap();
+        // Gzip is recognised by its magic, whatever the name says.
+        let gz_unnamed = dir.path().join("x-idx3-ubyte.bin");
+        std::fs::write(&gz_unnamed, gzip(&bytes)).unwrap();
+        for p in [raw, gz, gz_unnamed] {
             let (d, dims) = read_idx_images(&p).unwrap();
             assert_eq!(dims, [2, 3, 4]);
             assert_eq!(d, data);
@@ -143,11 +178,26 @@ mod tests {
         assert!(parse_idx(&[0, 0, 0x0d, 1, 0, 0, 0, 1, 5]).is_err());
         // truncated body
         assert!(parse_idx(&idx_bytes(&[2, 2], &[1, 2, 3])).is_err());
+        // dimensions whose product overflows
+        assert!(parse_idx(&idx_bytes(&[u32::MAX, u32::MAX, u32::MAX], &[])).is_err());
         // labels passed as images
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("labels");
         std::fs::write(&p, idx_bytes(&[3], &[1, 2, 3])).unwrap();
-        assert!(matches!(read_idx_images(&p), Err(FidError::Idx { .. })));
+        assert!(matches!(read_idx_images(&p), Err(FormatError::Idx { .. })));
         assert_eq!(read_idx_labels(&p).unwrap(), vec![1, 2, 3]);
+        // a truncated gzip stream is an idx error that names the file
+        let gz = dir.path().join("cut.gz");
+        let z = gzip(&idx_bytes(&[2, 2], &[1, 2, 3, 4]));
+        std::fs::write(&gz, &z[..z.len() / 2]).unwrap();
+        let err = read_idx(&gz).unwrap_err();
+        assert!(
+            matches!(err, FormatError::Idx { ref path, .. } if path == &gz),
+            "{err}"
+        );
+        assert!(matches!(
+            read_idx(dir.path().join("absent")),
+            Err(FormatError::Io { .. })
+        ));
     }
 }

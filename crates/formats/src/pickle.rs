@@ -7,6 +7,11 @@
 //! caller to interpret; persistent ids stay [`Value::PersId`]. Opcodes outside the subset that
 //! TorchScript archives (protocol 2) and Python-2 era numpy pickles (CIFAR-10) use are an error.
 //!
+//! `collections.OrderedDict()` (when the allow-list accepts it) is the one call rebuilt rather than
+//! recorded: it yields a [`Value::Dict`], which keeps insertion order, so the `SETITEMS` that follow
+//! fill it as they would in Python (legacy `torch.save` state dicts are written that way); a `BUILD`
+//! on a dict (the `OrderedDict`'s attribute dict, torch's `_metadata`) is dropped.
+//!
 //! Memo semantics differ from CPython in one way: the memo keeps a snapshot of the value, so a container
 //! memoised before it was filled reads back as it was then. Neither file kind relies on that identity.
 //! Limits on nesting depth and on total cloned size keep hostile inputs from exhausting the stack or
@@ -182,6 +187,13 @@ struct Machine<'a, A: Allow> {
 
 /// Runs the pickle in `data` and returns the value `STOP` leaves on the stack.
 pub fn load(data: &[u8], allow: &impl Allow) -> Result<Value, PickleError> {
+    load_prefix(data, allow).map(|(value, _)| value)
+}
+
+/// Runs the pickle at the start of `data` and returns its value and the number of bytes it took
+/// (through `STOP`), for files that hold several pickles, or a pickle and then raw data, in a row.
+/// Offsets in errors are relative to `data`.
+pub fn load_prefix(data: &[u8], allow: &impl Allow) -> Result<(Value, usize), PickleError> {
     let mut m = Machine {
         data,
         pos: 0,
@@ -193,7 +205,8 @@ pub fn load(data: &[u8], allow: &impl Allow) -> Result<Value, PickleError> {
         cloned: 0,
         clone_limit: 4 * data.len() + (1 << 20),
     };
-    m.run()
+    let value = m.run()?;
+    Ok((value, m.pos))
 }
 
 impl<A: Allow> Machine<'_, A> {
@@ -605,6 +618,14 @@ impl<A: Allow> Machine<'_, A> {
                     else {
                         return Err(self.wrong("a global and an argument tuple"));
                     };
+                    if op == b'R'
+                        && module == "collections"
+                        && name == "OrderedDict"
+                        && matches!(&args.value, Value::Tuple(a) if a.is_empty())
+                    {
+                        self.push_leaf(Value::Dict(Vec::new()))?;
+                        continue;
+                    }
                     let (module, name) = (module.clone(), name.clone());
                     let slot = Self::container(vec![args], |mut v| {
                         let Some(Value::Tuple(args)) = v.pop() else {
@@ -638,6 +659,8 @@ impl<A: Allow> Machine<'_, A> {
                             top.weight += state.weight;
                             *s = Some(Box::new(state.value));
                         }
+                        // An OrderedDict's attribute dict: not part of its items.
+                        Value::Dict(_) => {}
                         _ => return Err(err),
                     }
                     self.check_top_depth()?
@@ -726,6 +749,29 @@ mod tests {
         }
         p.push(b'.');
         assert!(matches!(load(&p, &any), Err(PickleError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn ordered_dict_is_filled_and_pickles_chain() {
+        // OrderedDict([('a', 1)]) with `_metadata` as torch writes a state dict, then a second pickle.
+        let mut p =
+            b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01X\x01\x00\x00\x00aK\x01s".to_vec();
+        p.extend_from_slice(b"}X\x09\x00\x00\x00_metadatah\x01sb.");
+        let first = p.len();
+        p.extend_from_slice(&[0x80, 2, b'K', 7, b'.']);
+        let (v, used) = load_prefix(&p, &any).unwrap();
+        assert_eq!(
+            v,
+            Value::Dict(vec![(Value::Str("a".into()), Value::Int(1))])
+        );
+        assert_eq!(used, first);
+        assert_eq!(load_prefix(&p[used..], &any).unwrap(), (Value::Int(7), 5));
+        // Not allowed: refused like any other global.
+        let no = |m: &str, _: &str| m != "collections";
+        assert!(matches!(
+            load(&p, &no),
+            Err(PickleError::ForbiddenGlobal { .. })
+        ));
     }
 
     #[test]

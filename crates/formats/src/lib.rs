@@ -1,0 +1,27 @@
+//! File formats and safe I/O, written once for every crate of the workspace.
+//!
+//! - [`idx`]: MNIST / Fashion-MNIST idx files (gzip detected by its magic bytes, sizes bounded).
+//! - [`pickle`]: a pickle interpreter that rebuilds plain values and never imports or calls anything,
+//!   with limits on nesting depth and copied size (TorchScript archives, legacy `torch.save` files,
+//!   CIFAR-10 python batches).
+//! - [`host_tensor`]: [`HostTensor`], the one row-major f32 host tensor, and safetensors files read
+//!   into it (f32, f64, f16, bf16) or written from it.
+//! - [`atomic`]: files written through a temporary sibling and a rename, and checkpoint directories
+//!   swapped in only once complete.
+//! - `npz` (feature `npz`): float64 arrays written as an `np.savez` archive, atomically.
+//!
+//! Every failure is a [`FormatError`] that names the file (and the tensor, opcode or byte) it is
+//! about; the other crates convert it into their own error with `#[from]`.
+
+pub mod atomic;
+pub mod error;
+pub mod host_tensor;
+pub mod idx;
+#[cfg(feature = "npz")]
+pub mod npz;
+pub mod pickle;
+
+pub use atomic::{resume_dir, write_atomic, write_atomic_with, CheckpointSwap};
+pub use error::{FormatError, Result};
+pub use host_tensor::{parse_safetensors, read_safetensors, write_safetensors, HostTensor};
+pub use idx::{read_idx, read_idx_images, read_idx_labels, Idx};
