@@ -1,23 +1,55 @@
 //! Tokenizers that give exactly transformers' ids: `tokenizer.json` through the `tokenizers`
-//! crate, or one rebuilt from a GGUF file's metadata (byte-level BPE vocab + merges), with the
-//! pre-tokenizer its `tokenizer.ggml.pre` names.
+//! crate, or one rebuilt from a GGUF file's metadata.
+//!
+//! A GGUF carries no `tokenizer.json`, only llama.cpp's `tokenizer.ggml.*` keys. We rebuild from
+//! them the tokenizer transformers builds (`AutoTokenizer.from_pretrained(dir, gguf_file=…)`,
+//! transformers/integrations/gguf/gguf_tokenizer_mapping.py), because transformers on the same
+//! file is the reference every real-model test compares against:
+//! - `tokenizer.ggml.model = gpt2`: byte-level BPE (vocab + merges), split by the regex that
+//!   `tokenizer.ggml.pre` names (see [`pre_tokenizer_for`]);
+//! - `tokenizer.ggml.model = llama` on a Gemma architecture: a SentencePiece vocabulary run as BPE
+//!   with byte fallback, spaces written `▁`, merges recovered from the vocabulary order (see
+//!   [`Tokenizer::from_gguf`] and [`sentencepiece_merges`]).
+//!
+//! Tokens the file marks CONTROL (type 3) become special tokens and USER_DEFINED ones (type 4)
+//! plain added tokens; both are matched whole in the raw text, as in transformers and llama.cpp.
+//! BOS/EOS are added as `tokenizer.ggml.add_bos_token` / `add_eos_token` say.
 
 use std::path::Path;
 
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::error::{ProbeError, Result};
 use crate::gguf::{GgufFile, GgufValue};
 
 /// Llama-3 style split (`llama-bpe`, `llama3`, `smaug-bpe`, `dbrx`, `falcon3`): numbers in groups of ≤ 3.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2 split (`qwen2`, `deepseek-r1-qwen`): as Llama 3 but every digit on its own. The same
+/// expression in transformers' `Qwen2Tokenizer` and llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2`.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// SentencePiece's word-boundary mark, standing for a space.
+const SPM_SPACE: char = '\u{2581}';
+
+/// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
+const TOKEN_CONTROL: u64 = 3;
+const TOKEN_USER_DEFINED: u64 = 4;
+
+/// Architectures whose `llama`-type (SentencePiece) vocabulary we rebuild: the ones transformers
+/// builds with `GemmaTokenizer` semantics.
+const GEMMA_ARCHS: [&str; 3] = ["gemma", "gemma2", "gemma3"];
 
 /// A tokenizer plus the special ids the model needs.
 #[derive(Clone)]
@@ -59,97 +91,48 @@ impl Tokenizer {
         self
     }
 
-    /// Build the byte-level BPE tokenizer a GGUF file describes (`tokenizer.ggml.model = "gpt2"`).
+    /// Build the tokenizer a GGUF file's metadata describes.
+    ///
+    /// Supported: `tokenizer.ggml.model = gpt2` (byte-level BPE) with the pre-tokenizers
+    /// [`pre_tokenizer_for`] knows, and `llama` (SentencePiece) for Gemma, Gemma 2 and Gemma 3.
+    /// Anything else is an error that names it.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        let model = gguf
-            .get("tokenizer.ggml.model")
-            .and_then(GgufValue::as_str)
-            .ok_or_else(|| tok_err("GGUF has no tokenizer.ggml.model"))?;
-        if model != "gpt2" {
-            return Err(tok_err(format!(
-                "GGUF tokenizer model `{model}` not supported (only byte-level BPE, `gpt2`)"
-            )));
-        }
-        let strings = |key: &str| -> Result<Vec<String>> {
-            gguf.get(key)
-                .and_then(GgufValue::as_array)
-                .ok_or_else(|| tok_err(format!("GGUF has no {key}")))?
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| tok_err(format!("{key}: non-string entry")))
-                })
-                .collect()
-        };
-        let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")?
-            .into_iter()
-            .map(|m| {
-                let mut it = m.splitn(2, ' ');
-                match (it.next(), it.next()) {
-                    (Some(a), Some(b)) => Ok((a.to_string(), b.to_string())),
-                    _ => Err(tok_err(format!("bad merge `{m}`"))),
+        let meta = TokenizerMeta::read(gguf)?;
+        let (mut inner, add_bos_default) = match meta.model.as_str() {
+            "gpt2" => (byte_level_bpe(&meta, gguf)?, false),
+            "llama" => {
+                let arch = gguf
+                    .get("general.architecture")
+                    .and_then(GgufValue::as_str)
+                    .unwrap_or("?");
+                if !GEMMA_ARCHS.contains(&arch) {
+                    return Err(tok_err(format!(
+                        "GGUF SentencePiece (`llama`) vocabulary of architecture `{arch}` not supported \
+                         (only {})",
+                        GEMMA_ARCHS.join(", ")
+                    )));
                 }
-            })
-            .collect::<Result<_>>()?;
-        let types: Vec<u64> = gguf
-            .get("tokenizer.ggml.token_type")
-            .and_then(GgufValue::as_array)
-            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
-            .unwrap_or_default();
-        let vocab: Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(tok_err)?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let pre = gguf
-            .get("tokenizer.ggml.pre")
-            .and_then(GgufValue::as_str)
-            .unwrap_or("default");
-        inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
+                // llama.cpp adds BOS to a SentencePiece vocabulary that does not say otherwise.
+                (gemma_sentencepiece(&meta, gguf)?, true)
+            }
+            other => {
+                return Err(tok_err(format!(
+                    "GGUF tokenizer model `{other}` not supported (only byte-level BPE `gpt2`, \
+                     and SentencePiece `llama` for Gemma)"
+                )))
+            }
+        };
+        add_marked_tokens(&mut inner, &meta);
 
-        // Control tokens (type 3) must stay whole, as transformers and llama.cpp keep them;
-        // user-defined ones (type 4) are matched whole but are not special.
-        let control: Vec<AddedToken> = tokens
-            .iter()
-            .zip(types.iter())
-            .filter(|(_, &t)| t == 3)
-            .map(|(s, _)| AddedToken::from(s.clone(), true))
-            .collect();
-        inner.add_special_tokens(&control);
-        let user: Vec<AddedToken> = tokens
-            .iter()
-            .zip(types.iter())
-            .filter(|(_, &t)| t == 4)
-            .map(|(s, _)| AddedToken::from(s.clone(), false))
-            .collect();
-        inner.add_tokens(&user);
-
+        let flag = |key: &str| gguf.get(key).and_then(GgufValue::as_bool);
+        let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(add_bos_default);
+        let add_eos = flag("tokenizer.ggml.add_eos_token").unwrap_or(false);
         let id = |key: &str| gguf.get(key).and_then(GgufValue::as_u64).map(|v| v as u32);
         let bos = id("tokenizer.ggml.bos_token_id");
         let eos = id("tokenizer.ggml.eos_token_id");
-        let add_bos = gguf
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(GgufValue::as_bool)
-            .unwrap_or(false);
-        if let (true, Some(bos)) = (add_bos, bos) {
-            let bos_tok = tokens
-                .get(bos as usize)
-                .cloned()
-                .ok_or_else(|| tok_err("bos id out of range"))?;
-            let tp = TemplateProcessing::builder()
-                .try_single(format!("{bos_tok} $A"))
-                .map_err(tok_err)?
-                .special_tokens(vec![(bos_tok, bos)])
-                .build()
-                .map_err(tok_err)?;
+        let bos_added = if add_bos { bos } else { None };
+        let eos_added = if add_eos { eos } else { None };
+        if let Some(tp) = added_specials_template(&meta.tokens, bos_added, eos_added)? {
             inner.with_post_processor(Some(tp));
         }
         let mut t = Self::new(inner, bos, eos);
@@ -210,14 +193,322 @@ impl Tokenizer {
     }
 }
 
+/// The `tokenizer.ggml.*` arrays every vocabulary has.
+struct TokenizerMeta {
+    model: String,
+    /// Token strings, as the file spells them, index = id.
+    tokens: Vec<String>,
+    /// `tokenizer.ggml.token_type` (1 = normal when the key is absent).
+    types: Vec<u64>,
+}
+
+impl TokenizerMeta {
+    fn read(gguf: &GgufFile) -> Result<Self> {
+        let model = gguf
+            .get("tokenizer.ggml.model")
+            .and_then(GgufValue::as_str)
+            .ok_or_else(|| tok_err("GGUF has no tokenizer.ggml.model"))?
+            .to_string();
+        let tokens = gguf_strings(gguf, "tokenizer.ggml.tokens")?;
+        let types: Vec<u64> = match gguf
+            .get("tokenizer.ggml.token_type")
+            .and_then(GgufValue::as_array)
+        {
+            Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+            None => vec![1; tokens.len()],
+        };
+        if types.len() != tokens.len() {
+            return Err(tok_err(format!(
+                "tokenizer.ggml.token_type has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            )));
+        }
+        Ok(Self {
+            model,
+            tokens,
+            types,
+        })
+    }
+
+    /// The tokens of one type, in id order.
+    fn of_type(&self, ty: u64) -> impl Iterator<Item = &str> {
+        self.tokens
+            .iter()
+            .zip(&self.types)
+            .filter(move |(_, &t)| t == ty)
+            .map(|(s, _)| s.as_str())
+    }
+}
+
+fn gguf_strings(gguf: &GgufFile, key: &str) -> Result<Vec<String>> {
+    gguf.get(key)
+        .and_then(GgufValue::as_array)
+        .ok_or_else(|| tok_err(format!("GGUF has no {key}")))?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| tok_err(format!("{key}: non-string entry")))
+        })
+        .collect()
+}
+
+/// GPT-2's byte → printable-character table (`bytes_to_unicode`): printable Latin-1 bytes stand
+/// for themselves, the other 68 are shifted to U+0100 and up, in byte order.
+fn byte_level_alphabet() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let mut shifted = 0u32;
+    for (b, slot) in table.iter_mut().enumerate() {
+        let printable = matches!(b, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF);
+        *slot = if printable {
+            char::from(b as u8)
+        } else {
+            shifted += 1;
+            char::from_u32(255 + shifted).expect("below U+0200")
+        };
+    }
+    table
+}
+
+/// The byte-level BPE of a `gpt2`-type vocabulary.
+///
+/// A token written with characters outside the byte alphabet (a llama.cpp conversion can store a
+/// few in plain UTF-8) is respelled in it, as transformers does, so that it stays reachable.
+fn byte_level_bpe(meta: &TokenizerMeta, gguf: &GgufFile) -> Result<tokenizers::Tokenizer> {
+    let table = byte_level_alphabet();
+    let in_alphabet = |s: &str| s.chars().all(|c| table.contains(&c));
+    let vocab: Vocab = meta
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let spelled = if in_alphabet(t) {
+                t.clone()
+            } else {
+                t.bytes().map(|b| table[b as usize]).collect()
+            };
+            (spelled, i as u32)
+        })
+        .collect();
+    let merges: Vec<(String, String)> = gguf_strings(gguf, "tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| {
+            let mut it = m.splitn(2, ' ');
+            match (it.next(), it.next()) {
+                (Some(a), Some(b)) => Ok((a.to_string(), b.to_string())),
+                _ => Err(tok_err(format!("bad merge `{m}`"))),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(tok_err)?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let pre = gguf
+        .get("tokenizer.ggml.pre")
+        .and_then(GgufValue::as_str)
+        .unwrap_or("default");
+    inner.with_pre_tokenizer(Some(pre_tokenizer_for(pre)?));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(inner)
+}
+
+/// Gemma's SentencePiece vocabulary, as transformers rebuilds it from a GGUF (`gemma_tokenizer`
+/// there, over `GemmaTokenizer`): a BPE over the pieces with byte fallback (`<0xNN>`) and
+/// `<unk>`, a normalizer that writes every space as `▁` and no dummy prefix (Gemma never puts a
+/// `▁` before the first word; a file asking for one is refused rather than silently ignored).
+///
+/// Two quirks of the files are undone first: pieces of two or more spaces are stored with real
+/// spaces, while the text they must match has `▁`s, so they are respelled; and a GGUF lists no
+/// merges, so they are recovered from the vocabulary ([`sentencepiece_merges`]).
+fn gemma_sentencepiece(meta: &TokenizerMeta, gguf: &GgufFile) -> Result<tokenizers::Tokenizer> {
+    if gguf
+        .get("tokenizer.ggml.add_space_prefix")
+        .and_then(GgufValue::as_bool)
+        == Some(true)
+    {
+        return Err(tok_err(
+            "GGUF Gemma vocabulary with tokenizer.ggml.add_space_prefix = true not supported \
+             (Gemma tokenizers add no dummy prefix)",
+        ));
+    }
+    let pieces: Vec<String> = meta
+        .tokens
+        .iter()
+        .map(|t| {
+            if t.contains(' ') && t.chars().all(py_isspace) {
+                std::iter::repeat_n(SPM_SPACE, t.chars().count()).collect()
+            } else {
+                t.clone()
+            }
+        })
+        .collect();
+    // Later duplicates win, as in a Python dict built in id order.
+    let vocab: Vocab = pieces
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let merges = sentencepiece_merges(&pieces, &vocab);
+    let unk = gguf
+        .get("tokenizer.ggml.unknown_token_id")
+        .and_then(GgufValue::as_u64)
+        .and_then(|i| pieces.get(i as usize).cloned())
+        .unwrap_or_else(|| "<unk>".to_string());
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .unk_token(unk)
+        .fuse_unk(true)
+        .byte_fallback(true)
+        .build()
+        .map_err(tok_err)?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    inner.with_normalizer(Some(
+        Replace::new(" ", SPM_SPACE.to_string()).map_err(tok_err)?,
+    ));
+    // transformers' `GemmaTokenizer` keeps this split on " "; after the normalizer there is no
+    // space left, so every run of text between added tokens is one BPE word.
+    inner.with_pre_tokenizer(Some(
+        Split::new(
+            SplitPattern::String(" ".into()),
+            SplitDelimiterBehavior::MergedWithPrevious,
+            false,
+        )
+        .map_err(tok_err)?,
+    ));
+    let decoders: Vec<DecoderWrapper> = vec![
+        Replace::new(SPM_SPACE.to_string(), " ")
+            .map_err(tok_err)?
+            .into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ];
+    inner.with_decoder(Some(DecoderSequence::new(decoders)));
+    Ok(inner)
+}
+
+/// Python's `str.isspace` for one character: Unicode White_Space plus the four information
+/// separators U+001C..U+001F, which Python counts and Rust does not.
+fn py_isspace(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// BPE merges that rebuild a SentencePiece vocabulary whose file lists none.
+///
+/// Every way to cut a piece into two pieces that are both in the vocabulary is a merge; merges
+/// are ranked by the piece they make, earlier id first (Gemma's scores do not follow its merge
+/// order, its id order does), and among the cuts of one piece the longer left part first. This
+/// is transformers' `generate_merges` with the id-order keys its Gemma builder passes, so the BPE
+/// below gives its ids.
+pub fn sentencepiece_merges(pieces: &[String], vocab: &Vocab) -> Vec<(String, String)> {
+    let mut merges = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        // A duplicated piece is ranked once, at its last id (the one the vocabulary keeps).
+        if vocab.get(piece) != Some(&(i as u32)) {
+            continue;
+        }
+        let cuts: Vec<usize> = piece.char_indices().map(|(k, _)| k).skip(1).collect();
+        for &k in cuts.iter().rev() {
+            let (l, r) = piece.split_at(k);
+            if vocab.contains_key(l) && vocab.contains_key(r) {
+                merges.push((l.to_string(), r.to_string()));
+            }
+        }
+    }
+    merges
+}
+
+/// Add the tokens the file marks CONTROL as special tokens and USER_DEFINED ones as plain added
+/// tokens, both matched whole in the raw (unnormalised) text.
+///
+/// In a byte-level vocabulary a CONTROL token spelled outside the byte alphabet is a mislabel
+/// of llama.cpp's converter and is left out, and a USER_DEFINED token is only added when the
+/// vocabulary has it under that spelling, as transformers does.
+fn add_marked_tokens(inner: &mut tokenizers::Tokenizer, meta: &TokenizerMeta) {
+    let table = byte_level_alphabet();
+    let spelled_ok = |s: &str| meta.model != "gpt2" || s.chars().all(|c| table.contains(&c));
+    let control: Vec<AddedToken> = meta
+        .of_type(TOKEN_CONTROL)
+        .filter(|s| spelled_ok(s))
+        .map(|s| AddedToken::from(s.to_string(), true).normalized(false))
+        .collect();
+    inner.add_special_tokens(&control);
+    let user: Vec<AddedToken> = meta
+        .of_type(TOKEN_USER_DEFINED)
+        .filter(|s| inner.token_to_id(s).is_some())
+        .map(|s| AddedToken::from(s.to_string(), false).normalized(false))
+        .collect();
+    inner.add_tokens(&user);
+}
+
+/// The post-processor that puts BOS before and EOS after a sequence (transformers'
+/// `bos:0 $A:0 eos:0`, pairs `… bos:1 $B:1 eos:1`); `None` when neither is added.
+fn added_specials_template(
+    tokens: &[String],
+    bos: Option<u32>,
+    eos: Option<u32>,
+) -> Result<Option<TemplateProcessing>> {
+    if bos.is_none() && eos.is_none() {
+        return Ok(None);
+    }
+    let name = |id: u32| {
+        tokens
+            .get(id as usize)
+            .cloned()
+            .ok_or_else(|| tok_err(format!("special token id {id} out of range")))
+    };
+    let bos = bos.map(|id| name(id).map(|t| (t, id))).transpose()?;
+    let eos = eos.map(|id| name(id).map(|t| (t, id))).transpose()?;
+    let seq = |part: &str, type_id: u32| {
+        let mut s = Vec::new();
+        if let Some((t, _)) = &bos {
+            s.push(format!("{t}:{type_id}"));
+        }
+        s.push(format!("${part}:{type_id}"));
+        if let Some((t, _)) = &eos {
+            s.push(format!("{t}:{type_id}"));
+        }
+        s.join(" ")
+    };
+    let single = seq("A", 0);
+    let pair = format!("{single} {}", seq("B", 1));
+    let specials: Vec<(String, u32)> = bos.into_iter().chain(eos).collect();
+    let tp = TemplateProcessing::builder()
+        .try_single(single)
+        .map_err(tok_err)?
+        .try_pair(pair)
+        .map_err(tok_err)?
+        .special_tokens(specials)
+        .build()
+        .map_err(tok_err)?;
+    Ok(Some(tp))
+}
+
 /// The pre-tokenizer llama.cpp's `tokenizer.ggml.pre` names.
 ///
 /// `smollm` (SmolLM/SmolLM2, StarCoder-style): single digits split off, then GPT-2's byte-level
 /// regex, exactly the `Sequence[Digits(individual), ByteLevel]` of the model's own
 /// `tokenizer.json` (and llama.cpp's regex list). transformers' GGUF loader omits the digit split,
 /// so on text with runs of digits its ids differ from the model's own tokenizer; we follow the
-/// model. `gpt2`/`default`: GPT-2's byte-level regex.
+/// model. `gpt2`/`default`: GPT-2's byte-level regex. `llama-bpe` and `qwen2` families: their
+/// split regex, then bytes to the byte alphabet (no NFC: transformers' GGUF loader and llama.cpp
+/// normalise nothing, although Qwen2's own `tokenizer.json` applies NFC).
 fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
+    let split_then_bytes = |regex: &str| -> Result<PreTokenizerWrapper> {
+        let split = Split::new(
+            SplitPattern::Regex(regex.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(tok_err)?;
+        Ok(Sequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into())
+    };
     let byte_level = ByteLevel::new(false, true, true);
     Ok(match pre {
         "smollm" | "starcoder" | "refact" => {
@@ -225,22 +516,77 @@ fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper> {
         }
         "gpt2" | "default" | "gpt-2" | "olmo" | "phi-2" => byte_level.into(),
         "llama3" | "llama-v3" | "llama-bpe" | "smaug-bpe" | "dbrx" | "falcon3" => {
-            let split = Split::new(
-                SplitPattern::Regex(LLAMA3_SPLIT.to_string()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(tok_err)?;
-            Sequence::new(vec![
-                split.into(),
-                ByteLevel::new(false, true, false).into(),
-            ])
-            .into()
+            split_then_bytes(LLAMA3_SPLIT)?
         }
+        "qwen2" | "deepseek-r1-qwen" => split_then_bytes(QWEN2_SPLIT)?,
         other => {
             return Err(tok_err(format!(
-                "GGUF pre-tokenizer `{other}` not supported (smollm, gpt2, llama-bpe)"
+                "GGUF pre-tokenizer `{other}` not supported (smollm, gpt2, llama-bpe, qwen2)"
             )))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_alphabet_is_gpt2s() {
+        let t = byte_level_alphabet();
+        assert_eq!(t[b'a' as usize], 'a');
+        assert_eq!(t[b' ' as usize], '\u{120}'); // Ġ
+        assert_eq!(t[b'\n' as usize], '\u{10A}'); // Ċ
+        assert_eq!(t[0], '\u{100}');
+        assert_eq!(t[0xAD], '\u{143}');
+        let distinct: std::collections::HashSet<char> = t.iter().copied().collect();
+        assert_eq!(distinct.len(), 256);
+    }
+
+    #[test]
+    fn merges_rank_by_id_then_longer_left() {
+        let pieces: Vec<String> = ["a", "b", "c", "ab", "bc", "abc", "ca"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let vocab: Vocab = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.clone(), i as u32))
+            .collect();
+        let m = sentencepiece_merges(&pieces, &vocab);
+        let want = [("a", "b"), ("b", "c"), ("ab", "c"), ("a", "bc"), ("c", "a")];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(l, r)| (l.to_string(), r.to_string()))
+            .collect();
+        assert_eq!(m, want);
+    }
+
+    #[test]
+    fn python_whitespace() {
+        assert!(py_isspace(' ') && py_isspace('\u{1f}') && py_isspace('\u{3000}'));
+        assert!(!py_isspace('\u{2581}') && !py_isspace('a'));
+    }
+
+    #[test]
+    fn template_names_bos_and_eos() {
+        let tokens: Vec<String> = ["<pad>", "<eos>", "<bos>"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(added_specials_template(&tokens, None, None)
+            .unwrap()
+            .is_none());
+        assert!(added_specials_template(&tokens, Some(2), Some(1))
+            .unwrap()
+            .is_some());
+        assert!(added_specials_template(&tokens, Some(7), None).is_err());
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_is_named() {
+        let err = pre_tokenizer_for("chatglm-bpe").err().unwrap().to_string();
+        assert!(err.contains("chatglm-bpe"), "{err}");
+    }
 }
