@@ -12,8 +12,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod edm;
 mod gpt2;
+mod icl_prompts;
 mod inception;
 mod parity;
+mod prefill;
 mod primitives;
 
 use std::path::PathBuf;
@@ -101,6 +103,45 @@ enum Command {
         #[arg(long)]
         cache_residuals: bool,
     },
+    /// A real GGUF model (weights through icl-probe's loader): load time, then prompt (prefill)
+    /// tokens/s of one full-sequence forward with last-position logits.
+    Prefill {
+        /// The `.gguf` file (or any model icl-probe loads).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// CPU threads (the rayon pool Flex and its matmuls run on); default: all cores.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print one JSON object instead of a table row (for tools/prefill_side_by_side.py).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export real k-shot ICL test prompts (text only) from the task builders, as JSON.
+    IclPrompts {
+        /// Tasks, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "country_capital,list_first,to_upper,category"
+        )]
+        tasks: Vec<String>,
+        #[arg(long, default_value_t = 25)]
+        per_task: usize,
+        #[arg(long, default_value_t = 5)]
+        shots: usize,
+        /// Seed of query and demonstration sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Seed of the tasks' train/dev/test split.
+        #[arg(long, default_value_t = 0)]
+        data_seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The golden fixtures re-checked on this device (TF32 limits on CUDA); exits 1 on a failure.
     Parity {
         /// The repository's `crates` folder (fixtures under `*/tests/fixtures`).
@@ -143,10 +184,38 @@ fn run<B: AutodiffBackend>(cli: &Cli, device: B::Device) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::IclPrompts {
+        tasks,
+        per_task,
+        shots,
+        seed,
+        data_seed,
+        out,
+    } = &cli.command
+    {
+        return icl_prompts::run(tasks, *per_task, *shots, *seed, *data_seed, out);
+    }
+    if let Command::Prefill {
+        model,
+        tokens,
+        batch,
+        threads,
+        json,
+    } = &cli.command
+    {
+        if !json {
+            println!("| workload | shape | precision | median time | throughput |");
+            println!("|---|---|---|---|---|");
+        }
+        prefill::run::<B::InnerBackend>(&device, &t, model, *batch, *tokens, *threads, *json)?;
+        return Ok(());
+    }
     println!("| workload | shape | precision | median time | throughput |");
     println!("|---|---|---|---|---|");
     match &cli.command {
-        Command::Parity { .. } => unreachable!("handled above"),
+        Command::Parity { .. } | Command::IclPrompts { .. } | Command::Prefill { .. } => {
+            unreachable!("handled above")
+        }
         Command::Inception {
             batch,
             resolution,

@@ -99,6 +99,12 @@ pub struct LoadOptions {
     pub weights: WeightStorage,
 }
 
+/// Identity of a byte buffer: owner address and range.
+type BufferKey = (usize, usize, usize);
+
+/// What a layer stores: dense bytes, and each packed buffer's identity and length.
+type Storage = (usize, Vec<(BufferKey, usize)>);
+
 /// Bytes kept alive by their owner: a memory-mapped file, or an owned buffer.
 #[derive(Clone)]
 pub struct SharedBytes {
@@ -140,7 +146,7 @@ impl SharedBytes {
     }
 
     /// Identity of the bytes (owner and range), to count shared storage once.
-    fn key(&self) -> (usize, usize, usize) {
+    fn key(&self) -> BufferKey {
         (
             Arc::as_ptr(&self.owner) as *const u8 as usize,
             self.range.start,
@@ -365,7 +371,7 @@ impl PackedMatrix {
     }
 
     /// Bytes held, and the identities of the buffers (to count shared ones once).
-    fn storage(&self) -> impl Iterator<Item = ((usize, usize, usize), usize)> + '_ {
+    fn storage(&self) -> impl Iterator<Item = (BufferKey, usize)> + '_ {
         self.parts.iter().map(|p| (p.bytes.key(), p.bytes.len()))
     }
 }
@@ -492,7 +498,7 @@ impl<B: Backend> Linear<B> {
         }
     }
 
-    fn storage(&self) -> (usize, Vec<((usize, usize, usize), usize)>) {
+    fn storage(&self) -> Storage {
         let bias = self.bias.as_ref().map_or(0, tensor_bytes);
         match &self.weight {
             Weight::Dense(w) => (tensor_bytes(w) + bias, vec![]),
@@ -597,7 +603,7 @@ impl<B: Backend> Embedding<B> {
         }
     }
 
-    fn storage(&self) -> (usize, Vec<((usize, usize, usize), usize)>) {
+    fn storage(&self) -> Storage {
         match self {
             Self::Dense(t) => (tensor_bytes(t), vec![]),
             Self::Packed { table, .. } => (0, table.storage().collect()),
@@ -621,7 +627,7 @@ pub(crate) fn weight_bytes<'a, B: Backend + 'a>(
 ) -> WeightBytes {
     let mut seen = HashSet::new();
     let mut total = WeightBytes::default();
-    let mut add = |(dense, packed): (usize, Vec<((usize, usize, usize), usize)>)| {
+    let mut add = |(dense, packed): Storage| {
         total.dense += dense;
         for (key, n) in packed {
             if seen.insert(key) {
