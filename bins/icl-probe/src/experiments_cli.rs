@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
-use icl_probe::experiments::report::write_report;
-use icl_probe::experiments::suite::{run_experiments, Experiment, SuiteOptions};
-use icl_probe::experiments::{Probe, RunConfig};
+use icl_experiments::report::write_report;
+use icl_experiments::suite::{run_experiments, Experiment, SuiteOptions};
+use icl_experiments::{Probe, RunConfig};
 use icl_tasks::{Sources, TaskBuilder, TaskSet, TASKS};
 
 use crate::backend::{BackendTask, DeviceArgs};

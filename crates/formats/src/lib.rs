@@ -8,6 +8,7 @@
 //!   into it (f32, f64, f16, bf16) or written from it.
 //! - [`atomic`]: files written through a temporary sibling and a rename, and checkpoint directories
 //!   swapped in only once complete.
+//! - [`font`]: the TrueType font every plot draws its text with.
 //! - `npz` (feature `npz`): float64 arrays written as an `np.savez` archive, atomically.
 //!
 //! Every failure is a [`FormatError`] that names the file (and the tensor, opcode or byte) it is
@@ -15,6 +16,7 @@
 
 pub mod atomic;
 pub mod error;
+pub mod font;
 pub mod host_tensor;
 pub mod idx;
 #[cfg(feature = "npz")]

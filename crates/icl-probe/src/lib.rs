@@ -21,7 +21,6 @@ pub mod arch;
 pub mod batch;
 pub mod config;
 pub mod error;
-pub mod experiments;
 pub mod gguf;
 pub mod hooks;
 pub mod linear;

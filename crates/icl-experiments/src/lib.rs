@@ -1,7 +1,7 @@
 //! The rule-vector experiments (Zheng, Ma, Lin, Yang, "Label Words as Local Task Vectors in
 //! In-Context Learning", first titled "Distributed Rule Vectors is a Key Mechanism in Large
 //! Language Models' In-Context Learning"; Hendel et al., "In-Context Learning Creates Task
-//! Vectors"), on any model [`crate::load_model`] loads.
+//! Vectors"), on any model [`icl_probe::load_model`] loads.
 //!
 //! Conventions (see `docs/icl-experiments.md`):
 //! - Prompts are `"{input} -> {output}\n"` per demonstration, then `"{query} ->"`; a prediction is
@@ -37,9 +37,11 @@ pub use probe::{resid_hook, Prepared, Probe, ProbeTokenizer};
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
     #[error(transparent)]
-    Probe(#[from] crate::ProbeError),
+    Probe(#[from] icl_probe::ProbeError),
     #[error(transparent)]
     Task(#[from] icl_tasks::TaskError),
+    #[error(transparent)]
+    Format(#[from] formats::FormatError),
     #[error("cannot access {path}: {source}")]
     Io {
         path: PathBuf,

@@ -4,15 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
-use icl_probe::experiments::probe::resid_hook;
-use icl_probe::experiments::rule_vector::{aggregate, subset_accuracy};
-use icl_probe::experiments::task_vector::extract;
-use icl_probe::experiments::{mean_vec, Probe, RunConfig};
+use icl_experiments::probe::resid_hook;
+use icl_experiments::rule_vector::{aggregate, subset_accuracy};
+use icl_experiments::task_vector::extract;
+use icl_experiments::{mean_vec, Probe, RunConfig};
 use icl_probe::{HookSpec, LogitsMode, Model, Tokenizer};
 use icl_tasks::{sample_prompts, Item, Split, TaskSet};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    // The tiny model and tokenizer fixtures of the model crate.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../icl-probe/tests/fixtures")
 }
 
 fn setup() -> (Model<Flex>, Tokenizer) {
@@ -247,15 +248,15 @@ fn knockout_of_no_edges_changes_nothing() {
         .unwrap();
     let argmax: Vec<u32> = plain
         .iter()
-        .map(|l| icl_probe::experiments::probe::argmax_f32(l))
+        .map(|l| icl_experiments::probe::argmax_f32(l))
         .collect();
     assert_eq!(none, argmax);
 }
 
 #[test]
 fn answer_site_patches_write_exactly_the_given_vectors() {
-    use icl_probe::experiments::answer_sites::{dummy_prompt, run_answer_sites};
-    use icl_probe::experiments::ResultCache;
+    use icl_experiments::answer_sites::{dummy_prompt, run_answer_sites};
+    use icl_experiments::ResultCache;
     let (model, tok) = setup();
     let probe = Probe::new(&model, &tok, 3);
     let task = toy_task();

@@ -8,7 +8,9 @@ use burn::tensor::{Tensor, TensorData};
 use icl_tasks::{answer_token, tokenize_prompt, Item, PromptSpec, TokenizeOffsets};
 
 use super::{ExperimentError, Result};
-use crate::{AttentionKnockout, Batch, HookSpec, Intervention, LogitsMode, Model, Op, Tokenizer};
+use icl_probe::{
+    AttentionKnockout, Batch, HookSpec, Intervention, LogitsMode, Model, Op, Tokenizer,
+};
 
 /// The residual stream at layer `l` of an `n_layers` model: `L = 0` is the embedding output and
 /// `L = l` the output of block `l − 1`, i.e. `blocks.{l}.hook_resid_pre`, and for `l = n_layers`

@@ -91,13 +91,5 @@ pub fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
         path: path.into(),
         source: e,
     })?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| ExperimentError::Io {
-        path: tmp.clone(),
-        source: e,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| ExperimentError::Io {
-        path: path.into(),
-        source: e,
-    })
+    Ok(formats::write_atomic(path, text.as_bytes())?)
 }

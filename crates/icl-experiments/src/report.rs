@@ -427,8 +427,8 @@ pub fn write_report(dir: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiments::answer_sites::AnswerSiteResult;
-    use crate::experiments::rule_vector::SubsetAccuracy;
+    use crate::answer_sites::AnswerSiteResult;
+    use crate::rule_vector::SubsetAccuracy;
 
     #[test]
     fn answer_site_results_make_their_tables_and_plot() {
@@ -459,8 +459,7 @@ mod tests {
                 })
                 .collect(),
         };
-        crate::experiments::cache::write_json(&dir.path().join("m_category_sites.json"), &r)
-            .unwrap();
+        crate::cache::write_json(&dir.path().join("m_category_sites.json"), &r).unwrap();
         let md = write_report(dir.path()).unwrap();
         assert!(md.contains("## 3b."), "{md}");
         assert!(

@@ -1,6 +1,6 @@
 //! PNG plots with plotters: per-layer accuracy curves with reference lines, and PCA scatters.
-//! Text is drawn with DejaVu Sans Mono (Bitstream Vera license, `assets/fonts/`), embedded so
-//! plots look the same everywhere.
+//! Text is drawn with DejaVu Sans Mono ([`formats::font`]), embedded so plots look the same
+//! everywhere.
 
 use std::path::Path;
 use std::sync::Once;
@@ -9,13 +9,16 @@ use plotters::prelude::*;
 
 use super::{ExperimentError, Result};
 
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
 static REGISTER: Once = Once::new();
 
 fn register_font() {
     REGISTER.call_once(|| {
         // The bytes are a valid TrueType font (checked by the plot tests).
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            formats::font::DEJAVU_SANS_MONO,
+        );
     });
 }
 
