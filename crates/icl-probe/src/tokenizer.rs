@@ -584,6 +584,123 @@ mod tests {
         assert!(added_specials_template(&tokens, Some(7), None).is_err());
     }
 
+    /// A metadata-only GGUF (version 3, no tensors) with these key/value pairs.
+    enum Kv<'a> {
+        Str(&'a str),
+        Strs(&'a [&'a str]),
+        I32s(&'a [i32]),
+        U32(u32),
+        Bool(bool),
+    }
+
+    fn gguf(kvs: &[(&str, Kv)]) -> GgufFile {
+        let mut b = Vec::new();
+        let string = |b: &mut Vec<u8>, s: &str| {
+            b.extend((s.len() as u64).to_le_bytes());
+            b.extend(s.as_bytes());
+        };
+        b.extend(b"GGUF");
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend((kvs.len() as u64).to_le_bytes());
+        for (key, v) in kvs {
+            string(&mut b, key);
+            match v {
+                Kv::Str(s) => {
+                    b.extend(8u32.to_le_bytes());
+                    string(&mut b, s);
+                }
+                Kv::Strs(a) => {
+                    b.extend(9u32.to_le_bytes());
+                    b.extend(8u32.to_le_bytes());
+                    b.extend((a.len() as u64).to_le_bytes());
+                    a.iter().for_each(|s| string(&mut b, s));
+                }
+                Kv::I32s(a) => {
+                    b.extend(9u32.to_le_bytes());
+                    b.extend(5u32.to_le_bytes());
+                    b.extend((a.len() as u64).to_le_bytes());
+                    a.iter().for_each(|x| b.extend(x.to_le_bytes()));
+                }
+                Kv::U32(x) => {
+                    b.extend(4u32.to_le_bytes());
+                    b.extend(x.to_le_bytes());
+                }
+                Kv::Bool(x) => {
+                    b.extend(7u32.to_le_bytes());
+                    b.push(*x as u8);
+                }
+            }
+        }
+        GgufFile::from_bytes(b).unwrap()
+    }
+
+    /// A toy Gemma vocabulary: specials, byte pieces for `A`, two letters, `▁`, their merges'
+    /// products, and a user-defined run of two spaces (stored with real spaces, as in the files).
+    const SPM_TOKENS: [&str; 11] = [
+        "<pad>",
+        "<eos>",
+        "<bos>",
+        "<unk>",
+        "<0x41>",
+        "a",
+        "b",
+        "ab",
+        "\u{2581}",
+        "\u{2581}ab",
+        "  ",
+    ];
+    const SPM_TYPES: [i32; 11] = [3, 3, 3, 2, 6, 1, 1, 1, 1, 1, 4];
+
+    fn toy_gemma(arch: &str, space_prefix: bool) -> GgufFile {
+        gguf(&[
+            ("general.architecture", Kv::Str(arch)),
+            ("tokenizer.ggml.model", Kv::Str("llama")),
+            ("tokenizer.ggml.tokens", Kv::Strs(&SPM_TOKENS)),
+            ("tokenizer.ggml.token_type", Kv::I32s(&SPM_TYPES)),
+            ("tokenizer.ggml.bos_token_id", Kv::U32(2)),
+            ("tokenizer.ggml.eos_token_id", Kv::U32(1)),
+            ("tokenizer.ggml.unknown_token_id", Kv::U32(3)),
+            ("tokenizer.ggml.padding_token_id", Kv::U32(0)),
+            ("tokenizer.ggml.add_space_prefix", Kv::Bool(space_prefix)),
+        ])
+    }
+
+    #[test]
+    fn gemma_vocabulary_runs_as_bpe_with_byte_fallback() {
+        let tok = Tokenizer::from_gguf(&toy_gemma("gemma3", false)).unwrap();
+        // BOS (no add_bos key: on by default for SentencePiece), no dummy prefix, ` ` as `▁`, the
+        // two-space piece respelled `▁▁`, `A` through its byte piece.
+        assert_eq!(tok.encode("ab ab").unwrap(), [2, 7, 9]);
+        assert_eq!(tok.encode_plain("  ").unwrap(), [10]);
+        // Merges rank by the id of the piece they make: `▁`+`ab` (id 9) before `▁`+`▁` (id 10).
+        assert_eq!(tok.encode_plain("ab  ab").unwrap(), [7, 8, 9]);
+        assert_eq!(tok.encode_plain("A<eos>").unwrap(), [4, 1]);
+        assert_eq!(tok.decode(&[7, 10, 9, 4]).unwrap(), "ab   abA");
+        assert_eq!(tok.pad_id(), 0);
+    }
+
+    #[test]
+    fn unsupported_vocabularies_are_named() {
+        let err = |g: GgufFile| Tokenizer::from_gguf(&g).err().unwrap().to_string();
+        let e = err(toy_gemma("llama", false));
+        assert!(e.contains("`llama`") && e.contains("not supported"), "{e}");
+        let e = err(toy_gemma("gemma3", true));
+        assert!(e.contains("add_space_prefix"), "{e}");
+        let e = err(gguf(&[
+            ("tokenizer.ggml.model", Kv::Str("bert")),
+            ("tokenizer.ggml.tokens", Kv::Strs(&["a"])),
+        ]));
+        assert!(e.contains("`bert`"), "{e}");
+        let e = err(gguf(&[
+            ("tokenizer.ggml.model", Kv::Str("gpt2")),
+            ("tokenizer.ggml.pre", Kv::Str("chatglm-bpe")),
+            ("tokenizer.ggml.tokens", Kv::Strs(&["a", "b", "ab"])),
+            ("tokenizer.ggml.merges", Kv::Strs(&["a b"])),
+        ]));
+        assert!(e.contains("`chatglm-bpe`"), "{e}");
+    }
+
     #[test]
     fn unknown_pre_tokenizer_is_named() {
         let err = pre_tokenizer_for("chatglm-bpe").err().unwrap().to_string();
