@@ -187,26 +187,18 @@ pub fn innate_one_step<B: Backend>(
     innate_one_step_with(net, None, num, seed, device)
 }
 
-/// Registers a system TrueType font for plot text (plotters' ab_glyph backend has none built in).
-/// Returns false when no font is found; plots are then drawn without text.
+/// Registers the embedded plot font ([`formats::font`]) for plot text (plotters' ab_glyph backend
+/// has none built in), so plots look the same on every machine. Returns false if registration
+/// failed; plots are then drawn without text.
 fn ensure_font() -> bool {
     static FONT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FONT.get_or_init(|| {
-        let candidates = [
-            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-            "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-            "/usr/share/fonts/TTF/DejaVuSans.ttf",
-            "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
-        ];
-        for c in candidates {
-            if let Ok(bytes) = std::fs::read(c) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
+        plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            formats::font::DEJAVU_SANS_MONO,
+        )
+        .is_ok()
     })
 }
 

@@ -44,12 +44,15 @@ pub enum DistillError {
     /// A file format (idx, safetensors, checkpoint folders) could not be read or written.
     #[error(transparent)]
     Format(#[from] formats::FormatError),
-    /// An error from the EDM crate (teacher loading, sampling).
-    #[error("EDM: {0}")]
-    Edm(String),
-    /// An error from the FID crate.
-    #[error("FID: {0}")]
-    Fid(String),
+    /// An error from the EDM crate (teacher loading, sampling, saving the EMA).
+    #[error(transparent)]
+    Edm(#[from] edm_core::EdmError),
+    /// An error from the FID crate (Inception, statistics).
+    #[error(transparent)]
+    Fid(#[from] fid::FidError),
+    /// An asset the evaluation needs is not in the asset cache.
+    #[error("asset {0} not in cache, run `cargo run --release -p assets-cli -- fetch {0}`")]
+    MissingAsset(String),
     /// Plotting or image encoding failed.
     #[error("image/plot output {path}: {message}")]
     Output { path: PathBuf, message: String },

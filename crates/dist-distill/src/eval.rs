@@ -15,20 +15,11 @@ use rand_distr::StandardNormal;
 use crate::error::{DistillError, Result};
 use crate::generator::{generate, OneStep};
 
-fn fid_err(e: fid::FidError) -> DistillError {
-    DistillError::Fid(e.to_string())
-}
-
 /// Loads the TF-Inception network from the asset cache (`inception-2015-12-05`).
 pub fn load_inception<B: Backend>(device: &B::Device) -> Result<InceptionV3<B>> {
-    let path = assets::cached(fid::INCEPTION_ASSET).ok_or_else(|| {
-        DistillError::Fid(format!(
-            "asset {} not in cache, run `cargo run --release -p assets-cli -- fetch {}`",
-            fid::INCEPTION_ASSET,
-            fid::INCEPTION_ASSET
-        ))
-    })?;
-    InceptionV3::from_torchscript(path, device).map_err(fid_err)
+    let path = assets::cached(fid::INCEPTION_ASSET)
+        .ok_or_else(|| DistillError::MissingAsset(fid::INCEPTION_ASSET.to_string()))?;
+    Ok(InceptionV3::from_torchscript(path, device)?)
 }
 
 /// A batch of dataset images [n, C, H, W] in [-1, 1] starting at `start`.
@@ -62,12 +53,12 @@ pub fn reference_stats<B: Backend>(
     while done < num {
         let n = batch.min(num - done);
         let x = to_uint8_range(dataset_batch(data, done, n, device));
-        let f = inception.features(x).map_err(fid_err)?;
+        let f = inception.features(x)?;
         let v: Vec<f32> = f.into_data().convert::<f32>().into_vec().expect("f32");
-        stats.update(&v).map_err(fid_err)?;
+        stats.update(&v)?;
         done += n;
     }
-    stats.finalize().map_err(fid_err)
+    Ok(stats.finalize()?)
 }
 
 /// Standard-normal latents for `n` consecutive seeds starting at `seed0` (one RNG per image, so a
@@ -136,8 +127,15 @@ pub fn draw<B: Backend>(
                 num_steps: steps,
                 ..SamplerConfig::default()
             };
-            edm_core::sample(net, z, labels, Solver::Heun, &cfg, None, &mut |_, _| {})
-                .map_err(|e| DistillError::Edm(e.to_string()))
+            Ok(edm_core::sample(
+                net,
+                z,
+                labels,
+                Solver::Heun,
+                &cfg,
+                None,
+                &mut |_, _| {},
+            )?)
         }
     }
 }
@@ -165,7 +163,7 @@ pub fn fid_of_net<B: Backend>(
             seed += count as u64;
             to_uint8_range(x.clamp(-1.0, 1.0))
         })
-        .map_err(fid_err);
+        .map_err(DistillError::from);
     if let Some(e) = err {
         return Err(e);
     }

@@ -553,9 +553,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         rec.record(self.d_opt.to_record(), tmp.join("d_opt"))
             .map_err(|e| ck(tmp, e))?;
         // The EMA in EDM's format, loadable by `edm_core::load_precond` and `gdd sample`.
-        self.ema
-            .save(tmp.join("ema"))
-            .map_err(|e| DistillError::Edm(e.to_string()))?;
+        self.ema.save(tmp.join("ema"))?;
         let state = serde_json::to_vec_pretty(&self.state).expect("state serialises");
         std::fs::write(tmp.join("state.json"), state).map_err(|e| DistillError::io(tmp, e))?;
         Ok(swap.commit()?)
