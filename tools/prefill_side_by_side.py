@@ -6,7 +6,7 @@
 Every runtime gets the same job: one forward over the same `batch × tokens` token ids (Knuth's
 multiplicative hash below the vocabulary size, the formula of bins/bench/src/prefill.rs), last-position
 logits only, the same number of CPU threads. Each measurement is its own subprocess (load, warm-up
-forward, `--runs` timed forwards, median), so its peak RSS (wait4's rusage) is that runtime's alone. The
+forward, `--runs` timed forwards, median), so its peak RSS (GNU time's %M) is that runtime's alone. The
 subprocesses are interleaved rep-major - every model and runtime once per rep, the runtime order rotated
 from rep to rep - so a burst of background load on a shared machine hits all of them alike. Reported: the
 median over reps of each subprocess's median with the min and max, the largest peak RSS, and the 1-minute
@@ -29,6 +29,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -170,28 +171,32 @@ def loadavg():
 
 
 def run_measured(cmd, env, timeout):
-    """Runs one measurement subprocess; returns (returncode, stdout, stderr, wall_s, peak_rss_mb) with
-    the peak RSS from wait4's rusage (that process's alone; Linux reports ru_maxrss in KiB)."""
-    import tempfile
+    """Runs one measurement subprocess; returns (returncode, stdout, stderr, wall_s, peak_rss_mb).
 
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
-        deadline = t0 + timeout
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, ru = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - t0
-        out.seek(0)
-        err.seek(0)
-        return proc.returncode, out.read(), err.read(), wall, ru.ru_maxrss / 1024
+    The peak RSS comes from `/usr/bin/time` (GNU time's %M): Linux carries a process's RSS high-water
+    mark across fork and exec, so a child started straight from this driver would report at least the
+    driver's own peak (the GGUF headers it read); `time` is a tiny process in between. Without it, the
+    largest child so far (RUSAGE_CHILDREN), an upper bound."""
+    timev = os.access("/usr/bin/time", os.X_OK)
+    full = ["/usr/bin/time", "-f", "MAXRSS_KB=%M", *cmd] if timev else cmd
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    rss_kb = None
+    if timev:
+        lines = err.splitlines()
+        for l in lines:
+            if l.startswith("MAXRSS_KB="):
+                rss_kb = int(l.split("=", 1)[1])
+        err = "\n".join(l for l in lines if not l.startswith("MAXRSS_KB="))
+    else:
+        rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return proc.returncode, out, err, wall, rss_kb / 1024
 
 
 def main():
@@ -357,7 +362,7 @@ def render(raw, models, a, loads):
         f"each the median of {a.runs} timed forwards after {a.warmup} warm-up; the cells give the median over "
         f"subprocesses (min–max). icl-probe: `icl-gdd-bench prefill`, compact weights; transformers: the "
         f"GGUF dequantised to float32; llama.cpp: llama-cpp-python, quantised blocks. Peak RSS per subprocess "
-        f"(wait4), load = reading the file to a ready model. {', '.join(versions)}. Measured {when} on "
+        f"(GNU time), load = reading the file to a ready model. {', '.join(versions)}. Measured {when} on "
         f"{platform.machine()}, {os.cpu_count()} cores, {load_txt} (`tools/prefill_side_by_side.py`)."
     )
     out = [head, "", *lines]

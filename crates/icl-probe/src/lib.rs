@@ -2,8 +2,8 @@
 //!
 //! Every intermediate activation has a TransformerLens name and can be cached or overwritten
 //! during a forward pass ([`HookSpec`]); models load from Hugging Face folders (Llama/Mistral,
-//! Qwen2, GPT-2, GPT-NeoX) or GGUF files (llama, qwen2), with a tokenizer that reproduces
-//! transformers' ids. Generic over the burn backend.
+//! Qwen2, Gemma 3, GPT-2, GPT-NeoX) or GGUF files (llama, qwen2, gemma3), with a tokenizer that
+//! reproduces transformers' ids. Generic over the burn backend.
 //!
 //! ```no_run
 //! use burn::backend::Flex;
