@@ -1,0 +1,326 @@
+//! The hooked forward pass: embedding, blocks (attention and MLP), final norm and logits, with
+//! every TransformerLens hook point cached or overwritten as the [`HookSpec`] asks.
+
+use std::collections::HashSet;
+
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+
+use super::{Block, Model, Output};
+use crate::batch::Batch;
+use crate::config::Activation;
+use crate::error::{ProbeError, Result};
+use crate::hooks::{HookRunner, HookSpec, LogitsMode};
+use crate::rope::RopeTables;
+
+impl<B: Backend> Model<B> {
+    /// Run the model on a batch with the given hooks.
+    pub fn forward(&self, batch: &Batch, spec: &HookSpec<B>) -> Result<Output<B>> {
+        let cfg = &self.config;
+        let (b, t) = (batch.len(), batch.seq_len());
+        let n = b * t;
+        let valid: HashSet<String> = if spec.cache.is_empty()
+            && spec.interventions.is_empty()
+            && spec.knockouts.is_empty()
+        {
+            HashSet::new()
+        } else {
+            self.hook_names.iter().cloned().collect()
+        };
+        let mut hooks = HookRunner::new(spec, batch, &valid, cfg.n_layers, &self.device)?;
+
+        let ids = batch.padded_ids();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
+            return Err(ProbeError::BadInput(format!(
+                "token id {bad} ≥ vocab size {}",
+                cfg.vocab_size
+            )));
+        }
+        let positions = batch.positions();
+
+        let mut x = self.embed.lookup(&ids, &self.device)?;
+        if let Some(s) = cfg.extras.embed_scale {
+            // HF multiplies by the scale cast to the weights' dtype (√640 is 25.25 in bf16).
+            x = x * round_to(s, self.dtype);
+        }
+        x = hooks.point_rows(|| "hook_embed".into(), x)?;
+        if let Some(pe) = &self.pos_embed {
+            if t > cfg.max_positions {
+                return Err(ProbeError::BadInput(format!(
+                    "sequence length {t} > max positions {}",
+                    cfg.max_positions
+                )));
+            }
+            let pos: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+            let pos = Tensor::<B, 1, Int>::from_data(TensorData::new(pos, [n]), &self.device);
+            let p = hooks.point_rows(|| "hook_pos_embed".into(), pe.clone().select(0, pos))?;
+            x = x + p;
+        }
+        let rope = cfg
+            .rope
+            .as_ref()
+            .map(|r| RopeTables::<B>::new(r, &positions, b, t, &self.device));
+        let mask: Tensor<B, 4> = Tensor::from_data(
+            TensorData::new(batch.attention_bias(), [b, 1, t, t]),
+            &self.device,
+        );
+        // Sliding-window layers see their own mask and rotary table (built only if some layer
+        // is local).
+        let any_local = (0..cfg.n_layers).any(|l| cfg.extras.is_local(l));
+        let local = match (any_local, cfg.extras.sliding_window) {
+            (true, Some(w)) => {
+                let rope_local = match &cfg.extras.rope_local {
+                    Some(r) => Some(RopeTables::<B>::new(r, &positions, b, t, &self.device)),
+                    None => rope.clone(),
+                };
+                Some((
+                    mask.clone() + window_bias::<B>(t, w, &self.device),
+                    rope_local,
+                ))
+            }
+            _ => None,
+        };
+        let mut global = (mask, rope);
+        let mut local = local;
+        if self.dtype != DType::F32 {
+            // -1e30 overflows float16 to -inf, and a fully masked (padding) row would then give
+            // NaN that leaks into real rows; -3e4 still zeroes every masked weight after softmax.
+            let cast = |m: Tensor<B, 4>, r: Option<RopeTables<B>>| {
+                (
+                    m.clamp_min(-3.0e4).cast(self.dtype),
+                    r.map(|r| r.cast(self.dtype)),
+                )
+            };
+            global = cast(global.0, global.1);
+            local = local.map(|(m, r)| cast(m, r));
+        }
+
+        let n_run = spec.stop_at_layer.unwrap_or(cfg.n_layers).min(cfg.n_layers);
+        for (l, blk) in self.blocks.iter().enumerate().take(n_run) {
+            let (mask, rope) = match &local {
+                Some(lo) if cfg.extras.is_local(l) => lo,
+                _ => &global,
+            };
+            x = self.block_forward(l, blk, x, mask, rope.as_ref(), &mut hooks, b, t)?;
+        }
+        let skip_final = spec.logits == LogitsMode::None && !hooks_wants_final(spec);
+        if n_run < cfg.n_layers || skip_final {
+            return Ok(Output {
+                logits: None,
+                cache: hooks.cache,
+            });
+        }
+        let x = self.ln_final.forward(x);
+        let x = hooks.point_rows(|| "ln_final.hook_normalized".into(), x)?;
+        let v = cfg.vocab_size;
+        let logits = match spec.logits {
+            LogitsMode::All => Some(self.unembed.forward(x).reshape([b, t, v])),
+            LogitsMode::Last => {
+                let last: Vec<i32> = (0..b).map(|r| (r * t + t - 1) as i32).collect();
+                let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [b]), &self.device);
+                Some(self.unembed.forward(x.select(0, last)).reshape([b, 1, v]))
+            }
+            LogitsMode::None => None,
+        };
+        let logits = match (logits, cfg.extras.final_softcap) {
+            (Some(l), Some(c)) => Some(softcap(l, c)),
+            (l, _) => l,
+        };
+        let logits = match logits {
+            Some(l) if self.dtype != DType::F32 => Some(l.cast(DType::F32)),
+            l => l,
+        };
+        Ok(Output {
+            logits,
+            cache: hooks.cache,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block_forward(
+        &self,
+        l: usize,
+        blk: &Block<B>,
+        x: Tensor<B, 2>,
+        mask: &Tensor<B, 4>,
+        rope: Option<&RopeTables<B>>,
+        hooks: &mut HookRunner<'_, B>,
+        b: usize,
+        t: usize,
+    ) -> Result<Tensor<B, 2>> {
+        let resid_pre = hooks.point_rows(|| format!("blocks.{l}.hook_resid_pre"), x)?;
+        let h = blk.ln1.forward(resid_pre.clone());
+        let h = hooks.point_rows(|| format!("blocks.{l}.ln1.hook_normalized"), h)?;
+        let attn_out = self.attention(l, blk, h, mask, rope, hooks, b, t)?;
+        // Post-sublayer norms (Gemma) come before the hook, so `hook_attn_out` / `hook_mlp_out`
+        // are what joins the residual stream, as in TransformerLens.
+        let attn_out = match &blk.ln1_post {
+            Some(n) => n.forward(attn_out),
+            None => attn_out,
+        };
+        let attn_out = hooks.point_rows(|| format!("blocks.{l}.hook_attn_out"), attn_out)?;
+        let (mlp_in, base) = if self.config.parallel_residual {
+            // GPT-NeoX: both sublayers read the block input.
+            (resid_pre.clone(), resid_pre + attn_out)
+        } else {
+            let mid = hooks.point_rows(
+                || format!("blocks.{l}.hook_resid_mid"),
+                resid_pre + attn_out,
+            )?;
+            (mid.clone(), mid)
+        };
+        let h = blk.ln2.forward(mlp_in);
+        let h = hooks.point_rows(|| format!("blocks.{l}.ln2.hook_normalized"), h)?;
+        let mlp_out = self.mlp(l, blk, h, hooks)?;
+        let mlp_out = match &blk.ln2_post {
+            Some(n) => n.forward(mlp_out),
+            None => mlp_out,
+        };
+        let mlp_out = hooks.point_rows(|| format!("blocks.{l}.hook_mlp_out"), mlp_out)?;
+        hooks.point_rows(|| format!("blocks.{l}.hook_resid_post"), base + mlp_out)
+    }
+
+    fn mlp(
+        &self,
+        l: usize,
+        blk: &Block<B>,
+        h: Tensor<B, 2>,
+        hooks: &mut HookRunner<'_, B>,
+    ) -> Result<Tensor<B, 2>> {
+        let f = self.config.d_mlp;
+        let pre = blk.mlp_in.forward(h);
+        let post = if self.config.gated_mlp {
+            let gate = pre.clone().narrow(1, 0, f);
+            let up = pre.narrow(1, f, f);
+            act(self.config.activation, gate) * up
+        } else {
+            act(self.config.activation, pre)
+        };
+        let post = hooks.point_rows(|| format!("blocks.{l}.mlp.hook_post"), post)?;
+        Ok(blk.mlp_out.forward(post))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        l: usize,
+        blk: &Block<B>,
+        h: Tensor<B, 2>,
+        mask: &Tensor<B, 4>,
+        rope: Option<&RopeTables<B>>,
+        hooks: &mut HookRunner<'_, B>,
+        b: usize,
+        t: usize,
+    ) -> Result<Tensor<B, 2>> {
+        let cfg = &self.config;
+        let (nh, nkv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let qkv = blk.qkv.forward(h);
+        let q = qkv.clone().narrow(1, 0, nh * dh).reshape([b, t, nh, dh]);
+        let k = qkv
+            .clone()
+            .narrow(1, nh * dh, nkv * dh)
+            .reshape([b, t, nkv, dh]);
+        let v = qkv
+            .narrow(1, (nh + nkv) * dh, nkv * dh)
+            .reshape([b, t, nkv, dh]);
+        let q = hooks.point4(|| format!("blocks.{l}.attn.hook_q"), q)?;
+        let k = hooks.point4(|| format!("blocks.{l}.attn.hook_k"), k)?;
+        let v = hooks.point4(|| format!("blocks.{l}.attn.hook_v"), v)?;
+        // q/k RMSNorm over each head's d_head values (Gemma 3), before rotary.
+        let q = match &blk.q_norm {
+            Some(n) => hooks.point4(
+                || format!("blocks.{l}.attn.q_norm.hook_normalized"),
+                n.forward(q.reshape([b * t * nh, dh]))
+                    .reshape([b, t, nh, dh]),
+            )?,
+            None => q,
+        };
+        let k = match &blk.k_norm {
+            Some(n) => hooks.point4(
+                || format!("blocks.{l}.attn.k_norm.hook_normalized"),
+                n.forward(k.reshape([b * t * nkv, dh]))
+                    .reshape([b, t, nkv, dh]),
+            )?,
+            None => k,
+        };
+        let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        if let Some(r) = rope {
+            q = r.apply(q);
+            k = r.apply(k);
+        }
+        let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
+        let scale = match cfg.extras.query_pre_attn_scalar {
+            Some(s) => 1.0 / s.sqrt(),
+            None => 1.0 / (dh as f32).sqrt(),
+        };
+        let mut scores = exact_f32::matmul(q, k.swap_dims(2, 3)) * scale + mask.clone();
+        if let Some(knock) = hooks.knockout_bias(l, nh)? {
+            scores = scores + knock.cast(self.dtype);
+        }
+        let scores = hooks.point4(|| format!("blocks.{l}.attn.hook_attn_scores"), scores)?;
+        let pattern = softmax(scores, 3);
+        let pattern = hooks.point4(|| format!("blocks.{l}.attn.hook_pattern"), pattern)?;
+        let z = exact_f32::matmul(pattern, v).swap_dims(1, 2);
+        let z = hooks.point4(|| format!("blocks.{l}.attn.hook_z"), z)?;
+        Ok(blk.o.forward(z.reshape([b * t, nh * dh])))
+    }
+}
+
+fn hooks_wants_final<B: Backend>(spec: &HookSpec<B>) -> bool {
+    spec.cache
+        .iter()
+        .any(|c| crate::hooks::glob_match(c, "ln_final.hook_normalized"))
+        || spec
+            .interventions
+            .iter()
+            .any(|i| i.hook == "ln_final.hook_normalized")
+}
+/// Soft capping of the logits, `c·tanh(x/c)` (Gemma 2; honoured when a Gemma 3 config sets it).
+fn softcap<B: Backend, const D: usize>(x: Tensor<B, D>, c: f32) -> Tensor<B, D> {
+    (x / c).tanh() * c
+}
+
+/// `s` rounded to `dtype` (so a scale multiplies as it would after HF's `.to(dtype)`).
+fn round_to(s: f32, dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => half::bf16::from_f32(s).to_f32(),
+        DType::F16 => half::f16::from_f32(s).to_f32(),
+        _ => s,
+    }
+}
+
+/// Additive `[1, 1, T, T]` bias hiding keys at least `window` positions behind the query
+/// (HF `sliding_window_overlay`: key `k` visible from query `q` iff `q − k < window`; llama.cpp
+/// `is_masked_swa`). Padded coordinates equal position differences here: padding is on the left.
+fn window_bias<B: Backend>(t: usize, window: usize, device: &B::Device) -> Tensor<B, 4> {
+    let mut bias = vec![0f32; t * t];
+    for q in 0..t {
+        for k in 0..t {
+            if q >= k + window {
+                bias[q * t + k] = crate::batch::MASK_VALUE;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(bias, [1, 1, t, t]), device)
+}
+
+fn act<B: Backend>(a: Activation, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    match a {
+        Activation::Silu => silu(x),
+        Activation::Gelu => gelu(x),
+        Activation::GeluTanh => gelu_approximate(x),
+        Activation::Relu => relu(x),
+    }
+}
+
+/// Grouped-query attention: key/value head `j` serves query heads `j·g .. (j+1)·g`.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, g: usize) -> Tensor<B, 4> {
+    if g == 1 {
+        return x;
+    }
+    let [b, kv, t, dh] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .repeat_dim(2, g)
+        .reshape([b, kv * g, t, dh])
+}
