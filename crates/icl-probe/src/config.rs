@@ -197,6 +197,50 @@ fn get_token_id(v: &Value, key: &str) -> Option<u32> {
     }
 }
 
+/// `d_model / n_heads`, the head size implied when a config gives none, refused (never a division
+/// by zero, never a silently truncated head) when the head count is 0 or does not divide the
+/// width. `heads_key` and `width_key` are the names the source file uses, so the error points at
+/// the line to fix.
+pub(crate) fn implied_head_dim(
+    d_model: usize,
+    n_heads: usize,
+    width_key: &str,
+    heads_key: &str,
+    origin: &str,
+) -> Result<usize> {
+    let bad = |msg: String| ProbeError::Config {
+        origin: origin.to_string(),
+        msg,
+    };
+    if n_heads == 0 {
+        return Err(bad(format!(
+            "`{heads_key}` is 0 (a model needs at least one attention head)"
+        )));
+    }
+    if !d_model.is_multiple_of(n_heads) {
+        return Err(bad(format!(
+            "`{width_key}` {d_model} is not a multiple of `{heads_key}` {n_heads} (no head size \
+             given, so it would be {d_model}/{n_heads})"
+        )));
+    }
+    Ok(d_model / n_heads)
+}
+
+/// More layers than any model has (the largest published decoders have a few hundred): a count
+/// above it is a corrupt or hostile file, refused before a per-layer table is allocated.
+pub const MAX_LAYERS: usize = 1 << 16;
+
+/// A layer count checked against [`MAX_LAYERS`] (and 0), named by the source file's key.
+pub(crate) fn layer_count(n: usize, key: &str, origin: &str) -> Result<usize> {
+    if n == 0 || n > MAX_LAYERS {
+        return Err(ProbeError::Config {
+            origin: origin.to_string(),
+            msg: format!("`{key}` is {n} (must be 1..={MAX_LAYERS})"),
+        });
+    }
+    Ok(n)
+}
+
 fn need_usize(v: &Value, key: &str) -> Result<usize> {
     get_usize(v, key).ok_or_else(|| ProbeError::Config {
         origin: "config.json".into(),
@@ -305,7 +349,11 @@ fn gemma3_from_hf(
     }
     let d_model = need_usize(v, "hidden_size")?;
     let n_heads = need_usize(v, "num_attention_heads")?;
-    let n_layers = need_usize(v, "num_hidden_layers")?;
+    let n_layers = layer_count(
+        need_usize(v, "num_hidden_layers")?,
+        "num_hidden_layers",
+        "config.json",
+    )?;
     let d_head = get_usize(v, "head_dim").unwrap_or(256);
     let act = v
         .get("hidden_activation")
@@ -451,7 +499,16 @@ impl ModelConfig {
             Architecture::Llama | Architecture::Qwen2 => {
                 let d_model = need_usize(v, "hidden_size")?;
                 let n_heads = need_usize(v, "num_attention_heads")?;
-                let d_head = get_usize(v, "head_dim").unwrap_or(d_model / n_heads);
+                let d_head = match get_usize(v, "head_dim") {
+                    Some(d) => d,
+                    None => implied_head_dim(
+                        d_model,
+                        n_heads,
+                        "hidden_size",
+                        "num_attention_heads",
+                        "config.json",
+                    )?,
+                };
                 let is_qwen = architecture == Architecture::Qwen2;
                 let attention_bias = get_bool(v, "attention_bias").unwrap_or(false);
                 ModelConfig {
@@ -492,7 +549,7 @@ impl ModelConfig {
                     d_model,
                     n_heads,
                     n_kv_heads: n_heads,
-                    d_head: d_model / n_heads,
+                    d_head: implied_head_dim(d_model, n_heads, "n_embd", "n_head", "config.json")?,
                     d_mlp: get_usize(v, "n_inner").unwrap_or(4 * d_model),
                     vocab_size,
                     max_positions: get_usize(v, "n_positions").unwrap_or(1024),
@@ -519,7 +576,13 @@ impl ModelConfig {
             Architecture::GptNeoX => {
                 let d_model = need_usize(v, "hidden_size")?;
                 let n_heads = need_usize(v, "num_attention_heads")?;
-                let d_head = d_model / n_heads;
+                let d_head = implied_head_dim(
+                    d_model,
+                    n_heads,
+                    "hidden_size",
+                    "num_attention_heads",
+                    "config.json",
+                )?;
                 let pct = v
                     .get("rope_parameters")
                     .and_then(|p| get_f64(p, "partial_rotary_factor"))
@@ -571,20 +634,50 @@ impl ModelConfig {
                 msg,
             })
         };
-        if self.n_heads == 0 || self.n_kv_heads == 0 || self.d_head == 0 || self.n_layers == 0 {
-            return bad("zero heads, head dim or layers".into());
+        // Every size the forward pass divides by, allocates with or loops over; each named on its
+        // own so the message says which line of the file is wrong.
+        for (field, what, n) in [
+            ("n_layers", "layers", self.n_layers),
+            ("d_model", "model width", self.d_model),
+            ("n_heads", "attention heads", self.n_heads),
+            ("n_kv_heads", "key/value heads", self.n_kv_heads),
+            ("d_head", "head size", self.d_head),
+            ("d_mlp", "MLP width", self.d_mlp),
+            ("vocab_size", "vocabulary size", self.vocab_size),
+            ("max_positions", "context length", self.max_positions),
+        ] {
+            if n == 0 {
+                return bad(format!("{field} ({what}) is 0"));
+            }
+        }
+        if self.n_layers > MAX_LAYERS {
+            return bad(format!("n_layers {} > {MAX_LAYERS}", self.n_layers));
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
-                "n_heads {} not a multiple of n_kv_heads {}",
+                "n_heads {} is not a multiple of n_kv_heads {} (each key/value head must serve \
+                 a whole group of query heads)",
                 self.n_heads, self.n_kv_heads
             ));
         }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return bad(format!(
+                "norm epsilon {} must be finite and ≥ 0",
+                self.norm_eps
+            ));
+        }
         for r in self.rope.iter().chain(self.extras.rope_local.iter()) {
-            if r.rotary_dim % 2 != 0 || r.rotary_dim > self.d_head {
+            if r.rotary_dim == 0 || r.rotary_dim % 2 != 0 || r.rotary_dim > self.d_head {
                 return bad(format!(
-                    "rotary dim {} must be even and ≤ head dim {}",
+                    "rotary dim {} must be even, > 0 and ≤ head dim {} (rotary pairs dimension \
+                     i with i + dim/2)",
                     r.rotary_dim, self.d_head
+                ));
+            }
+            if !(r.theta.is_finite() && r.theta > 0.0) {
+                return bad(format!(
+                    "rope base (theta) {} must be positive and finite",
+                    r.theta
                 ));
             }
         }

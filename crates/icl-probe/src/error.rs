@@ -14,6 +14,10 @@ pub enum ProbeError {
         #[source]
         err: std::io::Error,
     },
+    /// A model or tokenizer path that is not a regular file (a FIFO would block the read forever,
+    /// a device could stream without end), refused before it is opened.
+    #[error("{path} is {kind}, not a regular file (give the model file or folder itself)")]
+    NotRegularFile { path: PathBuf, kind: &'static str },
     #[error("invalid JSON in {path}: {err}")]
     Json {
         path: PathBuf,

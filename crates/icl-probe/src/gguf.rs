@@ -57,7 +57,34 @@ pub enum GgufError {
     MissingTensor(String),
     #[error("metadata key `{key}`: {msg}")]
     Metadata { key: String, msg: String },
+    #[error(
+        "metadata key `{key}`: arrays nested deeper than {limit} levels (real files nest at most \
+         2; a deeper nesting is corrupt or hostile)"
+    )]
+    TooDeep { key: String, limit: usize },
 }
+
+/// How deep metadata arrays may nest. The GGUF spec allows arrays of arrays, and llama.cpp's
+/// files use at most one level (token lists); every level costs a stack frame here, so a file of
+/// nothing but array headers would otherwise overflow the stack.
+pub const MAX_ARRAY_DEPTH: usize = 8;
+
+/// The fewest bytes one metadata value of `type_id` can take in the file (an array: its element
+/// type and count), so a declared count can be checked against the bytes left before anything is
+/// allocated for it.
+fn min_value_bytes(type_id: u32) -> usize {
+    match type_id {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8,
+        9 => 12,
+        _ => 1,
+    }
+}
+
+/// The fewest bytes one tensor-info entry takes: name length, dimension count, type, offset.
+const MIN_TENSOR_INFO_BYTES: usize = 8 + 4 + 4 + 8;
 
 type GResult<T> = std::result::Result<T, GgufError>;
 
@@ -199,10 +226,16 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
     }
     fn len(&mut self, what: &str) -> GResult<usize> {
+        self.count(what, 1)
+    }
+    /// A count of items that take at least `min_bytes` each, checked against the bytes left.
+    fn count(&mut self, what: &str, min_bytes: usize) -> GResult<usize> {
         let at = self.pos;
         let n = self.u64(what)?;
-        // A count larger than the bytes left is corruption, not a reason to allocate terabytes.
-        if n > (self.buf.len() - self.pos) as u64 {
+        // A count larger than the bytes left can hold is corruption, not a reason to allocate
+        // terabytes.
+        let left = (self.buf.len() - self.pos) / min_bytes.max(1);
+        if n > left as u64 {
             return Err(GgufError::Truncated {
                 what: format!("{what} (count {n})"),
                 offset: at,
@@ -217,6 +250,9 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::InvalidUtf8 { offset: at })
     }
     fn value(&mut self, key: &str, type_id: u32) -> GResult<GgufValue> {
+        self.value_at(key, type_id, 0)
+    }
+    fn value_at(&mut self, key: &str, type_id: u32, depth: usize) -> GResult<GgufValue> {
         Ok(match type_id {
             0 => GgufValue::U8(self.u8(key)?),
             1 => GgufValue::I8(self.u8(key)? as i8),
@@ -228,11 +264,17 @@ impl<'a> Reader<'a> {
             7 => GgufValue::Bool(self.u8(key)? != 0),
             8 => GgufValue::String(self.string(key)?),
             9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(GgufError::TooDeep {
+                        key: key.to_string(),
+                        limit: MAX_ARRAY_DEPTH,
+                    });
+                }
                 let elem_type = self.u32(key)?;
-                let n = self.len(key)?;
+                let n = self.count(key, min_value_bytes(elem_type))?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.value(key, elem_type)?);
+                    items.push(self.value_at(key, elem_type, depth + 1)?);
                 }
                 GgufValue::Array(items)
             }
@@ -283,7 +325,7 @@ impl GgufFile {
         if !(2..=3).contains(&version) {
             return Err(GgufError::UnsupportedVersion(version));
         }
-        let n_tensors = r.len("tensor count")?;
+        let n_tensors = r.count("tensor count", MIN_TENSOR_INFO_BYTES)?;
         let n_kv = r.len("metadata count")?;
         let mut metadata = BTreeMap::new();
         for _ in 0..n_kv {
@@ -305,6 +347,18 @@ impl GgufFile {
             let mut dims = Vec::with_capacity(n_dims);
             for _ in 0..n_dims {
                 dims.push(r.u64(&name)?);
+            }
+            // The element count is a product of file-given numbers: one that overflows would
+            // wrap to a small size in release builds and slip past every later bounds check.
+            if dims
+                .iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+                .is_none()
+            {
+                return Err(GgufError::Metadata {
+                    key: name,
+                    msg: format!("dimensions {dims:?} overflow the element count"),
+                });
             }
             let type_id = r.u32(&name)?;
             let offset = r.u64(&name)?;

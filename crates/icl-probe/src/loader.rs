@@ -28,6 +28,16 @@ pub enum ModelSource {
 /// cache, `$HF_HOME` / `~/.cache/huggingface/hub`).
 pub fn resolve(spec: &str) -> Result<ModelSource> {
     let p = Path::new(spec);
+    // Something that exists but is neither a file nor a folder (a FIFO, a device, a socket) is
+    // refused here, not mistaken for a hub repo id or opened and waited on.
+    if let Ok(meta) = std::fs::metadata(p) {
+        if !meta.is_file() && !meta.is_dir() {
+            return Err(ProbeError::NotRegularFile {
+                path: p.to_path_buf(),
+                kind: file_kind(&meta),
+            });
+        }
+    }
     if p.is_file() {
         if p.extension().and_then(|e| e.to_str()) == Some("gguf") {
             return Ok(ModelSource::Gguf(p.to_path_buf()));
@@ -58,7 +68,78 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
     )))
 }
 
+/// What a non-regular path is, in words, for [`ProbeError::NotRegularFile`].
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        return "a folder";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a file"
+}
+
+/// Refuse anything but a regular file (links followed) before it is opened for reading: opening
+/// a FIFO blocks until a writer appears, reading a device may never end, and a folder gives an
+/// `EISDIR` far from the cause.
+pub fn check_regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|err| ProbeError::Io {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(ProbeError::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: file_kind(&meta),
+        })
+    }
+}
+
+/// A config error from a file's contents, with the file's path in place of the generic origin
+/// (`config.json`, `GGUF metadata`) the parsers know, so the message says which file to fix.
+fn in_file(path: &Path) -> impl FnOnce(ProbeError) -> ProbeError + '_ {
+    move |e| match e {
+        ProbeError::Config { origin, msg } => ProbeError::Config {
+            origin: if origin == "config.json" {
+                path.display().to_string()
+            } else {
+                format!("{}, {origin}", path.display())
+            },
+            msg,
+        },
+        other => other,
+    }
+}
+
+/// Parse a folder's `config.json` into a validated config.
+fn hf_config(dir: &Path) -> Result<ModelConfig> {
+    let path = dir.join("config.json");
+    ModelConfig::from_hf_json(&read_json(&path)?).map_err(in_file(&path))
+}
+
+/// A GGUF's validated config.
+fn gguf_config(g: &GgufFile, path: &Path) -> Result<ModelConfig> {
+    arch::llama::config_from_gguf(g).map_err(in_file(path))
+}
+
 fn read_json(path: &Path) -> Result<serde_json::Value> {
+    check_regular_file(path)?;
     let text = std::fs::read_to_string(path).map_err(|err| ProbeError::Io {
         path: path.to_path_buf(),
         err,
@@ -70,6 +151,7 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 }
 
 fn open_gguf(path: &Path) -> Result<GgufFile> {
+    check_regular_file(path)?;
     GgufFile::open(path)
         .map_err(|err| ProbeError::Io {
             path: path.to_path_buf(),
@@ -100,8 +182,8 @@ fn build<B: Backend>(
 /// Read the config of a model without loading weights.
 pub fn load_config(spec: &str) -> Result<ModelConfig> {
     match resolve(spec)? {
-        ModelSource::HfDir(dir) => ModelConfig::from_hf_json(&read_json(&dir.join("config.json"))?),
-        ModelSource::Gguf(path) => arch::llama::config_from_gguf(&open_gguf(&path)?),
+        ModelSource::HfDir(dir) => hf_config(&dir),
+        ModelSource::Gguf(path) => gguf_config(&open_gguf(&path)?, &path),
     }
 }
 
@@ -150,11 +232,12 @@ pub fn load_tokenizer(spec: impl AsRef<Path>) -> Result<Tokenizer> {
 }
 
 fn hf_tokenizer(dir: &Path) -> Result<Tokenizer> {
-    let cfg = ModelConfig::from_hf_json(&read_json(&dir.join("config.json"))?)?;
+    let cfg = hf_config(dir)?;
     let path = dir.join("tokenizer.json");
-    if !path.is_file() {
+    if !path.exists() {
         return Err(ProbeError::NotFound(format!("{}", path.display())));
     }
+    check_regular_file(&path)?;
     Ok(Tokenizer::from_file(&path)?.with_special_ids(cfg.bos_token_id, cfg.eos_token_id))
 }
 
@@ -166,7 +249,7 @@ fn load_any<B: Backend>(
 ) -> Result<(Model<B>, Option<Tokenizer>)> {
     match resolve(&spec.to_string_lossy())? {
         ModelSource::HfDir(dir) => {
-            let cfg = ModelConfig::from_hf_json(&read_json(&dir.join("config.json"))?)?;
+            let cfg = hf_config(&dir)?;
             let mut w = WeightMap::new(dir.display().to_string());
             for f in safetensors_files(&dir)? {
                 load_safetensors_into(&f, &mut w)?;
@@ -181,7 +264,7 @@ fn load_any<B: Backend>(
         ModelSource::Gguf(path) => {
             // Shared: packed weights borrow the mapped file for the model's lifetime.
             let g = Arc::new(open_gguf(&path)?);
-            let cfg = arch::llama::config_from_gguf(&g)?;
+            let cfg = gguf_config(&g, &path)?;
             let w = arch::llama::gguf_weights(&g, &cfg, &path.display().to_string())?;
             let tok = if with_tokenizer {
                 Some(Tokenizer::from_gguf(&g)?)

@@ -110,6 +110,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ProbeError + '_ {
 /// Load one `.safetensors` file into `map`: F32 tensors and half-precision vectors as f32,
 /// F16/BF16 matrices packed (borrowing the mapped file, which they then keep open).
 pub fn load_safetensors_into(path: &Path, map: &mut WeightMap) -> Result<()> {
+    crate::loader::check_regular_file(path)?;
     let file = std::fs::File::open(path).map_err(io_err(path))?;
     // SAFETY: read-only map of a checkpoint that is not modified while we read it (nor while
     // packed weights borrow from it).
@@ -152,11 +153,13 @@ pub fn load_safetensors_into(path: &Path, map: &mut WeightMap) -> Result<()> {
 /// `model.safetensors.index.json`.
 pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
-    if single.is_file() {
+    // `exists`, not `is_file`: a FIFO or folder in its place is refused by name when loaded.
+    if single.exists() {
         return Ok(vec![single]);
     }
     let index = dir.join("model.safetensors.index.json");
-    if index.is_file() {
+    if index.exists() {
+        crate::loader::check_regular_file(&index)?;
         let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|err| ProbeError::Json {
             path: index.clone(),

@@ -16,8 +16,8 @@
 
 use crate::arch::{fuse_cols, linear, norm, unembed};
 use crate::config::{
-    layer_pattern, Activation, Architecture, BlockExtras, LayerAttention, ModelConfig, NormKind,
-    RopeConfig, RopeScaling, GEMMA3_SLIDING_WINDOW_PATTERN,
+    implied_head_dim, layer_count, layer_pattern, Activation, Architecture, BlockExtras,
+    LayerAttention, ModelConfig, NormKind, RopeConfig, RopeScaling, GEMMA3_SLIDING_WINDOW_PATTERN,
 };
 use crate::error::{ProbeError, Result};
 use crate::gguf::{GgufFile, GgufValue};
@@ -183,15 +183,27 @@ pub fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
     let need = |k: &str| u(k).ok_or_else(|| meta_err(format!("missing integer `{a}.{k}`")));
     let f = |k: &str| g.get(&format!("{a}.{k}")).and_then(GgufValue::as_f64);
     let d_model = need("embedding_length")?;
-    let n_layers = need("block_count")?;
+    let n_layers = layer_count(need("block_count")?, "gemma3.block_count", "GGUF metadata")?;
     let n_heads = need("attention.head_count")?;
     let n_kv_heads = u("attention.head_count_kv").unwrap_or(n_heads);
-    let d_head = u("attention.key_length").unwrap_or(d_model / n_heads);
+    let implied = || {
+        implied_head_dim(
+            d_model,
+            n_heads,
+            "gemma3.embedding_length",
+            "gemma3.attention.head_count",
+            "GGUF metadata",
+        )
+    };
+    let d_head = match u("attention.key_length") {
+        Some(d) => d,
+        None => implied()?,
+    };
     let vocab_size = match u("vocab_size") {
         Some(v) => v,
         None => g
             .tensor_info("token_embd.weight")
-            .map(|t| t.shape()[0])
+            .and_then(|t| t.shape().first().copied())
             .ok_or_else(|| meta_err("no vocab size and no token_embd.weight".into()))?,
     };
     let scaling = match g
@@ -212,7 +224,7 @@ pub fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
         None => vec![LayerAttention::Global; n_layers],
     };
     let query_pre_attn_scalar = if n_layers == 62 {
-        (d_model / n_heads) as f32
+        implied()? as f32
     } else {
         d_head as f32
     };

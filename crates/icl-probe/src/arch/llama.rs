@@ -3,7 +3,9 @@
 //! Also reads these models from GGUF (llama.cpp names, Q/K rows permuted for GGML rope).
 
 use crate::arch::{fuse_cols, linear, norm, unembed};
-use crate::config::{Activation, Architecture, ModelConfig, NormKind, RopeConfig, RopeScaling};
+use crate::config::{
+    implied_head_dim, Activation, Architecture, ModelConfig, NormKind, RopeConfig, RopeScaling,
+};
 use crate::error::{ProbeError, Result};
 use std::sync::Arc;
 
@@ -75,12 +77,21 @@ pub fn config_from_gguf(g: &GgufFile) -> Result<ModelConfig> {
     let d_model = meta_u(g, &format!("{a}.embedding_length"))?;
     let n_heads = meta_u(g, &format!("{a}.attention.head_count"))?;
     let n_kv_heads = meta_u(g, &format!("{a}.attention.head_count_kv")).unwrap_or(n_heads);
-    let d_head = meta_u(g, &format!("{a}.attention.key_length")).unwrap_or(d_model / n_heads);
+    let d_head = match meta_u(g, &format!("{a}.attention.key_length")) {
+        Ok(d) => d,
+        Err(_) => implied_head_dim(
+            d_model,
+            n_heads,
+            &format!("{a}.embedding_length"),
+            &format!("{a}.attention.head_count"),
+            "GGUF metadata",
+        )?,
+    };
     let vocab_size = match meta_u(g, &format!("{a}.vocab_size")) {
         Ok(v) => v,
         Err(_) => g
             .tensor_info("token_embd.weight")
-            .map(|t| t.shape()[0])
+            .and_then(|t| t.shape().first().copied())
             .ok_or_else(|| ProbeError::Config {
                 origin: "GGUF metadata".into(),
                 msg: "no vocab size and no token_embd.weight".into(),
