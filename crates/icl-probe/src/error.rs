@@ -62,6 +62,15 @@ pub enum ProbeError {
     InvalidIntervention { hook: String, msg: String },
     #[error("invalid input: {0}")]
     BadInput(String),
+    /// A run refused before it computes, because it would exceed a limit (context length,
+    /// memory); `how` says how to raise the limit when the user really means it.
+    #[error("{what} {need} exceeds the limit of {limit}; {how}")]
+    TooLarge {
+        what: String,
+        need: String,
+        limit: String,
+        how: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, ProbeError>;

@@ -346,3 +346,28 @@ fn fifos_and_devices_as_model_paths_are_refused_without_blocking() {
         "{r:?}"
     );
 }
+
+/// The forward pass checks a batch before it builds anything: a million-token prompt used to
+/// allocate a `T × T` attention mask (terabytes) and abort the process.
+#[test]
+fn forward_refuses_a_prompt_past_the_context_before_allocating() {
+    use icl_probe::{Batch, HookSpec, LogitsMode, Model};
+    let cfg = ModelConfig::from_hf_json(&serde_json::json!({
+        "model_type": "llama", "vocab_size": 100, "hidden_size": 64,
+        "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 128,
+        "max_position_embeddings": 256
+    }))
+    .unwrap();
+    let model = Model::<burn::backend::Flex>::random(cfg, 0, &Default::default()).unwrap();
+    let spec = HookSpec::new().logits(LogitsMode::Last);
+    let fits = Batch::from_ids(vec![vec![1; 256]], 0).unwrap();
+    assert!(model.forward(&fits, &spec).is_ok());
+    let huge = Batch::from_ids(vec![vec![1; 1_000_000]], 0).unwrap();
+    let Err(err) = model.forward(&huge, &spec) else {
+        panic!("a million-token prompt was run");
+    };
+    assert!(
+        matches!(&err, ProbeError::TooLarge { .. }) && err.to_string().contains("256 tokens"),
+        "{err}"
+    );
+}

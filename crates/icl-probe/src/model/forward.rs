@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use super::{Block, Model, Output};
-use crate::batch::Batch;
+use crate::batch::{Batch, RunLimits};
 use crate::config::Activation;
 use crate::error::{ProbeError, Result};
 use crate::hooks::{HookRunner, HookSpec, LogitsMode};
@@ -29,6 +29,9 @@ impl<B: Backend> Model<B> {
             self.hook_names.iter().cloned().collect()
         };
         let mut hooks = HookRunner::new(spec, batch, &valid, cfg.n_layers, &self.device)?;
+        let limits = RunLimits::from_env()?;
+        let all_logits = spec.logits == LogitsMode::All;
+        batch.check_fits(cfg, &limits, &spec.cache, &self.hook_names, all_logits)?;
 
         let ids = batch.padded_ids();
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
