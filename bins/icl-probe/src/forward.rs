@@ -50,6 +50,8 @@ fn ints(st: &SafeTensors, name: &str) -> anyhow::Result<Option<(Vec<usize>, Vec<
 
 impl BackendTask for Args {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        // A FIFO or device here would block the open or never end the read.
+        icl_probe::loader::check_regular_file(&self.input_ids)?;
         let bytes = std::fs::read(&self.input_ids)
             .with_context(|| format!("reading {}", self.input_ids.display()))?;
         let st = SafeTensors::deserialize(&bytes)

@@ -31,6 +31,8 @@ impl BackendTask for Args {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
         let (model, tok) = load_model::<B>(&self.model, &device)
             .with_context(|| format!("loading {}", self.model.display()))?;
+        // A FIFO or device here would block the open or never end the read.
+        icl_probe::loader::check_regular_file(&self.prompts)?;
         let input = std::fs::File::open(&self.prompts)
             .with_context(|| format!("opening {}", self.prompts.display()))?;
         let mut records = Vec::new();

@@ -16,7 +16,7 @@ pub enum ProbeError {
     },
     /// A model or tokenizer path that is not a regular file (a FIFO would block the read forever,
     /// a device could stream without end), refused before it is opened.
-    #[error("{path} is {kind}, not a regular file (give the model file or folder itself)")]
+    #[error("{path} is {kind}, not a regular file")]
     NotRegularFile { path: PathBuf, kind: &'static str },
     #[error("invalid JSON in {path}: {err}")]
     Json {
