@@ -12,6 +12,9 @@ pub use crate::quant::{dequantize, dequantize_block, GgmlType, SUPPORTED_TYPES};
 /// What went wrong while reading a GGUF file.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
+    /// The file could not be opened or mapped.
+    #[error("cannot read the file: {0}")]
+    Io(#[from] std::io::Error),
     #[error("not a GGUF file (magic {0:#010x})")]
     BadMagic(u32),
     #[error("unsupported GGUF version {0} (supported: 2, 3)")]
@@ -302,12 +305,12 @@ impl AsRef<[u8]> for GgufFile {
 
 impl GgufFile {
     /// Memory-map and parse a file.
-    pub fn open(path: &Path) -> std::io::Result<std::result::Result<Self, GgufError>> {
+    pub fn open(path: &Path) -> std::result::Result<Self, GgufError> {
         let file = std::fs::File::open(path)?;
         // SAFETY: the map is read-only and lives as long as the GgufFile; model files are not
         // expected to be modified while loaded (the same contract as safetensors/candle).
         let mmap = unsafe { memmap2::Mmap::map(&file)? };
-        Ok(Self::parse(Bytes::Mmap(mmap)))
+        Self::parse(Bytes::Mmap(mmap))
     }
 
     /// Parse an in-memory file (tests, fuzzing).

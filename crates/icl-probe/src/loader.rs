@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use crate::arch;
 use crate::config::{Architecture, ModelConfig};
 use crate::error::{ProbeError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufError, GgufFile};
 use crate::linear::LoadOptions;
 use crate::model::{HostModel, Model};
 use crate::tokenizer::Tokenizer;
@@ -152,15 +152,16 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 
 fn open_gguf(path: &Path) -> Result<GgufFile> {
     check_regular_file(path)?;
-    GgufFile::open(path)
-        .map_err(|err| ProbeError::Io {
+    GgufFile::open(path).map_err(|err| match err {
+        GgufError::Io(err) => ProbeError::Io {
             path: path.to_path_buf(),
             err,
-        })?
-        .map_err(|err| ProbeError::Gguf {
+        },
+        err => ProbeError::Gguf {
             path: path.to_path_buf(),
             err,
-        })
+        },
+    })
 }
 
 fn build<B: Backend>(
