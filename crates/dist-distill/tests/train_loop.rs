@@ -227,9 +227,10 @@ fn data_parallel_steps_match_the_single_device_run() {
         );
         assert_eq!(a.r1_penalty.is_some(), b.r1_penalty.is_some());
         if let (Some(x), Some(y)) = (a.r1_penalty, b.r1_penalty) {
-            // ‖∇ₓD‖² after one D update is the most sensitive to the sign-flip effect above; a
-            // wrong shard weighting would be off by tens of percent.
-            assert!(rel(x, y) < 1e-3, "R1 {x} vs {y}");
+            // ‖∇ₓD‖² after one D update is the most sensitive to the sign-flip effect above: the
+            // GEMM kernel alone moves it by 1.5e-3 (gemm's AVX-512 kernels against its AVX2 ones,
+            // 2026-12-02), so the bound is 1e-2; a wrong shard weighting is off by tens of percent.
+            assert!(rel(x, y) < 1e-2, "R1 {x} vs {y}");
         }
     }
     let (diff, update) = param_distance(&single.g.valid(), &dp.g.valid(), &start);
