@@ -137,7 +137,10 @@ fn main() -> Result<()> {
     }
 }
 
-fn tensor<B: Backend, const D: usize>(t: &edm_core::HostTensor, device: &B::Device) -> Tensor<B, D> {
+fn tensor<B: Backend, const D: usize>(
+    t: &edm_core::HostTensor,
+    device: &B::Device,
+) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
 }
 

@@ -153,13 +153,19 @@ fn check_model(asset: &str) {
         .unwrap_or_else(|e| panic!("{asset}: loading {}: {e}", path.display()));
     let load_s = start.elapsed().as_secs_f64();
     let rss = rss_mib()
-        .map(|(now, peak)| format!("RSS {now:.0} MiB after load (process peak so far {peak:.0} MiB)"))
+        .map(|(now, peak)| {
+            format!("RSS {now:.0} MiB after load (process peak so far {peak:.0} MiB)")
+        })
         .unwrap_or_default();
     println!(
         "{asset}: loaded in {load_s:.1} s, {rss}; transformers took {:.1} s, peak RSS {:.0} MB",
         reference.load_s, reference.peak_rss_mb
     );
-    assert_eq!(model.config().vocab_size, reference.vocab_size, "{asset}: vocabulary size");
+    assert_eq!(
+        model.config().vocab_size,
+        reference.vocab_size,
+        "{asset}: vocabulary size"
+    );
 
     let spec = HookSpec::new().logits(LogitsMode::Last);
     let (mut agree, mut ours_right, mut theirs_right) = (0usize, 0usize, 0usize);
@@ -176,7 +182,10 @@ fn check_model(asset: &str) {
         for (r, p) in chunk.iter().enumerate() {
             let k = c * BATCH + r;
             let row = &vals[r * v..(r + 1) * v];
-            assert!(b == chunk.len() && row.iter().all(|x| x.is_finite()), "{asset}: prompt {k} logits");
+            assert!(
+                b == chunk.len() && row.iter().all(|x| x.is_finite()),
+                "{asset}: prompt {k} logits"
+            );
             let top1 = (0..v)
                 .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
                 .unwrap() as u32;
