@@ -252,19 +252,28 @@ impl<B: Backend> Model<B> {
             q = r.apply(q);
             k = r.apply(k);
         }
-        let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
         let scale = match cfg.extras.query_pre_attn_scalar {
             Some(s) => 1.0 / s.sqrt(),
             None => 1.0 / (dh as f32).sqrt(),
         };
-        let mut scores = exact_f32::matmul(q, k.swap_dims(2, 3)) * scale + mask.clone();
+        // Grouped-query attention without copying keys and values per query head: the g = nh/nkv
+        // query heads that share key/value head j are stacked along the row axis, so each group is
+        // one (g·t × dh)·(dh × t) product (taller, so better for the GEMM kernel), and the scores
+        // are read back as [b, nh, t, t] (a free reshape of the contiguous product).
+        let g = nh / nkv;
+        let mut scores = exact_f32::matmul(q.reshape([b, nkv, g * t, dh]), k.swap_dims(2, 3))
+            .reshape([b, nh, t, t])
+            * scale
+            + mask.clone();
         if let Some(knock) = hooks.knockout_bias(l, nh)? {
             scores = scores + knock.cast(self.dtype);
         }
         let scores = hooks.point4(|| format!("blocks.{l}.attn.hook_attn_scores"), scores)?;
         let pattern = softmax(scores, 3);
         let pattern = hooks.point4(|| format!("blocks.{l}.attn.hook_pattern"), pattern)?;
-        let z = exact_f32::matmul(pattern, v).swap_dims(1, 2);
+        let z = exact_f32::matmul(pattern.reshape([b, nkv, g * t, t]), v)
+            .reshape([b, nh, t, dh])
+            .swap_dims(1, 2);
         let z = hooks.point4(|| format!("blocks.{l}.attn.hook_z"), z)?;
         Ok(blk.o.forward(z.reshape([b * t, nh * dh])))
     }
@@ -315,15 +324,4 @@ fn act<B: Backend>(a: Activation, x: Tensor<B, 2>) -> Tensor<B, 2> {
         Activation::GeluTanh => gelu_approximate(x),
         Activation::Relu => relu(x),
     }
-}
-
-/// Grouped-query attention: key/value head `j` serves query heads `j·g .. (j+1)·g`.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, g: usize) -> Tensor<B, 4> {
-    if g == 1 {
-        return x;
-    }
-    let [b, kv, t, dh] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .repeat_dim(2, g)
-        .reshape([b, kv * g, t, dh])
 }
