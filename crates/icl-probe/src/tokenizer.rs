@@ -277,7 +277,9 @@ fn byte_level_alphabet() -> [char; 256] {
 /// few in plain UTF-8) is respelled in it, as transformers does, so that it stays reachable.
 fn byte_level_bpe(meta: &TokenizerMeta, gguf: &GgufFile) -> Result<tokenizers::Tokenizer> {
     let table = byte_level_alphabet();
-    let in_alphabet = |s: &str| s.chars().all(|c| table.contains(&c));
+    // Membership through the tokenizers crate's own set (hashed), the table only for byte → char.
+    let alphabet = ByteLevel::alphabet();
+    let in_alphabet = |s: &str| s.chars().all(|c| alphabet.contains(&c));
     let vocab: Vocab = meta
         .tokens
         .iter()
@@ -427,8 +429,8 @@ pub fn sentencepiece_merges(pieces: &[String], vocab: &Vocab) -> Vec<(String, St
 /// of llama.cpp's converter and is left out, and a USER_DEFINED token is only added when the
 /// vocabulary has it under that spelling, as transformers does.
 fn add_marked_tokens(inner: &mut tokenizers::Tokenizer, meta: &TokenizerMeta) {
-    let table = byte_level_alphabet();
-    let spelled_ok = |s: &str| meta.model != "gpt2" || s.chars().all(|c| table.contains(&c));
+    let alphabet = ByteLevel::alphabet();
+    let spelled_ok = |s: &str| meta.model != "gpt2" || s.chars().all(|c| alphabet.contains(&c));
     let control: Vec<AddedToken> = meta
         .of_type(TOKEN_CONTROL)
         .filter(|s| spelled_ok(s))
@@ -541,6 +543,9 @@ mod tests {
         assert_eq!(t[0xAD], '\u{143}');
         let distinct: std::collections::HashSet<char> = t.iter().copied().collect();
         assert_eq!(distinct.len(), 256);
+        // The same 256 characters as the tokenizers crate's ByteLevel alphabet.
+        assert!(ByteLevel::alphabet().iter().all(|c| distinct.contains(c)));
+        assert_eq!(ByteLevel::alphabet().len(), 256);
     }
 
     #[test]
