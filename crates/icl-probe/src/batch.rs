@@ -61,12 +61,16 @@ impl RunLimits {
 
 const GIB: u64 = 1 << 30;
 
-/// `MemTotal` from `/proc/meminfo` (Linux); `None` elsewhere.
+/// `MemTotal` from `/proc/meminfo` (Linux); `None` elsewhere. Read once per process: it does not
+/// change, and every forward pass asks for it (experiments run thousands).
 fn physical_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
+    static TOTAL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    })
 }
 
 fn gib(bytes: u64) -> String {
