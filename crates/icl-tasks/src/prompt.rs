@@ -8,9 +8,9 @@
 
 use std::ops::Range;
 
-use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 
 use crate::error::{Result, TaskError};
 use crate::{Item, Split, TaskSet};
@@ -248,9 +248,9 @@ pub fn sample_prompts(
     seed: u64,
 ) -> Result<Vec<PromptSpec>> {
     let mut queries: Vec<&Item> = task.split(query_split);
-    queries.shuffle(&mut StdRng::seed_from_u64(seed));
+    queries.shuffle(&mut ChaCha12Rng::seed_from_u64(seed));
     let train = task.split(Split::Train);
-    let mut rng = StdRng::seed_from_u64(seed ^ ((k as u64 + 1) << 40) ^ 0x5eed_0fde_0005);
+    let mut rng = ChaCha12Rng::seed_from_u64(seed ^ ((k as u64 + 1) << 40) ^ 0x5eed_0fde_0005);
     let mut out = Vec::with_capacity(n.min(queries.len()));
     for q in queries.into_iter().take(n) {
         let pool: Vec<&Item> = train.iter().copied().filter(|d| !leaks(d, q)).collect();

@@ -9,9 +9,9 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 
 use crate::countryinfo::read_capitals;
 use crate::error::{Result, TaskError};
@@ -291,7 +291,7 @@ impl TaskBuilder {
         if vocab.len() < 5 {
             return Ok(Vec::new());
         }
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x6c69_7374);
+        let mut rng = ChaCha12Rng::seed_from_u64(seed ^ 0x6c69_7374);
         let mut cands = Vec::new();
         for _ in 0..GENERATED_ITEMS * 2 {
             if cands.len() >= GENERATED_ITEMS {
@@ -383,7 +383,7 @@ impl TaskBuilder {
             .position(|c| c.label == "animal")
             .unwrap_or(0);
         let (n_test, n_dev) = split_sizes(GENERATED_ITEMS);
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x7069_636b);
+        let mut rng = ChaCha12Rng::seed_from_u64(seed ^ 0x7069_636b);
         let mut items = Vec::new();
         for (split, words) in self.category_words_by_split(seed)? {
             let animals: Vec<&String> = words
@@ -427,7 +427,7 @@ impl TaskBuilder {
 
     fn same_category(&mut self, seed: u64) -> Result<Vec<Item>> {
         let (n_test, n_dev) = split_sizes(GENERATED_ITEMS);
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x7361_6d65);
+        let mut rng = ChaCha12Rng::seed_from_u64(seed ^ 0x7361_6d65);
         let mut items = Vec::new();
         for (split, words) in self.category_words_by_split(seed)? {
             let target = match split {
@@ -499,7 +499,7 @@ fn finish(cands: Vec<Candidate>, seed: u64) -> Vec<Item> {
 /// Shuffles a copy of `items` with the seed (helper for samplers that need a random order).
 pub fn shuffled<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
     let mut v = items.to_vec();
-    v.shuffle(&mut StdRng::seed_from_u64(seed));
+    v.shuffle(&mut ChaCha12Rng::seed_from_u64(seed));
     v
 }
 
