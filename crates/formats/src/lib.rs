@@ -9,6 +9,9 @@
 //! - [`atomic`]: files written through a temporary sibling and a rename, and checkpoint directories
 //!   swapped in only once complete.
 //! - [`font`]: the TrueType font every plot draws its text with.
+//! - [`lock`]: [`RunLock`], one writer per run folder (an advisory lock naming its holder).
+//! - [`guard`]: [`OutputGuard`], outputs that are (or resolve to, or lie inside) an input refused.
+//! - [`metrics`]: [`MetricsLog`], a JSONL log truncated to the resumed step on resume.
 //! - `npz` (feature `npz`): float64 arrays written as an `np.savez` archive, atomically.
 //!
 //! Every failure is a [`FormatError`] that names the file (and the tensor, opcode or byte) it is
@@ -17,13 +20,21 @@
 pub mod atomic;
 pub mod error;
 pub mod font;
+pub mod guard;
 pub mod host_tensor;
 pub mod idx;
+pub mod lock;
+pub mod metrics;
 #[cfg(feature = "npz")]
 pub mod npz;
 pub mod pickle;
 
-pub use atomic::{resume_dir, write_atomic, write_atomic_with, CheckpointSwap};
-pub use error::{FormatError, Result};
+pub use atomic::{
+    clean_leftovers, resume_dir, write_atomic, write_atomic_with, AtomicWriter, CheckpointSwap,
+};
+pub use error::{io_error, is_no_space, FormatError, Result};
+pub use guard::{check_output, OutputError, OutputGuard};
 pub use host_tensor::{parse_safetensors, read_safetensors, write_safetensors, HostTensor};
 pub use idx::{read_idx, read_idx_images, read_idx_labels, Idx};
+pub use lock::{Holder, LockError, RunLock};
+pub use metrics::{MetricsError, MetricsLog};
