@@ -198,6 +198,59 @@ impl EdmConfig {
         c
     }
 
+    /// EDM's NCSN++ CIFAR-10 network (`train.py --arch=ncsnpp --precond=edm`: SongUNet with a Fourier
+    /// noise embedding, residual encoder, [1,3,3,1] resampling filter, 2× noise channels; otherwise
+    /// DDPM++'s sizes, 56.0M parameters).
+    pub fn ncsnpp_cifar10() -> Self {
+        let mut c = Self::ddpmpp_cifar10();
+        c.embedding_type = EmbeddingType::Fourier;
+        c.encoder_type = EncoderType::Residual;
+        c.decoder_type = DecoderType::Standard;
+        c.channel_mult_noise = 2;
+        c.resample_filter = vec![1.0, 3.0, 3.0, 1.0];
+        c
+    }
+
+    /// The NCSN++ CIFAR-10 network exactly as GDD's `train.py --arch=ncsnpp` builds it: EDM's
+    /// [`Self::ncsnpp_cifar10`] without augmentation labels and with dropout 0 (GDD fine-tunes the
+    /// released EDM checkpoint, whose `augment_dim` it drops and whose dropout it turns off).
+    pub fn gdd_ncsnpp_cifar10() -> Self {
+        let mut c = Self::ncsnpp_cifar10();
+        c.augment_dim = 0;
+        c.dropout = Some(0.0);
+        c
+    }
+
+    /// EDM's ADM network at 64×64 (`train.py --arch=adm`, ImageNet-64): DhariwalUNet with its
+    /// defaults (192 channels, ×[1,2,3,4], 3 blocks, attention at 32/16/8), 1000 classes, dropout 0.1.
+    pub fn adm_imagenet64() -> Self {
+        let mut c = Self::tiny(ModelType::DhariwalUNet, 64, 3, 1000);
+        c.model_channels = None;
+        c.channel_mult = None;
+        c.num_blocks = None;
+        c.attn_resolutions = None;
+        c.dropout = Some(0.1);
+        c
+    }
+
+    /// The networks `edm train` trains on Fashion-MNIST padded to 32×32 (1 channel, `label_dim` 10
+    /// when class-conditional, 0 otherwise): `tiny` ([`Self::tiny`], 32 channels) or `ddpmpp`
+    /// ([`Self::ddpmpp_cifar10`] without augmentation labels: this crate has no `AugmentPipe`).
+    /// `None` for any other name.
+    pub fn fashion_mnist(arch: &str, label_dim: usize) -> Option<Self> {
+        match arch {
+            "tiny" => Some(Self::tiny(ModelType::SongUNet, 32, 1, label_dim)),
+            "ddpmpp" => {
+                let mut c = Self::ddpmpp_cifar10();
+                c.img_channels = 1;
+                c.label_dim = label_dim;
+                c.augment_dim = 0;
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+
     /// A small config of the given architecture (model_channels 32, channel_mult [1,2], 2 blocks, attention
     /// at half resolution): handy for tests and CPU training.
     pub fn tiny(
@@ -319,6 +372,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.unet().attn_resolutions, vec![32, 16, 8]);
+    }
+
+    /// The reference configs differ from DDPM++ exactly where EDM's `train.py` says, and all validate.
+    #[test]
+    fn reference_configs_follow_train_py() {
+        let dd = EdmConfig::ddpmpp_cifar10();
+        let nc = EdmConfig::ncsnpp_cifar10();
+        assert_eq!((dd.augment_dim, dd.dropout), (9, Some(0.13)));
+        assert_eq!(nc.unet().channel_mult, dd.unet().channel_mult);
+        assert_eq!(nc.embedding_type, EmbeddingType::Fourier);
+        assert_eq!(nc.encoder_type, EncoderType::Residual);
+        assert_eq!(nc.resample_filter, vec![1.0, 3.0, 3.0, 1.0]);
+        let gdd = EdmConfig::gdd_ncsnpp_cifar10();
+        assert_eq!((gdd.augment_dim, gdd.dropout), (0, Some(0.0)));
+        let adm = EdmConfig::adm_imagenet64().unet();
+        assert_eq!((adm.model_channels, adm.num_blocks), (192, 3));
+        assert_eq!(adm.channel_mult, vec![1, 2, 3, 4]);
+        let fm = EdmConfig::fashion_mnist("ddpmpp", 10).unwrap();
+        assert_eq!((fm.img_channels, fm.label_dim, fm.augment_dim), (1, 10, 0));
+        assert_eq!(
+            EdmConfig::fashion_mnist("tiny", 0).unwrap().img_resolution,
+            32
+        );
+        assert!(EdmConfig::fashion_mnist("unet", 0).is_none());
+        for c in [dd, nc, gdd, EdmConfig::adm_imagenet64(), fm] {
+            c.validate().unwrap();
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum EdmError {
     /// A file format (idx, safetensors) could not be read or written.
     #[error(transparent)]
     Format(#[from] formats::FormatError),
+    /// An image could not be encoded or written.
+    #[error("image output {path}: {message}")]
+    Output { path: PathBuf, message: String },
     #[error("training diverged: {0}")]
     NonFinite(String),
 }

@@ -4,13 +4,17 @@
 //! - [`EdmPrecond`] wraps a [`SongUNet`] (DDPM++/NCSN++) or [`DhariwalUNet`] (ADM) with EDM, VP or VE
 //!   preconditioning; [`load_precond`] reads `config.json` + `model.safetensors` with EDM's names.
 //! - [`sampler`]: EDM's time steps, Euler, Heun, the stochastic sampler and the one-step map.
-//! - [`train`]: EDM's loss, Adam with learning-rate ramp, EMA, atomic resumable checkpoints.
+//! - [`generate`]: latents from seeds or a file, batched sampling, denoising a file, PNGs.
+//! - [`loss`]: EDM's losses (`loss.py`: EDMLoss, VPLoss, VELoss).
+//! - [`train`]: Adam with learning-rate ramp, EMA, atomic resumable checkpoints.
 
 pub mod config;
 pub mod data;
 pub mod dhariwal_unet;
 pub mod error;
+pub mod generate;
 pub mod layers;
+pub mod loss;
 pub mod precond;
 pub mod sampler;
 pub mod song_unet;
@@ -22,13 +26,15 @@ pub use data::ImageDataset;
 pub use dhariwal_unet::DhariwalUNet;
 pub use error::{EdmError, Result};
 pub use formats::{read_idx, read_safetensors, write_safetensors, HostTensor};
+pub use generate::{denoise_file, sample_latents, write_pngs, Latents};
+pub use loss::{
+    edm_loss, edm_loss_weight, inverse_variance_loss, DenoisingLoss, EdmLossConfig, VeLossConfig,
+    VpLossConfig,
+};
 pub use precond::{
     load_precond, Denoiser, EdmPrecond, EdmPrecondConfig, Precision, PrecondCoefficients, UNet,
 };
 pub use sampler::{edm_sigma_steps, nfe, parse_seeds, sample, SamplerConfig, Solver, StackedRng};
 pub use song_unet::SongUNet;
-pub use train::{
-    edm_loss, edm_loss_weight, ema_beta, ema_update, train, EdmLossConfig, StepReport,
-    TrainOptions, Trainer, TrainingState,
-};
+pub use train::{ema_beta, ema_update, train, StepReport, TrainOptions, Trainer, TrainingState};
 pub use weights::{NamedTensor, TensorRef, VisitNamed};

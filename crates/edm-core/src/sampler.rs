@@ -4,8 +4,8 @@
 //! Noise levels are computed in float64 on the host, as EDM does; images stay in the backend's float.
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{EdmError, Result};
@@ -98,13 +98,16 @@ pub fn edm_sigma_steps(num_steps: usize, sigma_min: f64, sigma_max: f64, rho: f6
 /// One random generator per image (EDM's `StackedRandomGenerator`): the latents and the stochastic
 /// sampler's noise of image i come from seed i alone, so results do not depend on the batch.
 pub struct StackedRng {
-    rngs: Vec<StdRng>,
+    rngs: Vec<ChaCha12Rng>,
 }
 
 impl StackedRng {
     pub fn new(seeds: &[u64]) -> Self {
         StackedRng {
-            rngs: seeds.iter().map(|&s| StdRng::seed_from_u64(s)).collect(),
+            rngs: seeds
+                .iter()
+                .map(|&s| ChaCha12Rng::seed_from_u64(s))
+                .collect(),
         }
     }
 

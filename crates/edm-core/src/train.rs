@@ -1,6 +1,5 @@
-//! EDM training (`training/loss.py` EDMLoss + `training/training_loop.py`): log-normal σ, EDM's loss
-//! weighting, Adam with a linear learning-rate ramp, EMA with half-life and ramp-up, and atomic,
-//! resumable checkpoints.
+//! EDM training (`training/training_loop.py`, with [`crate::loss`]'s EDMLoss): Adam with a linear
+//! learning-rate ramp, EMA with half-life and ramp-up, and atomic, resumable checkpoints.
 //!
 //! Randomness (batch indices, σ, noise) is drawn on the host from a generator seeded by (seed, step), so
 //! a resumed run continues exactly as the uninterrupted one would.
@@ -17,58 +16,17 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use crate::config::EdmConfig;
 use crate::data::ImageDataset;
 use crate::error::{EdmError, Result};
+use crate::loss::{edm_loss, DenoisingLoss, EdmLossConfig};
 use crate::precond::EdmPrecond;
 use formats::{resume_dir, write_atomic, CheckpointSwap};
-
-/// EDM's loss settings (`EDMLoss`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EdmLossConfig {
-    pub p_mean: f64,
-    pub p_std: f64,
-    pub sigma_data: f64,
-}
-
-impl Default for EdmLossConfig {
-    fn default() -> Self {
-        EdmLossConfig {
-            p_mean: -1.2,
-            p_std: 1.2,
-            sigma_data: 0.5,
-        }
-    }
-}
-
-/// EDM's loss weight λ(σ) = (σ² + σ_d²) / (σ·σ_d)².
-pub fn edm_loss_weight(sigma: f64, sigma_data: f64) -> f64 {
-    (sigma * sigma + sigma_data * sigma_data) / (sigma * sigma_data).powi(2)
-}
-
-/// EDM's per-element loss λ(σ)·(D(y + n; σ) − y)² for given σ [N] and noise n [N,C,H,W] (already
-/// unit-variance; scaled by σ here). Returns [N,C,H,W].
-pub fn edm_loss<B: Backend>(
-    net: &EdmPrecond<B>,
-    images: Tensor<B, 4>,
-    sigma: Tensor<B, 1>,
-    noise: Tensor<B, 4>,
-    class_labels: Option<Tensor<B, 2>>,
-    sigma_data: f64,
-) -> Tensor<B, 4> {
-    let n = sigma.dims()[0];
-    let s = sigma.clone().reshape([n, 1, 1, 1]);
-    let sd2 = sigma_data * sigma_data;
-    let weight = (s.clone().square() + sd2) / (s.clone().square().mul_scalar(sd2));
-    let noisy = images.clone() + noise * s;
-    let denoised = net.forward(noisy, sigma, class_labels);
-    weight * (denoised - images).square()
-}
 
 /// Training hyper-parameters (EDM's `train.py` options, with its defaults where they make sense).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -178,13 +136,11 @@ fn step_draws(
     per: usize,
     loss: &EdmLossConfig,
 ) -> StepDraws {
-    let mut rng = StdRng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        ChaCha12Rng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let indices = (0..batch).map(|_| rng.random_range(0..len)).collect();
     let sigma = (0..batch)
-        .map(|_| {
-            let r: f64 = rng.sample(StandardNormal);
-            (r * loss.p_std + loss.p_mean).exp() as f32
-        })
+        .map(|_| loss.draw_sigma(&mut rng) as f32)
         .collect();
     let noise = (0..batch * per)
         .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
@@ -477,16 +433,6 @@ pub fn train<B: AutodiffBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loss_weight_by_hand() {
-        // σ = σ_d = 0.5: (0.25 + 0.25) / 0.0625 = 8
-        assert!((edm_loss_weight(0.5, 0.5) - 8.0).abs() < 1e-12);
-        // σ = 1: (1 + 0.25) / 0.25 = 5
-        assert!((edm_loss_weight(1.0, 0.5) - 5.0).abs() < 1e-12);
-        // σ = 0.1: (0.01 + 0.25) / 0.0025 = 104
-        assert!((edm_loss_weight(0.1, 0.5) - 104.0).abs() < 1e-9);
-    }
 
     #[test]
     fn lr_ramp_and_ema_beta_follow_edm() {

@@ -3,8 +3,8 @@
 
 use burn::module::{Param, ParamId};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 use std::collections::{BTreeMap, HashSet};
 
@@ -43,7 +43,7 @@ enum Source {
         tensors: BTreeMap<String, HostTensor>,
         used: HashSet<String>,
     },
-    Random(StdRng),
+    Random(ChaCha12Rng),
 }
 
 /// Supplies every tensor while a network is being built: from a state_dict (checking names and shapes)
@@ -69,7 +69,7 @@ impl<'d, B: Backend> TensorSource<'d, B> {
     pub fn random(seed: u64, device: &'d B::Device) -> Self {
         TensorSource {
             device,
-            source: Source::Random(StdRng::seed_from_u64(seed)),
+            source: Source::Random(ChaCha12Rng::seed_from_u64(seed)),
         }
     }
 
@@ -145,7 +145,7 @@ impl<'d, B: Backend> TensorSource<'d, B> {
     }
 }
 
-fn draw(rng: &mut StdRng, n: usize, init: Init) -> Vec<f32> {
+fn draw(rng: &mut ChaCha12Rng, n: usize, init: Init) -> Vec<f32> {
     match init {
         Init::Constant(c) => vec![c as f32; n],
         Init::Normal(s) => (0..n)

@@ -1,0 +1,328 @@
+//! Image generation as `edm sample` does it (EDM's `generate.py`): latents from per-image seeds or
+//! from a file, batched sampling whose images do not depend on the batch they fall in, the denoiser
+//! applied to a file of inputs, and EDM's PNG conversion.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::config::EdmConfig;
+use crate::error::{EdmError, Result};
+use crate::precond::EdmPrecond;
+use crate::sampler::{sample, SamplerConfig, Solver, StackedRng};
+use formats::{read_safetensors, write_safetensors, HostTensor};
+
+/// The starting points of a sampling run, on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Latents {
+    /// `[C, H, W]` of one image.
+    pub chw: [usize; 3],
+    /// Standard-normal latents `[N, C, H, W]`, flattened.
+    pub z: Vec<f32>,
+    /// One-hot class labels `[N, label_dim]`, flattened (conditional networks only).
+    pub labels: Option<Vec<f32>>,
+    /// One name per image (`seed000012`, or `000003` for latents read from a file).
+    pub names: Vec<String>,
+    /// The seed of each image's stochastic-sampler noise (its seed, or its index for a file).
+    pub seeds: Vec<u64>,
+}
+
+fn one_hot(k: usize, label_dim: usize) -> Vec<f32> {
+    let mut v = vec![0f32; label_dim];
+    v[k] = 1.0;
+    v
+}
+
+fn check_class(class: Option<usize>, label_dim: usize) -> Result<()> {
+    match class {
+        Some(k) if k >= label_dim => Err(EdmError::Input(format!(
+            "--class {k} but the network has label_dim {label_dim}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl Latents {
+    /// One image per seed (EDM's `StackedRandomGenerator`): its latent, and for a conditional
+    /// network its class (`class`, or drawn from the seed's generator after the latent).
+    pub fn from_seeds<B: Backend>(
+        config: &EdmConfig,
+        seeds: &[u64],
+        class: Option<usize>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let (ch, res, label_dim) = (config.img_channels, config.img_resolution, config.label_dim);
+        check_class(class, label_dim)?;
+        let mut rng = StackedRng::new(seeds);
+        let z = to_vec(rng.randn::<B>([ch, res, res], device));
+        let labels = (label_dim > 0).then(|| {
+            let classes = match class {
+                Some(k) => vec![k; seeds.len()],
+                None => rng.randint(label_dim),
+            };
+            classes
+                .into_iter()
+                .flat_map(|k| one_hot(k, label_dim))
+                .collect()
+        });
+        Ok(Latents {
+            chw: [ch, res, res],
+            z,
+            labels,
+            names: seeds.iter().map(|s| format!("seed{s:06}")).collect(),
+            seeds: seeds.to_vec(),
+        })
+    }
+
+    /// `latents` `[N, C, H, W]` (and `class_labels` `[N, label_dim]` when present and no `class`
+    /// is given) from a safetensors file.
+    pub fn from_file(config: &EdmConfig, path: &Path, class: Option<usize>) -> Result<Self> {
+        let (ch, res, label_dim) = (config.img_channels, config.img_resolution, config.label_dim);
+        check_class(class, label_dim)?;
+        let f = read_safetensors(path)?;
+        let z = f.get("latents").ok_or_else(|| {
+            EdmError::Input(format!("{} has no tensor `latents`", path.display()))
+        })?;
+        if z.shape.len() != 4 || z.shape[1..] != [ch, res, res] {
+            return Err(EdmError::Input(format!(
+                "`latents` must be [N,{ch},{res},{res}], got {:?}",
+                z.shape
+            )));
+        }
+        let n = z.shape[0];
+        let labels = if label_dim == 0 {
+            None
+        } else if let Some(k) = class {
+            Some((0..n).flat_map(|_| one_hot(k, label_dim)).collect())
+        } else {
+            match f.get("class_labels") {
+                Some(l) if l.shape == [n, label_dim] => Some(l.data.clone()),
+                Some(l) => {
+                    return Err(EdmError::Input(format!(
+                        "`class_labels` must be [{n}, {label_dim}], got {:?}",
+                        l.shape
+                    )))
+                }
+                None => None,
+            }
+        };
+        Ok(Latents {
+            chw: [ch, res, res],
+            z: z.data.clone(),
+            labels,
+            names: (0..n).map(|i| format!("{i:06}")).collect(),
+            seeds: (0..n as u64).collect(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// Network evaluations per sampler callback: the last step is one Euler evaluation, the others two
+/// (Heun's correction) except for Euler and the one-step map.
+fn evaluations_at(solver: Solver, step: usize, num_steps: usize) -> usize {
+    if step == num_steps || solver == Solver::Euler || solver == Solver::OneStep {
+        1
+    } else {
+        2
+    }
+}
+
+/// Samples every latent, `batch` images at a time; the stochastic sampler's noise for image i comes
+/// from `seeds[i] ^ 0x5EED` alone, so an image does not depend on its batch. Returns the images
+/// `[N, C, H, W]` flattened. `progress(evaluations, images_done)` is called after each sampler step
+/// with the network evaluations it made, and after each batch with `evaluations` 0.
+pub fn sample_latents<B: Backend>(
+    net: &EdmPrecond<B>,
+    latents: &Latents,
+    solver: Solver,
+    cfg: &SamplerConfig,
+    batch: usize,
+    device: &B::Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>> {
+    let n = latents.len();
+    let [ch, res, _] = latents.chw;
+    let per = ch * res * res;
+    let label_dim = net.config.label_dim;
+    let batch = batch.max(1);
+    let mut samples = Vec::with_capacity(n * per);
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        let m = end - start;
+        let z = Tensor::<B, 4>::from_data(
+            TensorData::new(
+                latents.z[start * per..end * per].to_vec(),
+                [m, ch, res, res],
+            ),
+            device,
+        );
+        let labels = latents.labels.as_ref().map(|l| {
+            Tensor::<B, 2>::from_data(
+                TensorData::new(
+                    l[start * label_dim..end * label_dim].to_vec(),
+                    [m, label_dim],
+                ),
+                device,
+            )
+        });
+        let noise_seeds: Vec<u64> = latents.seeds[start..end]
+            .iter()
+            .map(|s| s ^ 0x5EED)
+            .collect();
+        let mut noise = StackedRng::new(&noise_seeds);
+        let out = sample(
+            net,
+            z,
+            labels,
+            solver,
+            cfg,
+            Some(&mut noise),
+            &mut |i, _| progress(evaluations_at(solver, i, cfg.num_steps), start),
+        )?;
+        samples.extend(to_vec(out));
+        progress(0, end);
+    }
+    Ok(samples)
+}
+
+/// D(x; σ) for the tensors of a safetensors file: `x` `[N,C,H,W]`, `sigma` `[N]`, optional
+/// `class_labels` `[N, label_dim]` (used by conditional networks). Writes `denoised` to `output`.
+pub fn denoise_file<B: Backend>(
+    net: &EdmPrecond<B>,
+    input: &Path,
+    output: &Path,
+    device: &B::Device,
+) -> Result<()> {
+    let inp = read_safetensors(input)?;
+    let get = |name: &str| {
+        inp.get(name)
+            .ok_or_else(|| EdmError::Input(format!("input has no tensor `{name}`")))
+    };
+    let (x, sigma) = (get("x")?, get("sigma")?);
+    if x.shape.len() != 4 || sigma.shape != [x.shape[0]] {
+        return Err(EdmError::Input(format!(
+            "`x` must be [N,C,H,W] and `sigma` [N]; got {:?} and {:?}",
+            x.shape, sigma.shape
+        )));
+    }
+    let label_dim = net.config.label_dim;
+    let labels = match inp.get("class_labels") {
+        Some(l) if label_dim > 0 => {
+            if l.shape != [x.shape[0], label_dim] {
+                return Err(EdmError::Input(format!(
+                    "`class_labels` must be [N, {label_dim}], got {:?}",
+                    l.shape
+                )));
+            }
+            Some(tensor::<B, 2>(l, device))
+        }
+        _ => None,
+    };
+    let out = net.forward(
+        tensor::<B, 4>(x, device),
+        tensor::<B, 1>(sigma, device),
+        labels,
+    );
+    write_safetensors(output, &[("denoised".into(), x.shape.clone(), to_vec(out))])?;
+    Ok(())
+}
+
+fn tensor<B: Backend, const D: usize>(t: &HostTensor, device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("float tensor")
+}
+
+/// EDM's image conversion `(x·127.5 + 128)` clipped to [0, 255]: one PNG per image (`NAME.png`,
+/// grayscale for one channel) and `grid.png` (all images, ⌈√N⌉ columns) in `dir`.
+pub fn write_pngs(
+    dir: &Path,
+    samples: &[f32],
+    names: &[String],
+    ch: usize,
+    res: usize,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| EdmError::io(dir, e))?;
+    let per = ch * res * res;
+    let to_u8 = |v: f32| (v * 127.5 + 128.0).clamp(0.0, 255.0) as u8;
+    let n = names.len();
+    let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = n.div_ceil(cols);
+    let mut grid = image::RgbImage::new((cols * res) as u32, (rows * res) as u32);
+    let save_err = |path: &Path, e: image::ImageError| EdmError::Output {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    for (i, name) in names.iter().enumerate() {
+        let img = &samples[i * per..(i + 1) * per];
+        let mut rgb = image::RgbImage::new(res as u32, res as u32);
+        for y in 0..res {
+            for x in 0..res {
+                let px = |c: usize| to_u8(img[c.min(ch - 1) * res * res + y * res + x]);
+                let p = if ch >= 3 {
+                    [px(0), px(1), px(2)]
+                } else {
+                    [px(0); 3]
+                };
+                rgb.put_pixel(x as u32, y as u32, image::Rgb(p));
+                grid.put_pixel(
+                    ((i % cols) * res + x) as u32,
+                    ((i / cols) * res + y) as u32,
+                    image::Rgb(p),
+                );
+            }
+        }
+        let path = dir.join(format!("{name}.png"));
+        if ch == 1 {
+            image::DynamicImage::ImageRgb8(rgb)
+                .to_luma8()
+                .save(&path)
+                .map_err(|e| save_err(&path, e))?;
+        } else {
+            rgb.save(&path).map_err(|e| save_err(&path, e))?;
+        }
+    }
+    let path = dir.join("grid.png");
+    grid.save(&path).map_err(|e| save_err(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelType;
+    use burn::backend::Flex;
+
+    #[test]
+    fn seeded_latents_are_per_image_and_labelled() {
+        let c = EdmConfig::tiny(ModelType::SongUNet, 8, 1, 3);
+        let dev = Default::default();
+        let a = Latents::from_seeds::<Flex>(&c, &[0, 1, 2], None, &dev).unwrap();
+        let b = Latents::from_seeds::<Flex>(&c, &[2], None, &dev).unwrap();
+        assert_eq!(a.z[2 * 64..], b.z[..]);
+        assert_eq!(a.labels.as_ref().unwrap()[6..], b.labels.unwrap()[..]);
+        assert_eq!(a.names, ["seed000000", "seed000001", "seed000002"]);
+        let fixed = Latents::from_seeds::<Flex>(&c, &[5, 6], Some(2), &dev).unwrap();
+        assert_eq!(fixed.labels.unwrap(), [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
+        assert!(Latents::from_seeds::<Flex>(&c, &[0], Some(3), &dev).is_err());
+    }
+
+    #[test]
+    fn evaluations_per_step() {
+        assert_eq!(evaluations_at(Solver::Heun, 1, 18), 2);
+        assert_eq!(evaluations_at(Solver::Heun, 18, 18), 1);
+        assert_eq!(evaluations_at(Solver::Euler, 1, 18), 1);
+    }
+}
