@@ -1,4 +1,4 @@
-//! The experiment subcommands: `run {baseline,icl,task-vector,rule-vector,knockout,pca,all}`,
+//! The experiment subcommands: `run {baseline,icl,task-vector,rule-vector,knockout,pca,transplant,all}`,
 //! `tasks build`, `report` and `demo` (see docs/icl-experiments.md).
 
 use std::path::{Path, PathBuf};
@@ -7,6 +7,9 @@ use anyhow::Context;
 use burn::tensor::backend::Backend;
 use icl_experiments::report::write_report;
 use icl_experiments::suite::{run_experiments, Experiment, SuiteOptions};
+use icl_experiments::transplant::{
+    run_transplant, summarize, write_transplant_report, DummyKind, TransplantConfig,
+};
 use icl_experiments::{Probe, RunConfig};
 use icl_tasks::{Sources, TaskBuilder, TaskSet, TASKS};
 
@@ -60,6 +63,9 @@ pub enum Which {
     RuleVectorSites,
     Knockout,
     Pca,
+    /// P's rule vectors written into rule-breaking dummy prompts, with the L0 and other controls,
+    /// over several seeds with bootstrap intervals (resumable).
+    Transplant,
     /// baseline, icl, rule-vector (with the task-vector curves), rule-vector-sites, knockout, pca.
     All,
 }
@@ -105,6 +111,17 @@ pub struct RunArgs {
     /// Write the Markdown report and plots into OUT afterwards.
     #[arg(long)]
     pub report: bool,
+    /// `transplant`: seeds of the demonstration draws, comma-separated.
+    #[arg(long, default_value = "0,1,2")]
+    pub seeds: String,
+    /// `transplant`: layers of the read-at-a / write-at-b grid (default: every other layer of
+    /// `--layers`).
+    #[arg(long)]
+    pub ab_layers: Option<String>,
+    /// `transplant`: dummy kinds, comma-separated (rotated, shuffled, random-labels); the first
+    /// one also serves the a/b grid and the other-task, mean and random controls.
+    #[arg(long, default_value = "rotated,shuffled,random-labels")]
+    pub dummies: String,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -128,6 +145,59 @@ fn model_id(p: &Path) -> String {
     p.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into())
+}
+
+/// `run transplant`: the layers default to every 6th and never include the last one (the residual
+/// at an answer position after the last block reaches no later position, so a write there cannot
+/// change the query's prediction).
+fn transplant<B: Backend>(
+    a: &RunArgs,
+    model: &icl_probe::Model<B>,
+    tok: &icl_probe::Tokenizer,
+    tasks: &[TaskSet],
+) -> anyhow::Result<()> {
+    let n_layers = model.config().n_layers;
+    let mut layers = parse_layers(Some(a.layers.as_deref().unwrap_or("every:6")), n_layers)?;
+    layers.retain(|&l| l < n_layers);
+    let ab_layers = match a.ab_layers.as_deref() {
+        Some(s) => parse_layers(Some(s), n_layers)?,
+        None => layers.iter().copied().step_by(2).collect(),
+    };
+    let cfg = TransplantConfig {
+        model_id: model_id(&a.model),
+        k: a.shots
+            .trim()
+            .parse()
+            .context("--shots (one k for transplant)")?,
+        n: a.n_test,
+        seeds: a
+            .seeds
+            .split(',')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()
+            .context("--seeds")?,
+        layers,
+        ab_layers,
+        dummies: a
+            .dummies
+            .split(',')
+            .map(|x| DummyKind::parse(x.trim()))
+            .collect::<Result<_, _>>()?,
+    };
+    std::fs::create_dir_all(&a.out)?;
+    let probe = Probe::new(model, tok, a.batch_size);
+    let t = std::time::Instant::now();
+    let log = run_transplant(&probe, tasks, &cfg, &a.out)?;
+    eprintln!(
+        "transplant: {} units computed, {} already done, {:.1}s",
+        log.computed,
+        log.skipped,
+        t.elapsed().as_secs_f64()
+    );
+    let seconds = log.records.iter().map(|r| r.seconds).sum();
+    let summary = summarize(&cfg, &log.records, seconds)?;
+    println!("{}", write_transplant_report(&summary, &a.out)?);
+    Ok(())
 }
 
 impl BackendTask for RunArgs {
@@ -179,6 +249,7 @@ impl BackendTask for RunArgs {
             Which::RuleVectorSites => vec![Experiment::RuleVectorSites],
             Which::Knockout => vec![Experiment::Knockout],
             Which::Pca => vec![Experiment::Pca],
+            Which::Transplant => return transplant(&self, &model, &tok, &tasks),
             Which::All => vec![
                 Experiment::Baseline,
                 Experiment::Icl,

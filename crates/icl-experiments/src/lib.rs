@@ -25,8 +25,10 @@ pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod rule_vector;
+pub mod stats;
 pub mod suite;
 pub mod task_vector;
+pub mod transplant;
 
 use std::path::PathBuf;
 

@@ -168,6 +168,104 @@ pub fn scatter_plot(
     root.present().map_err(|e| err(path, e))
 }
 
+/// A named series of (x, y, y_lo, y_hi) points: a value with its interval.
+pub struct IntervalSeries {
+    pub name: String,
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Like [`layer_plot`], with a vertical error bar (the interval) at every point; series are
+/// nudged apart along x so their bars do not hide each other.
+pub fn interval_plot(
+    path: &Path,
+    title: &str,
+    series: &[IntervalSeries],
+    refs: &[(String, f64)],
+) -> Result<()> {
+    register_font();
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let nudge = x_max / 150.0;
+    let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(-nudge * 4.0..x_max + nudge * 4.0, 0f64..1.02)
+        .map_err(|e| err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("layer L (a = b; 0 = embeddings: the L0 control)")
+        .y_desc("accuracy (95 % interval)")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(path, e))?;
+    let mid = (series.len() as f64 - 1.0) / 2.0;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let dx = (i as f64 - mid) * nudge;
+        let pts: Vec<(f64, f64, f64, f64)> = s
+            .points
+            .iter()
+            .map(|&(x, y, l, h)| (x + dx, y, l, h))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.0, p.1)),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| err(path, e))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        // Interval bars as plain paths (plotters' ErrorBar needs a feature the workspace leaves off).
+        let cap = nudge * 0.8;
+        chart
+            .draw_series(pts.iter().flat_map(|&(x, _, l, h)| {
+                [
+                    PathElement::new(vec![(x, l), (x, h)], color.stroke_width(1)),
+                    PathElement::new(vec![(x - cap, l), (x + cap, l)], color.stroke_width(1)),
+                    PathElement::new(vec![(x - cap, h), (x + cap, h)], color.stroke_width(1)),
+                ]
+            }))
+            .map_err(|e| err(path, e))?;
+        chart
+            .draw_series(
+                pts.iter()
+                    .map(|&(x, y, _, _)| Circle::new((x, y), 3, color.filled())),
+            )
+            .map_err(|e| err(path, e))?;
+    }
+    let ref_colors = [RGBColor(0, 0, 0), RGBColor(90, 90, 90)];
+    for (i, (name, y)) in refs.iter().enumerate() {
+        let color = ref_colors[i % ref_colors.len()];
+        chart
+            .draw_series(LineSeries::new(
+                vec![(-nudge * 4.0, *y), (x_max + nudge * 4.0, *y)],
+                color.stroke_width(1),
+            ))
+            .map_err(|e| err(path, e))?
+            .label(format!("{name} = {y:.2}"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(1))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(path, e))?;
+    root.present().map_err(|e| err(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
