@@ -18,7 +18,7 @@ use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{activation::relu, Tensor, TensorData};
 
-use rand::rngs::StdRng;
+use rand_chacha::ChaCha12Rng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -282,7 +282,7 @@ impl<B: Backend> InceptionV3<B> {
         };
         Self::build(&Loader {
             m: &empty,
-            random: Some(std::cell::RefCell::new(StdRng::seed_from_u64(seed))),
+            random: Some(std::cell::RefCell::new(ChaCha12Rng::seed_from_u64(seed))),
             what: "random InceptionV3",
             device,
         })
@@ -329,7 +329,7 @@ impl<B: Backend> InceptionV3<B> {
 struct Loader<'a, B: Backend> {
     m: &'a ScriptModule,
     /// `Some`: draw every tensor at random instead of reading `m`.
-    random: Option<std::cell::RefCell<StdRng>>,
+    random: Option<std::cell::RefCell<ChaCha12Rng>>,
     what: &'a str,
     device: &'a B::Device,
 }

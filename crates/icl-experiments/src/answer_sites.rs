@@ -18,9 +18,9 @@
 
 use burn::tensor::backend::Backend;
 use icl_tasks::{PromptSpec, TaskSet};
-use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use super::rule_vector::SubsetAccuracy;
@@ -179,8 +179,9 @@ pub fn run_answer_sites<B: Backend>(
                 let draws = if s == k { 1 } else { SITE_DRAWS };
                 let mut acc = 0.0;
                 for d in 0..draws {
-                    let mut rng =
-                        StdRng::seed_from_u64(cfg.seed ^ ((s as u64) << 12) ^ (d as u64) ^ 0x517e);
+                    let mut rng = ChaCha12Rng::seed_from_u64(
+                        cfg.seed ^ ((s as u64) << 12) ^ (d as u64) ^ 0x517e,
+                    );
                     let subsets: Vec<Vec<usize>> =
                         (0..n).map(|_| sample(&mut rng, k, s).into_vec()).collect();
                     acc += patched_accuracy(probe, ex, &dummies, test.clone(), li, |i| {

@@ -7,9 +7,9 @@
 
 use burn::tensor::backend::Backend;
 use icl_tasks::{sample_prompts, Split, TaskSet};
-use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{accuracy, Probe, Result, ResultCache, RunConfig};
@@ -72,7 +72,7 @@ pub fn run_knockout<B: Backend>(
         let base = probe.predict(&prompts)?;
         let zero_pred = probe.predict(&zero)?;
         // Control keys: as many random input tokens as there are answer positions, fixed per prompt.
-        let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0xc0_27_01);
+        let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed ^ 0xc0_27_01);
         let control: Vec<Vec<usize>> = prompts
             .iter()
             .map(|p| {

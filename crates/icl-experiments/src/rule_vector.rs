@@ -11,9 +11,9 @@
 
 use burn::tensor::backend::Backend;
 use icl_tasks::TaskSet;
-use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use super::task_vector::{cached_on_extraction, task_vector_curves, Extraction, LayerCurve};
@@ -103,7 +103,7 @@ pub fn run_rule_vector<B: Backend>(
                 aggregate(ex, i, li, &all)
             })?;
             // One random demonstration per query (fixed across layers).
-            let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5106_1e00);
+            let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed ^ 0x5106_1e00);
             let pick: Vec<usize> = (0..ex.queries.len())
                 .map(|_| rng.random_range(0..k))
                 .collect();
@@ -125,7 +125,7 @@ pub fn run_rule_vector<B: Backend>(
                 for d in 0..draws {
                     let seed = cfg.seed ^ ((s as u64) << 8) ^ (d as u64) ^ 0x0005_0b5e;
                     let subsets: Vec<Vec<usize>> = {
-                        let mut rng = StdRng::seed_from_u64(seed);
+                        let mut rng = ChaCha12Rng::seed_from_u64(seed);
                         (0..ex.queries.len())
                             .map(|_| sample(&mut rng, k, s).into_vec())
                             .collect()

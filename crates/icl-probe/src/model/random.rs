@@ -14,10 +14,11 @@ impl<B: Backend> Model<B> {
     /// GPT-2's and Llama's `initializer_range`, norms at weight 1 ± 0.1. For benchmarks and tests
     /// where the real weights are not available (GPT-2 and Pythia cannot be fetched here).
     pub fn random(config: ModelConfig, seed: u64, device: &B::Device) -> Result<Self> {
-        use rand::{rngs::StdRng, SeedableRng};
+        use rand::SeedableRng;
+        use rand_chacha::ChaCha12Rng;
         use rand_distr::{Distribution, Normal};
         config.validate("random model")?;
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
         let mut normal = |shape: Vec<usize>, mean: f32, std: f32| {
             let n: usize = shape.iter().product();
             let d = Normal::new(mean, std).expect("a positive standard deviation");
