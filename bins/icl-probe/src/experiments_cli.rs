@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use icl_experiments::report::write_report;
 use icl_experiments::suite::{run_experiments, Experiment, SuiteOptions};
 use icl_experiments::transplant::{
-    run_transplant, summarize, write_transplant_report, DummyKind, TransplantConfig,
+    run_transplant, summarize, write_k_sweep, write_transplant_report, DummyKind, TransplantConfig,
 };
 use icl_experiments::{Probe, RunConfig};
 use icl_tasks::{Sources, TaskBuilder, TaskSet, TASKS};
@@ -115,7 +115,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "0,1,2")]
     pub seeds: String,
     /// `transplant`: layers of the read-at-a / write-at-b grid (default: every other layer of
-    /// `--layers`).
+    /// `--layers`; `none` for no grid).
     #[arg(long)]
     pub ab_layers: Option<String>,
     /// `transplant`: dummy kinds, comma-separated (rotated, shuffled, random-labels); the first
@@ -149,7 +149,8 @@ fn model_id(p: &Path) -> String {
 
 /// `run transplant`: the layers default to every 6th and never include the last one (the residual
 /// at an answer position after the last block reaches no later position, so a write there cannot
-/// change the query's prediction).
+/// change the query's prediction). Several `--shots` run one after the other (k = 1 keeps only
+/// the random-label dummy: one demonstration cannot be rotated or shuffled), then the k sweep.
 fn transplant<B: Backend>(
     a: &RunArgs,
     model: &icl_probe::Model<B>,
@@ -160,43 +161,68 @@ fn transplant<B: Backend>(
     let mut layers = parse_layers(Some(a.layers.as_deref().unwrap_or("every:6")), n_layers)?;
     layers.retain(|&l| l < n_layers);
     let ab_layers = match a.ab_layers.as_deref() {
+        Some("none") => Vec::new(),
         Some(s) => parse_layers(Some(s), n_layers)?,
         None => layers.iter().copied().step_by(2).collect(),
     };
-    let cfg = TransplantConfig {
-        model_id: model_id(&a.model),
-        k: a.shots
-            .trim()
-            .parse()
-            .context("--shots (one k for transplant)")?,
-        n: a.n_test,
-        seeds: a
-            .seeds
-            .split(',')
-            .map(|x| x.trim().parse())
-            .collect::<Result<_, _>>()
-            .context("--seeds")?,
-        layers,
-        ab_layers,
-        dummies: a
-            .dummies
-            .split(',')
-            .map(|x| DummyKind::parse(x.trim()))
-            .collect::<Result<_, _>>()?,
-    };
+    let ks: Vec<usize> = a
+        .shots
+        .split(',')
+        .map(|x| x.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("--shots")?;
+    let seeds: Vec<u64> = a
+        .seeds
+        .split(',')
+        .map(|x| x.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("--seeds")?;
+    let dummies: Vec<DummyKind> = a
+        .dummies
+        .split(',')
+        .map(|x| DummyKind::parse(x.trim()))
+        .collect::<Result<_, _>>()?;
     std::fs::create_dir_all(&a.out)?;
     let probe = Probe::new(model, tok, a.batch_size);
-    let t = std::time::Instant::now();
-    let log = run_transplant(&probe, tasks, &cfg, &a.out)?;
-    eprintln!(
-        "transplant: {} units computed, {} already done, {:.1}s",
-        log.computed,
-        log.skipped,
-        t.elapsed().as_secs_f64()
-    );
-    let seconds = log.records.iter().map(|r| r.seconds).sum();
-    let summary = summarize(&cfg, &log.records, seconds)?;
-    println!("{}", write_transplant_report(&summary, &a.out)?);
+    let mut summaries = Vec::new();
+    for &k in &ks {
+        let usable: Vec<DummyKind> = dummies
+            .iter()
+            .copied()
+            .filter(|&d| k >= 2 || d == DummyKind::RandomLabels)
+            .collect();
+        if usable.is_empty() {
+            eprintln!(
+                "transplant k = {k}: no dummy kind of {:?} works with one demonstration; skipped",
+                a.dummies
+            );
+            continue;
+        }
+        let cfg = TransplantConfig {
+            model_id: model_id(&a.model),
+            k,
+            n: a.n_test,
+            seeds: seeds.clone(),
+            layers: layers.clone(),
+            ab_layers: ab_layers.clone(),
+            dummies: usable,
+        };
+        let t = std::time::Instant::now();
+        let log = run_transplant(&probe, tasks, &cfg, &a.out)?;
+        eprintln!(
+            "transplant k = {k}: {} units computed, {} already done, {:.1}s",
+            log.computed,
+            log.skipped,
+            t.elapsed().as_secs_f64()
+        );
+        let seconds = log.records.iter().map(|r| r.seconds).sum();
+        let summary = summarize(&cfg, &log.records, seconds)?;
+        println!("{}", write_transplant_report(&summary, &a.out)?);
+        summaries.push(summary);
+    }
+    if summaries.len() > 1 {
+        println!("{}", write_k_sweep(&summaries, &a.out)?);
+    }
     Ok(())
 }
 

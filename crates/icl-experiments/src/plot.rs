@@ -179,6 +179,7 @@ pub struct IntervalSeries {
 pub fn interval_plot(
     path: &Path,
     title: &str,
+    x_desc: &str,
     series: &[IntervalSeries],
     refs: &[(String, f64)],
 ) -> Result<()> {
@@ -199,7 +200,7 @@ pub fn interval_plot(
         .map_err(|e| err(path, e))?;
     chart
         .configure_mesh()
-        .x_desc("layer L (a = b; 0 = embeddings: the L0 control)")
+        .x_desc(x_desc)
         .y_desc("accuracy (95 % interval)")
         .label_style(("sans-serif", 14))
         .draw()

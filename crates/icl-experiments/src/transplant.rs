@@ -13,7 +13,7 @@
 //! and what each control rules out are in `docs/icl-experiments.md`.
 //!
 //! The run is resumable: one unit of work is (task, seed); its per-query outcomes are appended as
-//! one JSON line to `OUT/<model>_transplant.jsonl` and skipped on the next run.
+//! one JSON line to `OUT/<model>_transplant_k<k>.jsonl` and skipped on the next run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -641,8 +641,13 @@ impl Journal {
 }
 
 /// The journal of `model_id`'s transplant run in `out`.
-pub fn journal_path(out: &Path, model_id: &str) -> PathBuf {
-    out.join(format!("{}_transplant.jsonl", sanitize(model_id)))
+pub fn journal_path(out: &Path, model_id: &str, k: usize) -> PathBuf {
+    out.join(format!("{}.jsonl", stem(model_id, k)))
+}
+
+/// File stem of a run's outputs: `<model>_transplant_k<k>` (several k share one folder).
+pub fn stem(model_id: &str, k: usize) -> String {
+    format!("{}_transplant_k{k}", sanitize(model_id))
 }
 
 /// What a (possibly resumed) run did.
@@ -661,7 +666,7 @@ pub fn run_transplant<B: Backend>(
     cfg: &TransplantConfig,
     out: &Path,
 ) -> Result<RunLog> {
-    let journal = Journal::new(journal_path(out, &cfg.model_id));
+    let journal = Journal::new(journal_path(out, &cfg.model_id, cfg.k));
     let mut records = journal.load()?;
     if let Some(r) = records.iter().find(|r| r.config != *cfg) {
         return Err(ExperimentError::Invalid(format!(
@@ -756,7 +761,7 @@ pub struct TaskSummary {
     pub verdicts: Vec<KindVerdict>,
 }
 
-/// The whole run: written as `OUT/<model>_transplant.json`.
+/// The whole run: written as `OUT/<model>_transplant_k<k>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransplantSummary {
     pub experiment: String,
@@ -934,11 +939,11 @@ fn pct_iv(iv: &Interval) -> String {
     )
 }
 
-/// Writes `OUT/<model>_transplant.json`, `OUT/<model>_transplant.md` and one plot per task under
+/// Writes `OUT/<stem>.json`, `OUT/<stem>.md` ([`stem`]) and one plot per task under
 /// `OUT/plots/`; returns the Markdown.
 pub fn write_transplant_report(s: &TransplantSummary, out: &Path) -> Result<String> {
-    let id = sanitize(&s.config.model_id);
-    write_json(&out.join(format!("{id}_transplant.json")), s)?;
+    let id = stem(&s.config.model_id, s.config.k);
+    write_json(&out.join(format!("{id}.json")), s)?;
     let plots = out.join("plots");
     std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
         path: plots.clone(),
@@ -1108,20 +1113,114 @@ pub fn write_transplant_report(s: &TransplantSummary, out: &Path) -> Result<Stri
         if let Some(iv) = get(&Condition::plain(Source::Dummy, Some(kind0))) {
             refs.push((format!("Q alone ({})", kind0.name()), iv.mean));
         }
-        let file = format!("{id}_transplant_{}.png", sanitize(&t.task));
+        let file = format!("{id}_{}.png", sanitize(&t.task));
         interval_plot(
             &plots.join(&file),
             &format!(
                 "{} {}: transplant into dummies (k = {})",
                 c.model_id, t.task, c.k
             ),
+            "layer L (a = b; 0 = embeddings: the L0 control)",
             &series,
             &refs,
         )?;
         let _ = writeln!(md, "![{}](plots/{file})\n", t.task);
     }
     let _ = writeln!(md, "Wall time of the units: {:.0} s.", s.seconds);
-    let path = out.join(format!("{id}_transplant.md"));
+    let path = out.join(format!("{id}.md"));
     formats::write_atomic(&path, md.as_bytes())?;
+    Ok(md)
+}
+
+/// The claim-(2) test against k (item 6 of the issue: multi-demonstration rules need several
+/// demonstrations): per task, P alone, Q alone, the L0 control and the best layer L ≥ 1 at every k
+/// of `summaries` (first dummy kind of each run), as `OUT/<model>_transplant_ksweep.md` and one
+/// plot per task. Returns the Markdown.
+pub fn write_k_sweep(summaries: &[TransplantSummary], out: &Path) -> Result<String> {
+    let Some(first) = summaries.first() else {
+        return Err(ExperimentError::Invalid("k sweep of no runs".into()));
+    };
+    let id = format!("{}_transplant_ksweep", sanitize(&first.config.model_id));
+    let mut runs: Vec<&TransplantSummary> = summaries.iter().collect();
+    runs.sort_by_key(|s| s.config.k);
+    let mut task_names: Vec<&str> = Vec::new();
+    for s in &runs {
+        for t in &s.tasks {
+            if !task_names.contains(&t.task.as_str()) {
+                task_names.push(&t.task);
+            }
+        }
+    }
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Transplants against the number of demonstrations k ({})\n\n\
+         Per k the first dummy kind of that run (k = 1 admits only random labels); best L ≥ 1 is \
+         the best layer of the sweep at that k. Accuracy in % with {:.0} % bootstrap intervals.\n",
+        first.config.model_id,
+        100.0 * first.level
+    );
+    let plots = out.join("plots");
+    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
+        path: plots.clone(),
+        source: e,
+    })?;
+    for task in task_names {
+        let _ = writeln!(md, "### {task}\n");
+        let _ = writeln!(
+            md,
+            "| k | dummy | P alone | Q alone | L0 control | best L ≥ 1 | verdict |\n|---|---|---|---|---|---|---|"
+        );
+        let mut series: Vec<IntervalSeries> = ["P alone", "Q alone", "L0 control", "best L ≥ 1"]
+            .iter()
+            .map(|n| IntervalSeries {
+                name: (*n).to_string(),
+                points: Vec::new(),
+            })
+            .collect();
+        for s in &runs {
+            let Some(v) = s
+                .tasks
+                .iter()
+                .find(|t| t.task == task)
+                .and_then(|t| t.verdicts.first())
+            else {
+                continue;
+            };
+            let k = s.config.k;
+            let _ = writeln!(
+                md,
+                "| {k} | {} | {} | {} | {} | {} | **{}** |",
+                v.dummy.name(),
+                pct_iv(&v.icl),
+                pct_iv(&v.dummy_alone),
+                pct_iv(&v.l0_control),
+                match (v.best_layer, &v.best) {
+                    (Some(l), Some(b)) => format!("L{l}: {}", pct_iv(b)),
+                    _ => "–".into(),
+                },
+                v.verdict.name()
+            );
+            let x = k as f64;
+            for (i, iv) in [Some(v.icl), Some(v.dummy_alone), Some(v.l0_control), v.best]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(iv) = iv {
+                    series[i].points.push((x, iv.mean, iv.lo, iv.hi));
+                }
+            }
+        }
+        let file = format!("{id}_{}.png", sanitize(task));
+        interval_plot(
+            &plots.join(&file),
+            &format!("{} {task}: transplant against k", first.config.model_id),
+            "k (demonstrations)",
+            &series,
+            &[],
+        )?;
+        let _ = writeln!(md, "\n![{task}](plots/{file})\n");
+    }
+    formats::write_atomic(&out.join(format!("{id}.md")), md.as_bytes())?;
     Ok(md)
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use icl_experiments::transplant::{
     journal_path, p_prompts, q_prompts, rule_outputs, run_transplant, summarize, transplant_logits,
-    write_transplant_report, Condition, DummyKind, Journal, Outcome, Source, TransplantConfig,
-    UnitRecord, Verdict,
+    write_k_sweep, write_transplant_report, Condition, DummyKind, Journal, Outcome, Source,
+    TransplantConfig, UnitRecord, Verdict,
 };
 use icl_experiments::{Prepared, Probe};
 use icl_probe::{HookSpec, Model, Tokenizer};
@@ -235,7 +235,7 @@ fn a_run_resumes_skipping_done_units_and_recomputing_a_cut_one() {
 
     // A kill in the middle of a line: the cut line is dropped and that unit recomputed, equal to
     // the first run's (everything is seeded).
-    let path = journal_path(dir.path(), &cfg.model_id);
+    let path = journal_path(dir.path(), &cfg.model_id, cfg.k);
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4);
@@ -264,12 +264,32 @@ fn a_run_resumes_skipping_done_units_and_recomputing_a_cut_one() {
     let md = write_transplant_report(&s, dir.path()).unwrap();
     assert!(md.contains("L0 control"));
     for f in [
-        "llama_tiny_transplant.json",
-        "llama_tiny_transplant.md",
-        "plots/llama_tiny_transplant_toy_upper.png",
+        "llama_tiny_transplant_k3.json",
+        "llama_tiny_transplant_k3.md",
+        "plots/llama_tiny_transplant_k3_toy_upper.png",
     ] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }
+
+    // A second k in the same folder has its own journal; k = 1 works with random labels only.
+    let mut k1 = cfg.clone();
+    k1.k = 1;
+    assert!(run_transplant(&probe, &tasks, &k1, dir.path()).is_err());
+    k1.dummies = vec![DummyKind::RandomLabels];
+    let log1 = run_transplant(&probe, &tasks, &k1, dir.path()).unwrap();
+    assert_eq!((log1.computed, log1.skipped), (4, 0));
+    let s1 = summarize(&k1, &log1.records, 1.0).unwrap();
+    let sweep = write_k_sweep(&[s.clone(), s1], dir.path()).unwrap();
+    let rows: Vec<&str> = sweep
+        .lines()
+        .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 3 |"))
+        .collect();
+    assert_eq!(rows.len(), 4, "k = 1 and 3 for two tasks:\n{sweep}");
+    assert!(sweep.find("| 1 |").unwrap() < sweep.find("| 3 |").unwrap());
+    assert!(dir
+        .path()
+        .join("plots/llama_tiny_transplant_ksweep_toy_upper.png")
+        .exists());
 }
 
 fn record(outcomes: Vec<(Condition, Vec<bool>)>) -> UnitRecord {
