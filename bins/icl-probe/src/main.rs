@@ -27,7 +27,7 @@ enum Command {
     Predict(predict::Args),
     /// Logits and cached activations for token ids from a safetensors file.
     Forward(forward::Args),
-    /// Run an ICL experiment (baseline, icl, task-vector, rule-vector, knockout, pca, all).
+    /// Run an ICL experiment (baseline, icl, task-vector, rule-vector, rule-vector-sites, knockout, pca, transplant, all).
     Run(experiments_cli::RunArgs),
     /// Build the ICL task sets (JSONL) from the asset cache.
     Tasks(experiments_cli::TasksArgs),
