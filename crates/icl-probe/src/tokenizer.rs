@@ -1,5 +1,6 @@
 //! Tokenizers that give exactly transformers' ids: `tokenizer.json` through the `tokenizers`
-//! crate, or one rebuilt from a GGUF file's metadata.
+//! crate, GPT-2's original `vocab.json` + `merges.txt` ([`Tokenizer::from_gpt2_files`]), or one
+//! rebuilt from a GGUF file's metadata.
 //!
 //! A GGUF carries no `tokenizer.json`, only llama.cpp's `tokenizer.ggml.*` keys. We rebuild from
 //! them the tokenizer transformers builds (`AutoTokenizer.from_pretrained(dir, gguf_file=…)`,
@@ -39,6 +40,9 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Qwen2 split (`qwen2`, `deepseek-r1-qwen`): as Llama 3 but every digit on its own. The same
 /// expression in transformers' `Qwen2Tokenizer` and llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2`.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// GPT-2's only special token: end of text, also its BOS and EOS (id 50256).
+const GPT2_END_OF_TEXT: &str = "<|endoftext|>";
 
 /// SentencePiece's word-boundary mark, standing for a space.
 const SPM_SPACE: char = '\u{2581}';
@@ -81,6 +85,59 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| ProbeError::Tokenizer(format!("{}: {e}", path.display())))?;
         Ok(Self::new(inner, None, None))
+    }
+
+    /// GPT-2's tokenizer from its two original files: `vocab.json` (token → id; OpenAI released it
+    /// as `encoder.json`) and `merges.txt` (`vocab.bpe`, a `#version` line then one merge per
+    /// line, highest priority first). This is what transformers' `GPT2Tokenizer` builds from them:
+    /// byte-level BPE through the `tokenizers` crate's [`BPE`], GPT-2's split regex with no
+    /// prefix space (tokenizers' [`ByteLevel`] pre-tokenizer), and `<|endoftext|>` as BOS, EOS
+    /// and a special token. GPT-2 adds no special token when encoding.
+    ///
+    /// GPT-2 architecture folders (`config.json` + `model.safetensors`) often come without a
+    /// `tokenizer.json`; these two files are the tokenizer the model was trained with (the
+    /// `gpt2-bpe` asset).
+    pub fn from_gpt2_files(vocab: &Path, merges: &Path) -> Result<Self> {
+        for p in [vocab, merges] {
+            crate::loader::check_regular_file(p)?;
+        }
+        let utf8 = |p: &Path| {
+            p.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| tok_err(format!("{}: path is not UTF-8", p.display())))
+        };
+        let bpe = BPE::from_file(&utf8(vocab)?, &utf8(merges)?)
+            .build()
+            .map_err(|e| {
+                tok_err(format!(
+                    "GPT-2 BPE from {} and {}: {e}",
+                    vocab.display(),
+                    merges.display()
+                ))
+            })?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let eot = inner.token_to_id(GPT2_END_OF_TEXT);
+        if eot.is_some() {
+            inner.add_special_tokens(&[AddedToken::from(GPT2_END_OF_TEXT, true)]);
+        }
+        Ok(Self::new(inner, eot, eot))
+    }
+
+    /// [`Self::from_gpt2_files`] on a folder holding `vocab.json` + `merges.txt` (Hugging Face's
+    /// names) or `encoder.json` + `vocab.bpe` (OpenAI's, as in the `gpt2-bpe` asset).
+    pub fn from_gpt2_dir(dir: &Path) -> Result<Self> {
+        for (vocab, merges) in [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")] {
+            let (v, m) = (dir.join(vocab), dir.join(merges));
+            if v.exists() && m.exists() {
+                return Self::from_gpt2_files(&v, &m);
+            }
+        }
+        Err(ProbeError::NotFound(format!(
+            "{}: neither vocab.json + merges.txt nor encoder.json + vocab.bpe",
+            dir.display()
+        )))
     }
 
     /// Set the special ids (from `config.json`).
