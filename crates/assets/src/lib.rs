@@ -7,6 +7,12 @@
 //! failure at any step leaves nothing in the cache but what was there before, so a present cache entry is
 //! always a complete, verified one.
 //!
+//! A cache entry then proves itself on every use ([`integrity`]): [`cached`], [`locate`], [`fetch`] and
+//! `assets path` check every file's size and XXH3-128 against the manifest written at fetch time,
+//! `assets fetch` and `assets verify` re-hash every file with SHA-256 against the pinned digests, and
+//! any difference (a flipped bit, a missing or extra file, a folder where a file belongs) is an
+//! [`AssetError::Damaged`] that lists what is wrong and offers `assets fetch --force NAME`.
+//!
 //! ```no_run
 //! let gguf = assets::fetch("smollm2-135m-gguf")?; // downloads once, then reads the cache
 //! let wordnet = assets::cached("wordnet-3.0");     // never touches the network
@@ -16,12 +22,14 @@
 mod assemble;
 pub mod catalog;
 mod fetch;
+pub mod integrity;
 mod unpack;
 
 use std::path::{Path, PathBuf};
 
 pub use catalog::{expand_part, find, Asset, Files, Parts, Source, CATALOG};
 pub use fetch::{ClientRunner, Fetcher, SystemClients};
+pub use integrity::{Check, Problem};
 
 /// Environment variable that overrides the cache folder.
 pub const CACHE_ENV: &str = "ICLGDD_CACHE";
@@ -104,6 +112,16 @@ pub enum AssetError {
          `cargo run --release -p assets-cli -- fetch {asset}` on a machine that reaches the registries"
     )]
     NotCached { asset: String, cache: String },
+    #[error(
+        "asset `{asset}` in the cache ({dir}) is damaged: {}; run `assets fetch --force {asset}` \
+         (or `assets verify --repair {asset}`) to fetch it again",
+        integrity::describe(problems)
+    )]
+    Damaged {
+        asset: String,
+        dir: String,
+        problems: Vec<Problem>,
+    },
     #[error("asset `{asset}`: {context}: {source}")]
     Io {
         asset: String,
@@ -135,15 +153,36 @@ pub fn path_in(root: &Path, asset: &Asset) -> PathBuf {
     }
 }
 
-/// The cached asset (file or folder) if it is present in the default cache; never touches the network.
-/// Returns `None` for an unknown name, too: callers that need a reason use [`fetch_with`] in offline mode.
+/// The cached asset (file or folder) if it is present in the default cache and passes the fast check
+/// (sizes and XXH3-128 against its manifest); never touches the network.
+///
+/// Returns `None` for an unknown or absent name, and also for a damaged entry, after printing the
+/// [`AssetError::Damaged`] message (what is wrong, and `assets fetch --force NAME`) to stderr: its
+/// callers are mostly tests and benchmarks that skip without the asset, and a damaged file must
+/// never be used. Code that reports errors uses [`locate`] instead.
 pub fn cached(name: &str) -> Option<PathBuf> {
-    let asset = find(name)?;
-    let path = path_in(&cache_root(), asset);
-    path.exists().then_some(path)
+    match locate(name) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("warning: {e}");
+            None
+        }
+    }
 }
 
-/// The asset from the default cache, downloading and verifying it first if needed.
+/// The cached asset in the default cache: `Ok(None)` if it is not cached, `Err` for an unknown name
+/// or an entry that fails the fast check ([`AssetError::Damaged`]). Never touches the network.
+pub fn locate(name: &str) -> Result<Option<PathBuf>, AssetError> {
+    let asset = lookup(name)?;
+    let root = cache_root();
+    match Fetcher::new(&root).offline(true).fetch_asset(asset) {
+        Ok(path) => Ok(Some(path)),
+        Err(AssetError::NotCached { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The asset from the default cache (fast check), downloading and verifying it first if needed.
 pub fn fetch(name: &str) -> Result<PathBuf, AssetError> {
     Fetcher::new(cache_root()).fetch(name)
 }

@@ -162,12 +162,7 @@ fn members(asset: &Asset, base: &Path, flat: bool) -> Result<Vec<Member>, AssetE
                     source: e,
                 })?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                // Digit after the prefix keeps `cifar10_` from also taking `cifar100_` twice.
-                let matches = prefixes.iter().any(|p| {
-                    name.strip_prefix(p).is_some_and(|rest| {
-                        p.is_empty() || rest.starts_with(|c: char| c.is_ascii_digit())
-                    })
-                }) && name.ends_with(suffix);
+                let matches = crate::integrity::matches_pattern(&name, prefixes, suffix);
                 if matches && entry.path().is_file() {
                     out.push(Member {
                         path: entry.path(),
@@ -245,15 +240,4 @@ pub(crate) fn select_and_verify(
         })?;
     }
     Ok(())
-}
-
-/// Re-verifies a cache folder (for a multi-part asset: its size first, then the companion's files).
-pub(crate) fn verify_folder(asset: &Asset, dir: &Path) -> Result<(), AssetError> {
-    if let Files::Assembled(parts) = &asset.files {
-        crate::assemble::check_size(asset, parts, &dir.join(parts.file))?;
-        if let Some(companion) = parts.companion {
-            verify_folder(companion, dir)?;
-        }
-    }
-    verify_members(asset, &members(asset, dir, true)?)
 }

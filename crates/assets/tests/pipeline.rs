@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use assets::{Asset, AssetError, ClientRunner, Fetcher, Files, Parts, Source};
+use assets::{Asset, AssetError, ClientRunner, Fetcher, Files, Parts, Problem, Source};
 
 fn sha(bytes: &[u8]) -> &'static str {
     use sha2::Digest;
@@ -202,12 +202,15 @@ fn tree_digest_covers_matching_folders_and_catches_changes() {
     let dir = fetcher.fetch_asset(&asset).unwrap();
     assert!(dir.join("a.json").is_file() && !dir.join("readme.txt").exists());
 
-    // Corrupting a cached file is caught by verify.
-    std::fs::write(dir.join("b.json"), b"{}").unwrap();
-    assert!(matches!(
-        fetcher.verify_asset(&asset),
-        Err(AssetError::ChecksumMismatch { .. })
-    ));
+    // Corrupting a cached file is caught by verify, which names it (from the manifest written at
+    // fetch time: the catalog pins only the tree digest).
+    std::fs::write(dir.join("b.json"), b"{\"capital\":\"Rone\"}").unwrap();
+    let err = fetcher.verify_asset(&asset).unwrap_err();
+    assert!(
+        matches!(&err, AssetError::Damaged { problems, .. }
+            if matches!(&problems[..], [Problem::Changed { file, hash: "sha256", .. }] if file == "b.json")),
+        "{err}"
+    );
 
     // A package whose folder changed is refused outright.
     let mut changed = files;
@@ -416,8 +419,8 @@ fn parts_are_concatenated_in_order_verified_and_cached_with_the_terms() {
     f.set_len(whole.len() as u64 - 1).unwrap();
     let err = fetcher.verify_asset(&asset).unwrap_err();
     assert!(
-        matches!(err, AssetError::SizeMismatch { expected, actual, .. }
-            if expected == whole.len() as u64 && actual == expected - 1),
+        matches!(&err, AssetError::Damaged { problems, .. }
+            if problems == &[Problem::Size { file: "model.gguf".into(), expected: whole.len() as u64, actual: whole.len() as u64 - 1 }]),
         "{err}"
     );
 }
