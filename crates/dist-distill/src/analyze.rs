@@ -11,9 +11,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use edm_core::song_unet::{DecLayer, EncLayer};
-use edm_core::{
-    DecoderType, EdmConfig, EdmPrecond, EmbeddingType, EncoderType, ModelType, SongUNet, UNet,
-};
+use edm_core::{EdmConfig, EdmPrecond, SongUNet, UNet};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -23,19 +21,7 @@ use crate::error::{DistillError, Result};
 /// (SongUNet, Fourier embedding, residual encoder, [1,3,3,1] filter, 128 channels, ×[2,2,2],
 /// 4 blocks, attention at 16, 32×32×3, unconditional, dropout 0).
 pub fn ncsnpp_cifar10_config() -> EdmConfig {
-    let mut c = EdmConfig::tiny(ModelType::SongUNet, 32, 3, 0);
-    c.embedding_type = EmbeddingType::Fourier;
-    c.encoder_type = EncoderType::Residual;
-    c.decoder_type = DecoderType::Standard;
-    c.channel_mult_noise = 2;
-    c.resample_filter = vec![1.0, 3.0, 3.0, 1.0];
-    c.model_channels = Some(128);
-    c.channel_mult = Some(vec![2, 2, 2]);
-    c.num_blocks = Some(4);
-    c.attn_resolutions = Some(vec![16]);
-    c.dropout = Some(0.0);
-    c.augment_dim = 0;
-    c
+    EdmConfig::gdd_ncsnpp_cifar10()
 }
 
 /// SongUNet's forward pass (same order as edm-core's `SongUNet::forward`, whose output it must

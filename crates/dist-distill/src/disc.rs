@@ -19,8 +19,8 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
 use exact_f32::{conv2d, matmul};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -81,14 +81,14 @@ impl DiscConfig {
     }
 }
 
-fn uniform_vec(rng: &mut StdRng, n: usize, bound: f64) -> Vec<f32> {
+fn uniform_vec(rng: &mut ChaCha12Rng, n: usize, bound: f64) -> Vec<f32> {
     (0..n)
         .map(|_| (rng.random::<f64>() * 2.0 - 1.0) * bound)
         .map(|v| v as f32)
         .collect()
 }
 
-fn normal_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
+fn normal_vec(rng: &mut ChaCha12Rng, n: usize) -> Vec<f32> {
     (0..n)
         .map(|_| rng.sample::<f64, _>(StandardNormal) as f32)
         .collect()
@@ -102,7 +102,7 @@ pub struct PlainConv<B: Backend> {
 }
 
 impl<B: Backend> PlainConv<B> {
-    fn new(rng: &mut StdRng, cin: usize, cout: usize, k: usize, device: &B::Device) -> Self {
+    fn new(rng: &mut ChaCha12Rng, cin: usize, cout: usize, k: usize, device: &B::Device) -> Self {
         let fan_in = cin * k * k;
         let bound = 1.0 / (fan_in as f64).sqrt();
         let w = uniform_vec(rng, cout * fan_in, bound);
@@ -139,7 +139,7 @@ pub struct ProjectedFeatures<B: Backend> {
 impl<B: Backend> ProjectedFeatures<B> {
     /// Wraps a loaded backbone with fixed random mixing layers drawn from `cfg.seed`.
     pub fn new(backbone: EfficientNetLite0<B>, cfg: &DiscConfig, device: &B::Device) -> Self {
-        let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x00cc_aa11);
+        let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed ^ 0x00cc_aa11);
         let ccm_ch = cfg.ccm_channels();
         let ccm = (0..4)
             .map(|i| PlainConv::new(&mut rng, EFFNET_CHANNELS[i], ccm_ch[i], 1, device))
@@ -224,7 +224,7 @@ fn l2_normalize<B: Backend>(t: Tensor<B, 1>) -> Tensor<B, 1> {
 impl<B: Backend> SnConv<B> {
     #[allow(clippy::too_many_arguments)]
     fn new(
-        rng: &mut StdRng,
+        rng: &mut ChaCha12Rng,
         cin: usize,
         cout: usize,
         k: usize,
@@ -405,7 +405,7 @@ fn nfc(res: usize) -> usize {
 
 impl<B: Backend> MiniDisc<B> {
     fn new(
-        rng: &mut StdRng,
+        rng: &mut ChaCha12Rng,
         cin: usize,
         start_sz: usize,
         end_sz: usize,
@@ -491,7 +491,7 @@ pub struct MultiScaleD<B: Backend> {
 
 impl<B: Backend> MultiScaleD<B> {
     pub fn new(cfg: &DiscConfig, device: &B::Device) -> Self {
-        let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0xd15c_0000);
+        let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed ^ 0xd15c_0000);
         let res = cfg.head_resolutions();
         let ch = cfg.head_channels();
         let end_sz = if res[3] >= 8 { 8 } else { res[3] };
@@ -557,7 +557,7 @@ mod tests {
     #[test]
     fn spectral_norm_sigma_converges_to_top_singular_value() {
         let dev = Default::default();
-        let mut rng = StdRng::seed_from_u64(3);
+        let mut rng = ChaCha12Rng::seed_from_u64(3);
         let mut c = SnConv::<Flex>::new(&mut rng, 3, 5, 3, 1, 1, true, &dev);
         for _ in 0..200 {
             c = c.power_iteration();

@@ -28,6 +28,9 @@ use exact_f32::conv2d;
 
 use crate::error::{DistillError, Result};
 
+/// The asset holding the ImageNet-trained weights (`assets fetch efficientnet-lite0`).
+pub const EFFNET_ASSET: &str = "efficientnet-lite0";
+
 /// Batch-norm epsilon of the TensorFlow EfficientNet weights.
 const BN_EPS: f32 = 1e-3;
 
@@ -157,7 +160,7 @@ const BLOCK_KERNEL: [usize; 16] = [3, 3, 3, 5, 5, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 
 /// Random tensors with Lite0's shapes (tests and benchmarks without the real asset): conv weights
 /// N(0, 1/fan_in)·2, batch norms with positive variances, so activations stay O(1).
 pub struct RandomLite0Source {
-    rng: rand::rngs::StdRng,
+    rng: rand_chacha::ChaCha12Rng,
     shapes: std::collections::HashMap<String, Vec<usize>>,
 }
 
@@ -198,7 +201,7 @@ impl RandomLite0Source {
             cin = BLOCK_OUT[i];
         }
         Self {
-            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            rng: rand_chacha::ChaCha12Rng::seed_from_u64(seed),
             shapes,
         }
     }
@@ -308,6 +311,19 @@ impl<B: Backend> EfficientNetLite0<B> {
     pub fn load_pth(path: &Path, device: &B::Device) -> Result<Self> {
         let mut src = PthSource::open(path)?;
         Self::from_source(&mut src, device)
+    }
+
+    /// Loads the trunk from `path`, or from the cached asset `efficientnet-lite0` when `path` is
+    /// `None` ([`DistillError::MissingAsset`] when it is not cached).
+    pub fn load(path: Option<&Path>, device: &B::Device) -> Result<Self> {
+        match path {
+            Some(p) => Self::load_pth(p, device),
+            None => {
+                let p = assets::cached(EFFNET_ASSET)
+                    .ok_or_else(|| DistillError::MissingAsset(EFFNET_ASSET.to_string()))?;
+                Self::load_pth(&p, device)
+            }
+        }
     }
 
     /// A random-weight trunk with the real architecture (for tests without the asset).

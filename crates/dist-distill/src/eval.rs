@@ -8,8 +8,8 @@ use burn::tensor::{Tensor, TensorData};
 use edm_core::{EdmPrecond, ImageDataset, SamplerConfig, Solver};
 use fid::evaluator::to_uint8_range;
 use fid::{FidEvaluator, InceptionV3, RefStats};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 
 use crate::error::{DistillError, Result};
@@ -39,7 +39,11 @@ pub fn dataset_batch<B: Backend>(
     )
 }
 
-/// Inception statistics of the first `num` images of `data` (the FID reference).
+/// Inception statistics of the first `num` images of `data` (the FID reference), by
+/// [`fid::evaluator::dataset_stats`]: the images go back to the uint8 values they were read from
+/// (x·127.5 + 128, clipped and truncated as [`to_uint8_range`] does for generated images; exact for
+/// values that were v/127.5 − 1), so the reference and the samples take the same path through the
+/// network.
 pub fn reference_stats<B: Backend>(
     inception: &InceptionV3<B>,
     data: &ImageDataset,
@@ -48,17 +52,41 @@ pub fn reference_stats<B: Backend>(
     device: &B::Device,
 ) -> Result<RefStats> {
     let num = num.min(data.len);
-    let mut stats = fid::FeatureStats::new(2048);
-    let mut done = 0;
-    while done < num {
-        let n = batch.min(num - done);
-        let x = to_uint8_range(dataset_batch(data, done, n, device));
-        let f = inception.features(x)?;
-        let v: Vec<f32> = f.into_data().convert::<f32>().into_vec().expect("f32");
-        stats.update(&v)?;
-        done += n;
-    }
+    let per = data.channels * data.resolution * data.resolution;
+    let pixels: Vec<u8> = data.images[..num * per]
+        .iter()
+        .map(|&x| (x * 127.5 + 128.0).clamp(0.0, 255.0).floor() as u8)
+        .collect();
+    let mut dataset = fid::Dataset::memory(
+        Path::new("<training images>"),
+        pixels,
+        [num, data.channels, data.resolution, data.resolution],
+    );
+    let stats = fid::evaluator::dataset_stats(inception, &mut dataset, num, batch, device, |_| {})?;
     Ok(stats.finalize()?)
+}
+
+/// The FID evaluator of a training run: the Inception network from the asset cache and the
+/// statistics of the first `num` images of `reference`, read from `cache` (`.npz`) when that file
+/// exists and written there after computing them otherwise.
+pub fn fid_evaluator<B: Backend>(
+    reference: &ImageDataset,
+    num: usize,
+    cache: Option<&Path>,
+    device: &B::Device,
+) -> Result<FidEvaluator<B>> {
+    let inception = load_inception::<B>(device)?;
+    let stats = match cache {
+        Some(c) if c.exists() => RefStats::load_npz(c)?,
+        _ => {
+            let s = reference_stats(&inception, reference, num, 50, device)?;
+            if let Some(c) = cache {
+                s.save_npz(c)?;
+            }
+            s
+        }
+    };
+    Ok(FidEvaluator::new(inception, stats)?)
 }
 
 /// Standard-normal latents for `n` consecutive seeds starting at `seed0` (one RNG per image, so a
@@ -72,7 +100,7 @@ pub fn latents<B: Backend>(
     let per = chw.iter().product::<usize>();
     let mut v = Vec::with_capacity(n * per);
     for s in seed0..seed0 + n as u64 {
-        let mut rng = StdRng::seed_from_u64(s);
+        let mut rng = ChaCha12Rng::seed_from_u64(s);
         v.extend((0..per).map(|_| rng.sample::<f32, _>(StandardNormal)));
     }
     Tensor::from_data(TensorData::new(v, [n, chw[0], chw[1], chw[2]]), device)
@@ -88,7 +116,7 @@ fn random_labels<B: Backend>(
     (k > 0).then(|| {
         let mut v = vec![0f32; n * k];
         for (i, s) in (seed0..seed0 + n as u64).enumerate() {
-            let mut rng = StdRng::seed_from_u64(s ^ 0x1abe1);
+            let mut rng = ChaCha12Rng::seed_from_u64(s ^ 0x1abe1);
             v[i * k + rng.random_range(0..k)] = 1.0;
         }
         Tensor::from_data(TensorData::new(v, [n, k]), device)
@@ -198,4 +226,40 @@ pub fn write_grid<B: Backend>(images: Tensor<B, 4>, cols: usize, path: &Path) ->
             .map_err(std::io::Error::other)
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    /// The reference statistics through fid's `dataset_stats` equal the former in-crate loop
+    /// (float images → `to_uint8_range` on the device → features → `FeatureStats`), bit for bit.
+    #[test]
+    fn reference_stats_equal_the_float_path() {
+        let dev = Default::default();
+        let inception = InceptionV3::<Flex>::random(0, &dev);
+        let (n, res) = (3, 8);
+        let images = (0..n * res * res)
+            .map(|i| ((i * 37) % 256) as f32 / 127.5 - 1.0)
+            .collect();
+        let data = ImageDataset {
+            images,
+            labels: None,
+            num_classes: 0,
+            len: n,
+            channels: 1,
+            resolution: res,
+        };
+        let mut expected = fid::FeatureStats::new(2048);
+        for (start, count) in [(0, 2), (2, 1)] {
+            let x = to_uint8_range(dataset_batch::<Flex>(&data, start, count, &dev));
+            let f = inception.features(x).unwrap();
+            expected
+                .update(&f.into_data().convert::<f32>().into_vec::<f32>().unwrap())
+                .unwrap();
+        }
+        let got = reference_stats(&inception, &data, 10, 2, &dev).unwrap();
+        assert_eq!(got, expected.finalize().unwrap());
+    }
 }

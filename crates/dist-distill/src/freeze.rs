@@ -83,6 +83,26 @@ impl FreezeReport {
         r
     }
 
+    /// One report per GDD-I level (0 = GDD, nothing frozen, to 3), from `(name, numel)` of every
+    /// parameter.
+    pub fn all_levels(params: &[(&str, usize)]) -> Vec<Self> {
+        (0..=3u8)
+            .map(|level| Self::new(params.iter().copied(), level))
+            .collect()
+    }
+
+    /// The reports as one Markdown table (header and one row per report).
+    pub fn markdown_table(reports: &[Self]) -> String {
+        let mut t = String::from(
+            "| freeze | keywords | total | trainable | frozen | frozen % |\n|---|---|---|---|---|---|\n",
+        );
+        for r in reports {
+            t.push_str(&r.markdown_row());
+            t.push('\n');
+        }
+        t
+    }
+
     /// A Markdown summary (one table row per level is built by callers from several reports).
     pub fn markdown_row(&self) -> String {
         format!(

@@ -11,6 +11,8 @@
 //! is exactly EDM's preconditioning, so before training `G(z)` is the teacher's one-step denoising
 //! `D(80 z; 80)`.
 
+use std::path::{Path, PathBuf};
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use edm_core::{EdmPrecond, Precision};
@@ -84,6 +86,22 @@ pub fn generate<B: Backend>(
         f.cast(DType::F32)
     };
     x.mul_scalar(k.c_skip) + f.mul_scalar(k.c_out)
+}
+
+/// Loads an EDM network (a teacher, or a generator's EMA) from `dir` (`config.json` +
+/// `model.safetensors`), also accepting an `edm train` output folder, whose network is in
+/// `dir/checkpoint`.
+pub fn load_net<B: Backend>(dir: &Path, device: &B::Device) -> crate::Result<EdmPrecond<B>> {
+    Ok(edm_core::load_precond(net_dir(dir), device)?)
+}
+
+/// `dir`, or `dir/checkpoint` when only that one holds a `config.json`.
+pub fn net_dir(dir: &Path) -> PathBuf {
+    if !dir.join("config.json").exists() && dir.join("checkpoint/config.json").exists() {
+        dir.join("checkpoint")
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,13 @@
 //!    Adam step of the discriminator's optimizer;
 //! 5. generator EMA with EDM's half-life ramp.
 //!
-//! Randomness is counter-based: everything a step draws comes from `StdRng(seed, step, stream)`, so
+//! Each phase is a method of [`GddTrainer`] ([`GddTrainer::generator_step`],
+//! [`GddTrainer::discriminator_step`], [`GddTrainer::r1_step`], [`GddTrainer::ema_step`]), and each
+//! gradient phase is itself split into computing the gradients (summed over the data-parallel shards)
+//! and applying them (`*_grads` / `apply_*_grads`), so a multi-process engine can all-reduce between
+//! the two. [`run`] is the whole training driver (resume, checkpoints, metrics, grids, FID).
+//!
+//! Randomness is counter-based: everything a step draws comes from `ChaCha12Rng(seed, step, stream)`, so
 //! resuming from a checkpoint (parameters, EMA, both Adam states, step) reproduces the uninterrupted
 //! run exactly. A non-finite loss stops training with [`DistillError::NonFinite`], leaving the last
 //! good checkpoint in place.
@@ -24,8 +30,8 @@ use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use edm_core::{EdmPrecond, ImageDataset};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +42,11 @@ use crate::freeze::{is_frozen, FreezeReport};
 use crate::generator::{generate, OneStep};
 use crate::loss::{disc_fake_loss, disc_real_loss, generator_loss, lazy_adam_adjust, LossType};
 use crate::r1::r1_terms;
+
+mod driver;
+pub use driver::{
+    data_parallel_devices, has_checkpoint, run, FidRecord, FidSchedule, RunEvent, RunOptions,
+};
 
 /// Hyper-parameters of a GDD run (defaults: the reference's CIFAR-10 recipe, `train.sh`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -158,6 +169,40 @@ pub struct StepMetrics {
     pub images_per_sec: f64,
 }
 
+/// What the D phase measured (sums over the batch of the losses; mean logits).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DiscStep {
+    pub loss_fake: f64,
+    pub loss_real: f64,
+    pub fake_score: f64,
+    pub real_score: f64,
+}
+
+/// Everything one step draws at random, on the host, for the whole batch (before it is split into
+/// data-parallel shards, so k devices see exactly the samples of one): images are `[N, C, H, W]`
+/// flattened, labels are class indices (used only by class-conditional runs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepDraws {
+    /// `[C, H, W]` of one image.
+    pub chw: [usize; 3],
+    /// The G phase's latents and labels.
+    pub g_noise: Vec<f32>,
+    pub g_labels: Vec<usize>,
+    /// The D phase's latents and labels for its fake images.
+    pub d_noise: Vec<f32>,
+    pub d_fake_labels: Vec<usize>,
+    /// Real images and their labels (D phase and lazy R1).
+    pub real: Vec<f32>,
+    pub real_labels: Vec<usize>,
+}
+
+impl StepDraws {
+    /// Values per image.
+    fn per(&self) -> usize {
+        self.chw.iter().product()
+    }
+}
+
 /// Persistent counters of a run (`state.json` in a checkpoint).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GddState {
@@ -185,23 +230,27 @@ pub fn to_rgb<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 }
 
 /// A step's random draws (counter-based: seed, step and stream select the generator).
-fn step_rng(seed: u64, step: u64, stream: u64) -> StdRng {
+fn step_rng(seed: u64, step: u64, stream: u64) -> ChaCha12Rng {
     let mut s = seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(step.wrapping_mul(0xBF58_476D_1CE4_E5B9))
         .wrapping_add(stream.wrapping_mul(0x94D0_49BB_1331_11EB));
     s ^= s >> 31;
-    StdRng::seed_from_u64(s)
+    ChaCha12Rng::seed_from_u64(s)
 }
 
 /// `len` standard-normal draws, in the order every run (single- or multi-device) makes them.
-fn normal_host(rng: &mut StdRng, len: usize) -> Vec<f32> {
+fn normal_host(rng: &mut ChaCha12Rng, len: usize) -> Vec<f32> {
     (0..len)
         .map(|_| rng.sample::<f32, _>(StandardNormal))
         .collect()
 }
 
-fn normal<B: Backend>(rng: &mut StdRng, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+fn normal<B: Backend>(
+    rng: &mut ChaCha12Rng,
+    shape: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 4> {
     let n: usize = shape.iter().product();
     Tensor::from_data(TensorData::new(normal_host(rng, n), shape), device)
 }
@@ -246,7 +295,7 @@ fn scalar_sum<BB: Backend>(xs: Vec<Tensor<BB, 1>>) -> f64 {
 
 /// A batch of real images (host, `[N, C, H, W]` flattened) and labels, drawn uniformly with
 /// replacement.
-fn real_batch_host(data: &ImageDataset, rng: &mut StdRng, n: usize) -> (Vec<f32>, Vec<usize>) {
+fn real_batch_host(data: &ImageDataset, rng: &mut ChaCha12Rng, n: usize) -> (Vec<f32>, Vec<usize>) {
     let per = data.channels * data.resolution * data.resolution;
     let mut v = Vec::with_capacity(n * per);
     let mut labels = Vec::with_capacity(n);
@@ -357,36 +406,88 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         (self.state.config.cond && classes > 0).then(|| one_hot(ids, classes, device))
     }
 
-    /// One training step (G, D, lazy R1, EMA), data-parallel over [`Self::devices`].
+    /// The host-side random draws of the current step (counter-based, see the module doc): the G
+    /// phase's noise and labels from stream 0, the D phase's noise, fake labels and real batch from
+    /// stream 1. The lazy R1 phase reuses the D phase's real images.
+    pub fn draw(&self, data: &ImageDataset) -> StepDraws {
+        let cfg = &self.state.config;
+        let (step, n) = (self.state.step, cfg.batch_size);
+        let per = data.channels * data.resolution * data.resolution;
+        let classes = self.g.config.label_dim.max(1);
+        let mut rng = step_rng(cfg.seed, step, 0);
+        let g_noise = normal_host(&mut rng, n * per);
+        let g_labels = (0..n).map(|_| rng.random_range(0..classes)).collect();
+        let mut rng = step_rng(cfg.seed, step, 1);
+        let d_noise = normal_host(&mut rng, n * per);
+        let d_fake_labels = (0..n).map(|_| rng.random_range(0..classes)).collect();
+        let (real, real_labels) = real_batch_host(data, &mut rng, n);
+        StepDraws {
+            chw: [data.channels, data.resolution, data.resolution],
+            g_noise,
+            g_labels,
+            d_noise,
+            d_fake_labels,
+            real,
+            real_labels,
+        }
+    }
+
+    /// One training step, data-parallel over [`Self::devices`]: the phases of GDD's
+    /// `training_loop.py` in order ([`Self::draw`], spectral-norm [`Self::power_iteration`],
+    /// [`Self::generator_step`], [`Self::discriminator_step`], [`Self::r1_step`] when due,
+    /// [`Self::ema_step`]), then the step and image counters advance.
     pub fn step(&mut self, data: &ImageDataset) -> Result<StepMetrics> {
         let started = std::time::Instant::now();
-        let cfg = self.state.config.clone();
-        let step = self.state.step;
-        let n = cfg.batch_size;
-        let chw = [data.channels, data.resolution, data.resolution];
-        let per: usize = chw.iter().product();
-        let classes = self.g.config.label_dim.max(1);
-        let (dlr, _) = lazy_adam_adjust(cfg.dlr, cfg.beta2, cfg.r1_interval);
-        let shards = shard_ranges(n, self.devices.len());
+        let draws = self.draw(data);
+        self.power_iteration();
+        let g_loss = self.generator_step(&draws)?;
+        let d = self.discriminator_step(&draws)?;
+        let r1_penalty = if self.r1_due() {
+            Some(self.r1_step(&draws)?)
+        } else {
+            None
+        };
+        self.ema_step();
+        let n = self.state.config.batch_size;
+        self.state.step += 1;
+        self.state.cur_nimg += n as u64;
+        Ok(StepMetrics {
+            step: self.state.step,
+            kimg: self.state.cur_nimg as f64 / 1000.0,
+            g_loss,
+            d_loss_fake: d.loss_fake,
+            d_loss_real: d.loss_real,
+            d_fake_score: d.fake_score,
+            d_real_score: d.real_score,
+            r1_penalty,
+            images_per_sec: n as f64 / started.elapsed().as_secs_f64(),
+        })
+    }
 
+    /// One power iteration of every spectral-norm head (before the G step, as the reference's
+    /// forward pass in training mode does once per step).
+    pub fn power_iteration(&mut self) {
         self.d = self.d.clone().power_iteration();
+    }
 
-        // --- G step ---
-        let mut rng = step_rng(cfg.seed, step, 0);
-        let z_host = normal_host(&mut rng, n * per);
-        let g_ids: Vec<usize> = (0..n).map(|_| rng.random_range(0..classes)).collect();
+    /// The generator's gradient of this step, summed over the data-parallel shards on the
+    /// trainer's device, and the summed loss: `Σ_i mean_j softplus(−D(G(z))_ij)` (or hinge) with the
+    /// discriminator frozen. Frozen (GDD-I) parameters get no gradient.
+    pub fn generator_grads(&self, draws: &StepDraws) -> (GradientsParams, f64) {
+        let cfg = &self.state.config;
+        let (chw, per) = (draws.chw, draws.per());
         let d_frozen = self.d.clone().no_grad();
         let mut accum = GradientsAccumulator::<EdmPrecond<B>>::new();
-        let mut losses = Vec::with_capacity(shards.len());
-        for (i, r) in shards.iter().enumerate() {
+        let mut losses = Vec::with_capacity(self.devices.len());
+        for (i, r) in self.shards().iter().enumerate() {
             let dev = &self.devices[i];
             let (g, d, feats) = (
                 replica(&self.g, dev, i),
                 replica(&d_frozen, dev, i),
                 replica(&self.feats, dev, i),
             );
-            let z = rows::<B>(&z_host, per, r.clone(), chw, dev);
-            let labels = self.labels_on(&g_ids[r.clone()], dev);
+            let z = rows::<B>(&draws.g_noise, per, r.clone(), chw, dev);
+            let labels = self.labels_on(&draws.g_labels[r.clone()], dev);
             let fake = generate(&g, z, labels.clone(), &self.one);
             let logits = d.forward_grouped(&feats.forward(to_rgb(fake)), labels, cfg.d_batch_group);
             let loss = generator_loss(cfg.loss, logits);
@@ -394,21 +495,37 @@ impl<B: AutodiffBackend> GddTrainer<B> {
             let grads = GradientsParams::from_grads(loss.backward(), &g);
             accum.accumulate(&self.g, grads.to_device(&self.device, &g));
         }
-        let g_loss_v = scalar_sum(losses);
-        self.check("generator loss", g_loss_v)?;
-        self.g = self.g_opt.step(cfg.lr, self.g.clone(), accum.grads());
+        let loss = scalar_sum(losses);
+        (accum.grads(), loss)
+    }
 
-        // --- D step ---
-        let mut rng = step_rng(cfg.seed, step, 1);
-        let z_host = normal_host(&mut rng, n * per);
-        let f_ids: Vec<usize> = (0..n).map(|_| rng.random_range(0..classes)).collect();
-        let (real_host, r_ids) = real_batch_host(data, &mut rng, n);
+    /// Adam(lr, β = (0, β₂)) on the generator with `grads` (from [`Self::generator_grads`]).
+    pub fn apply_generator_grads(&mut self, grads: GradientsParams) {
+        let lr = self.state.config.lr;
+        self.g = self.g_opt.step(lr, self.g.clone(), grads);
+    }
+
+    /// The G phase: [`Self::generator_grads`], a finiteness check, [`Self::apply_generator_grads`].
+    /// Returns the generator loss.
+    pub fn generator_step(&mut self, draws: &StepDraws) -> Result<f64> {
+        let (grads, loss) = self.generator_grads(draws);
+        self.check("generator loss", loss)?;
+        self.apply_generator_grads(grads);
+        Ok(loss)
+    }
+
+    /// The discriminator's gradient of this step, summed over the shards: fake images from the
+    /// updated generator (no gradient through it) and real images, `softplus(D(fake)) +
+    /// softplus(−D(real))` (or hinge).
+    pub fn discriminator_grads(&self, draws: &StepDraws) -> (GradientsParams, DiscStep) {
+        let cfg = &self.state.config;
+        let (chw, per, n) = (draws.chw, draws.per(), cfg.batch_size);
         let g_inner = self.g.valid();
         let feats_inner = self.feats.valid();
         let mut accum = GradientsAccumulator::<MultiScaleD<B>>::new();
         let (mut l_fakes, mut l_reals, mut s_fakes, mut s_reals) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (i, r) in shards.iter().enumerate() {
+        for (i, r) in self.shards().iter().enumerate() {
             let dev = &self.devices[i];
             let m = r.len();
             let (g_i, feats_i, d) = (
@@ -416,9 +533,9 @@ impl<B: AutodiffBackend> GddTrainer<B> {
                 replica(&feats_inner, dev, i),
                 replica(&self.d, dev, i),
             );
-            let z = rows::<B::InnerBackend>(&z_host, per, r.clone(), chw, dev);
-            let real = rows::<B::InnerBackend>(&real_host, per, r.clone(), chw, dev);
-            let f_labels = self.labels_on(&f_ids[r.clone()], dev);
+            let z = rows::<B::InnerBackend>(&draws.d_noise, per, r.clone(), chw, dev);
+            let real = rows::<B::InnerBackend>(&draws.real, per, r.clone(), chw, dev);
+            let f_labels = self.labels_on(&draws.d_fake_labels[r.clone()], dev);
             let fake = generate(&g_i, z, f_labels.clone().map(|t| t.inner()), &self.one);
             let both = feats_i.forward(to_rgb(Tensor::cat(vec![fake, real], 0)));
             let split = |k: usize| -> [Tensor<B, 4>; 4] {
@@ -428,7 +545,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
                 })
             };
             let fake_logits = d.forward_grouped(&split(0), f_labels, cfg.d_batch_group);
-            let real_labels = self.labels_on(&r_ids[r.clone()], dev);
+            let real_labels = self.labels_on(&draws.real_labels[r.clone()], dev);
             let real_logits = d.forward_grouped(&split(1), real_labels, cfg.d_batch_group);
             // Sums of logits (means are taken over the whole batch below).
             s_fakes.push(fake_logits.clone().mean().mul_scalar(m as f64));
@@ -440,69 +557,98 @@ impl<B: AutodiffBackend> GddTrainer<B> {
             let grads = GradientsParams::from_grads((l_fake + l_real).backward(), &d);
             accum.accumulate(&self.d, grads.to_device(&self.device, &d));
         }
-        let d_fake_score = scalar_sum(s_fakes) / n as f64;
-        let d_real_score = scalar_sum(s_reals) / n as f64;
-        let d_loss_fake = scalar_sum(l_fakes);
-        let d_loss_real = scalar_sum(l_reals);
-        self.check("discriminator loss", d_loss_fake + d_loss_real)?;
-        self.d = self.d_opt.step(dlr, self.d.clone(), accum.grads());
-
-        // --- lazy R1 ---
-        let mut r1_penalty = None;
-        if cfg.r1_interval > 0 && step != 0 && step.is_multiple_of(cfg.r1_interval as u64) {
-            let _exact = cfg.r1_exact_f32.then(exact_f32::ExactGuard::new);
-            let mut accum = GradientsAccumulator::<MultiScaleD<B>>::new();
-            let mut penalty = 0.0;
-            for (i, r) in shards.iter().enumerate() {
-                let dev = &self.devices[i];
-                let (d, feats) = (replica(&self.d, dev, i), replica(&self.feats, dev, i));
-                let labels = self.labels_on(&r_ids[r.clone()], dev);
-                let real = rows::<B::InnerBackend>(&real_host, per, r.clone(), chw, dev);
-                let dfn = |x: Tensor<B, 4>| {
-                    d.forward_grouped(&feats.forward(to_rgb(x)), labels.clone(), cfg.d_batch_group)
-                };
-                let t = r1_terms(
-                    &dfn,
-                    real,
-                    cfg.r1_gamma,
-                    cfg.r1_interval as f64,
-                    cfg.r1_fd_step,
-                );
-                // Each shard's terms are means over its m samples: weight them by m / n.
-                let w = r.len() as f64 / n as f64;
-                penalty += t.penalty * w;
-                let surrogate = if shards.len() == 1 {
-                    t.surrogate
-                } else {
-                    t.surrogate.mul_scalar(w)
-                };
-                let grads = GradientsParams::from_grads(surrogate.backward(), &d);
-                accum.accumulate(&self.d, grads.to_device(&self.device, &d));
-            }
-            self.check("R1 penalty", penalty)?;
-            r1_penalty = Some(penalty);
-            self.d = self.d_opt.step(dlr, self.d.clone(), accum.grads());
-        }
-
-        // --- EMA ---
-        let beta = cfg.ema_beta(self.state.cur_nimg);
-        self.ema = edm_core::ema_update(self.ema.clone(), &self.g.valid(), beta);
-
-        self.state.step += 1;
-        self.state.cur_nimg += n as u64;
-        Ok(StepMetrics {
-            step: self.state.step,
-            kimg: self.state.cur_nimg as f64 / 1000.0,
-            g_loss: g_loss_v,
-            d_loss_fake,
-            d_loss_real,
-            d_fake_score,
-            d_real_score,
-            r1_penalty,
-            images_per_sec: n as f64 / started.elapsed().as_secs_f64(),
-        })
+        let stats = DiscStep {
+            fake_score: scalar_sum(s_fakes) / n as f64,
+            real_score: scalar_sum(s_reals) / n as f64,
+            loss_fake: scalar_sum(l_fakes),
+            loss_real: scalar_sum(l_reals),
+        };
+        (accum.grads(), stats)
     }
 
+    /// Adam on the discriminator with the lazily adjusted rate dlr·c, β₂^c (c = k/(k+1), k the R1
+    /// interval); the D phase and the R1 phase share this optimizer.
+    pub fn apply_discriminator_grads(&mut self, grads: GradientsParams) {
+        let cfg = &self.state.config;
+        let (dlr, _) = lazy_adam_adjust(cfg.dlr, cfg.beta2, cfg.r1_interval);
+        self.d = self.d_opt.step(dlr, self.d.clone(), grads);
+    }
+
+    /// The D phase: [`Self::discriminator_grads`], a finiteness check,
+    /// [`Self::apply_discriminator_grads`].
+    pub fn discriminator_step(&mut self, draws: &StepDraws) -> Result<DiscStep> {
+        let (grads, stats) = self.discriminator_grads(draws);
+        self.check("discriminator loss", stats.loss_fake + stats.loss_real)?;
+        self.apply_discriminator_grads(grads);
+        Ok(stats)
+    }
+
+    /// Whether this step runs lazy R1: every `r1_interval` steps, never at step 0.
+    pub fn r1_due(&self) -> bool {
+        let cfg = &self.state.config;
+        cfg.r1_interval > 0
+            && self.state.step != 0
+            && self.state.step.is_multiple_of(cfg.r1_interval as u64)
+    }
+
+    /// The R1 gradient on this step's real images (gain `r1_interval`, see [`crate::r1`]), summed
+    /// over the shards, and the penalty mean ‖∇ₓD‖². Runs in exact float32 when
+    /// [`GddConfig::r1_exact_f32`] is set.
+    pub fn r1_grads(&self, draws: &StepDraws) -> (GradientsParams, f64) {
+        let cfg = &self.state.config;
+        let (chw, per, n) = (draws.chw, draws.per(), cfg.batch_size);
+        let _exact = cfg.r1_exact_f32.then(exact_f32::ExactGuard::new);
+        let shards = self.shards();
+        let mut accum = GradientsAccumulator::<MultiScaleD<B>>::new();
+        let mut penalty = 0.0;
+        for (i, r) in shards.iter().enumerate() {
+            let dev = &self.devices[i];
+            let (d, feats) = (replica(&self.d, dev, i), replica(&self.feats, dev, i));
+            let labels = self.labels_on(&draws.real_labels[r.clone()], dev);
+            let real = rows::<B::InnerBackend>(&draws.real, per, r.clone(), chw, dev);
+            let dfn = |x: Tensor<B, 4>| {
+                d.forward_grouped(&feats.forward(to_rgb(x)), labels.clone(), cfg.d_batch_group)
+            };
+            let t = r1_terms(
+                &dfn,
+                real,
+                cfg.r1_gamma,
+                cfg.r1_interval as f64,
+                cfg.r1_fd_step,
+            );
+            // Each shard's terms are means over its m samples: weight them by m / n.
+            let w = r.len() as f64 / n as f64;
+            penalty += t.penalty * w;
+            let surrogate = if shards.len() == 1 {
+                t.surrogate
+            } else {
+                t.surrogate.mul_scalar(w)
+            };
+            let grads = GradientsParams::from_grads(surrogate.backward(), &d);
+            accum.accumulate(&self.d, grads.to_device(&self.device, &d));
+        }
+        (accum.grads(), penalty)
+    }
+
+    /// The lazy R1 phase: [`Self::r1_grads`], a finiteness check, and its own step of the
+    /// discriminator's optimizer. Returns the penalty.
+    pub fn r1_step(&mut self, draws: &StepDraws) -> Result<f64> {
+        let (grads, penalty) = self.r1_grads(draws);
+        self.check("R1 penalty", penalty)?;
+        self.apply_discriminator_grads(grads);
+        Ok(penalty)
+    }
+
+    /// The generator EMA with EDM's half-life ramp at the images seen before this step.
+    pub fn ema_step(&mut self) {
+        let beta = self.state.config.ema_beta(self.state.cur_nimg);
+        self.ema = edm_core::ema_update(self.ema.clone(), &self.g.valid(), beta);
+    }
+
+    /// The data-parallel shards of a batch (one per device).
+    fn shards(&self) -> Vec<Range<usize>> {
+        shard_ranges(self.state.config.batch_size, self.devices.len())
+    }
     fn check(&self, what: &str, v: f64) -> Result<()> {
         if v.is_finite() {
             Ok(())
@@ -515,7 +661,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         }
     }
 
-    /// One-step samples of the EMA generator for seeds `seeds` (noise from `StdRng(seed)`).
+    /// One-step samples of the EMA generator for seeds `seeds` (noise from `ChaCha12Rng(seed)`).
     pub fn sample_ema(
         &self,
         seeds: &[u64],
@@ -603,7 +749,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
     }
 }
 
-/// One-step samples from a generator for explicit seeds (one noise tensor per seed, `StdRng(seed)`).
+/// One-step samples from a generator for explicit seeds (one noise tensor per seed, `ChaCha12Rng(seed)`).
 pub fn sample_one_step<B: Backend>(
     g: &EdmPrecond<B>,
     seeds: &[u64],
@@ -615,7 +761,7 @@ pub fn sample_one_step<B: Backend>(
     let shape = [1, c.img_channels, c.img_resolution, c.img_resolution];
     let z: Vec<Tensor<B, 4>> = seeds
         .iter()
-        .map(|&s| normal::<B>(&mut StdRng::seed_from_u64(s), shape, device))
+        .map(|&s| normal::<B>(&mut ChaCha12Rng::seed_from_u64(s), shape, device))
         .collect();
     let z = Tensor::cat(z, 0);
     let l = match (labels, c.label_dim) {
