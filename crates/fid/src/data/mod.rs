@@ -54,6 +54,71 @@ pub struct Dataset {
     source: Source,
     /// `[c, h, w]` of the first image; every image must match.
     chw: Option<[usize; 3]>,
+    skipped: Skipped,
+}
+
+/// Paths an image folder's walk skipped because they lead to something already read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Links (or bind mounts) to a folder already walked, such as `loop -> .`.
+    pub loops: usize,
+    /// Image files already read through another path (a link or a hard link to the same file).
+    pub duplicates: usize,
+}
+
+/// A file's identity after links: (device, inode).
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Without inodes, the canonical path stands in for the identity.
+#[cfg(not(unix))]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    let real = std::fs::canonicalize(path).ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    real.hash(&mut h);
+    Some((0, h.finish()))
+}
+
+/// Depth-first walk in name order for [`Dataset::folder`].
+fn walk(
+    root: &Path,
+    dir: &Path,
+    seen_dirs: &mut std::collections::HashSet<(u64, u64)>,
+    seen_files: &mut std::collections::HashSet<(u64, u64)>,
+    names: &mut Vec<String>,
+    skipped: &mut Skipped,
+) -> Result<()> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        entries.push(entry.map_err(io_err(dir))?.path());
+    }
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            match file_id(&p) {
+                Some(id) if !seen_dirs.insert(id) => skipped.loops += 1,
+                _ => walk(root, &p, seen_dirs, seen_files, names, skipped)?,
+            }
+        } else if is_image(&p.to_string_lossy()) {
+            if let Some(id) = file_id(&p) {
+                if !seen_files.insert(id) {
+                    skipped.duplicates += 1;
+                    continue;
+                }
+            }
+            let rel = p.strip_prefix(root).unwrap_or(&p);
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().to_string())
+                .collect();
+            names.push(rel.join("/"));
+        }
+    }
+    Ok(())
 }
 
 impl Dataset {
@@ -94,25 +159,29 @@ impl Dataset {
     }
 
     /// All PNG/JPEG files under `root`, recursively, sorted by relative path (`/`-separated).
+    ///
+    /// Links are followed, but every folder is walked once and every file read once (identified by
+    /// device and inode): a `loop -> .` link made one image read as 41, and a folder linked twice
+    /// counted its images twice, both silently changing the statistics. Such repeats are skipped,
+    /// not errors (a linked folder is a common way to assemble a dataset), and counted in
+    /// [`Dataset::skipped`], which `fid` prints. Entries are visited in name order, so which of two
+    /// paths to the same file is kept does not depend on the filesystem.
     pub fn folder(root: &Path) -> Result<Self> {
         let mut names = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
-                let entry = entry.map_err(io_err(&dir))?;
-                let p = entry.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if is_image(&p.to_string_lossy()) {
-                    let rel = p.strip_prefix(root).unwrap_or(&p);
-                    let rel: Vec<String> = rel
-                        .components()
-                        .map(|c| c.as_os_str().to_string_lossy().to_string())
-                        .collect();
-                    names.push(rel.join("/"));
-                }
-            }
+        let mut skipped = Skipped::default();
+        let mut seen_dirs = std::collections::HashSet::new();
+        let mut seen_files = std::collections::HashSet::new();
+        if let Some(id) = file_id(root) {
+            seen_dirs.insert(id);
         }
+        walk(
+            root,
+            root,
+            &mut seen_dirs,
+            &mut seen_files,
+            &mut names,
+            &mut skipped,
+        )?;
         names.sort();
         Ok(Self {
             path: root.to_path_buf(),
@@ -121,7 +190,13 @@ impl Dataset {
                 root: root.to_path_buf(),
             },
             chw: None,
+            skipped,
         })
+    }
+
+    /// What [`Dataset::folder`] left out because it was reached a second time.
+    pub fn skipped(&self) -> Skipped {
+        self.skipped
     }
 
     /// An EDM/StyleGAN dataset zip: every PNG/JPEG member, sorted by name (`dataset.json` labels are
@@ -145,6 +220,7 @@ impl Dataset {
                 archive: Box::new(archive),
             },
             chw: None,
+            skipped: Skipped::default(),
         })
     }
 
@@ -171,6 +247,7 @@ impl Dataset {
                 chw: [c, h, w],
             },
             chw: Some([c, h, w]),
+            skipped: Skipped::default(),
         }
     }
 
@@ -302,5 +379,54 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<([usize; 3], Vec<u8>)> 
             }
         }
         Ok(([3, h, w], chw))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(path: &Path, value: u8) {
+        let img = image::GrayImage::from_pixel(4, 4, image::Luma([value]));
+        img.save(path).unwrap();
+    }
+
+    /// `loop -> .` made one image read as 41 (the walk followed the link until the kernel's ELOOP).
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_loop_does_not_multiply_images() {
+        let dir = tempfile::tempdir().unwrap();
+        png(&dir.path().join("a.png"), 1);
+        std::os::unix::fs::symlink(".", dir.path().join("loop")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        png(&dir.path().join("sub/b.png"), 2);
+        std::os::unix::fs::symlink("..", dir.path().join("sub/up")).unwrap();
+        let ds = Dataset::open(dir.path()).unwrap();
+        assert_eq!(ds.names(), ["a.png", "sub/b.png"]);
+        assert_eq!(ds.skipped().loops, 2);
+    }
+
+    /// The same file reached twice (a link to a file, a hard link, a linked folder) is read once.
+    #[cfg(unix)]
+    #[test]
+    fn duplicate_files_are_read_once_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("all")).unwrap();
+        png(&d.join("all/a.png"), 1);
+        png(&d.join("all/b.png"), 2);
+        std::os::unix::fs::symlink("all/a.png", d.join("a-link.png")).unwrap();
+        std::fs::hard_link(d.join("all/b.png"), d.join("b-hard.png")).unwrap();
+        std::os::unix::fs::symlink("all", d.join("train")).unwrap();
+        let mut ds = Dataset::open(d).unwrap();
+        assert_eq!(ds.len(), 2, "{:?}", ds.names());
+        let s = ds.skipped();
+        assert_eq!(s.duplicates + s.loops, 2 + 1, "{s:?}");
+        let batch = ds.read(0, 10).unwrap();
+        assert_eq!(batch.shape, [2, 1, 4, 4]);
+        // A plain folder has nothing skipped.
+        let plain = Dataset::open(d.join("all")).unwrap();
+        assert_eq!(plain.len(), 2);
+        assert_eq!(plain.skipped(), Skipped::default());
     }
 }
