@@ -85,6 +85,7 @@ enum DeviceKind {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    refuse_outputs_over_inputs(&cli)?;
     if let Command::Frechet { a, b } = &cli.command {
         let sa = RefStats::load_npz(a)?;
         let sb = RefStats::load_npz(b)?;
@@ -133,6 +134,17 @@ fn open(path: &Path) -> Result<Dataset> {
     let ds = Dataset::open(path)?;
     if ds.is_empty() {
         bail!("{}: no images found", path.display());
+    }
+    let skipped = ds.skipped();
+    if skipped.loops + skipped.duplicates > 0 {
+        eprintln!(
+            "{}: read {} images; skipped {} link(s) to folders already read and {} duplicate \
+             file(s) (links to the same image)",
+            path.display(),
+            ds.len(),
+            skipped.loops,
+            skipped.duplicates
+        );
     }
     Ok(ds)
 }
@@ -209,4 +221,18 @@ fn run<B: Backend>(cli: &Cli, device: B::Device) -> Result<()> {
         Command::Frechet { .. } => unreachable!("handled before the network is loaded"),
     }
     Ok(())
+}
+
+/// An output that is, or resolves to, an input (the images, the dataset, the network), or lies
+/// inside an input folder, is refused before any work (#21: `fid ref --dest ds.zip --data ds.zip`
+/// replaced the dataset with its statistics).
+fn refuse_outputs_over_inputs(cli: &Cli) -> Result<(), formats::OutputError> {
+    let network = cli.inception.iter();
+    match &cli.command {
+        Command::Features { images, output, .. } => {
+            formats::check_output(output, network.chain([images]))
+        }
+        Command::Ref { data, dest } => formats::check_output(dest, network.chain([data])),
+        Command::Calc { .. } | Command::Frechet { .. } => Ok(()),
+    }
 }

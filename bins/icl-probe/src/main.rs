@@ -38,12 +38,29 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    refuse_outputs_over_inputs(&command)?;
+    match command {
         Command::Predict(a) => backend::dispatch(a.device.device, a),
         Command::Forward(a) => backend::dispatch(a.device.device, a),
         Command::Run(a) => backend::dispatch(a.device.device, a),
         Command::Tasks(a) => experiments_cli::tasks(a),
         Command::Report(a) => experiments_cli::report(a),
         Command::Demo(a) => backend::dispatch(a.device.device, a),
+    }
+}
+
+/// An output (or output folder) that is, or resolves to, an input, or lies inside an input model
+/// folder, is refused before any work (#21: `forward --output` overwrote a model shard).
+fn refuse_outputs_over_inputs(command: &Command) -> Result<(), formats::OutputError> {
+    match command {
+        Command::Predict(a) => formats::check_output(&a.output, [&a.model, &a.prompts]),
+        Command::Forward(a) => formats::check_output(&a.output, [&a.model, &a.input_ids]),
+        Command::Run(a) => formats::check_output(
+            &a.out,
+            [Some(&a.model), a.data.data.as_ref()].into_iter().flatten(),
+        ),
+        Command::Demo(a) => formats::check_output(&a.out, [&a.model]),
+        Command::Tasks(_) | Command::Report(_) => Ok(()),
     }
 }
