@@ -80,7 +80,7 @@ pub struct RunArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Demonstrations per prompt (for `icl`: a comma-separated list).
+    /// Demonstrations per prompt (for `icl` and `transplant`: a comma-separated list).
     #[arg(long, default_value = "5")]
     pub shots: String,
     #[arg(long, default_value_t = 0)]
