@@ -1,21 +1,21 @@
 //! `gdd`: GDD / GDD-I one-step distillation of EDM teachers (train, sample, FID, freezing report,
-//! innate one-step analysis). A thin wrapper over the dist-distill crate.
+//! innate one-step analysis). Argument parsing over dist-distill: training is
+//! [`dist_distill::train::run`], evaluation [`dist_distill::eval`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::backend::{Autodiff, Flex};
-use burn::module::AutodiffModule;
+use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use device::{BackendTask, DeviceKind};
 use dist_distill::disc::DiscConfig;
 use dist_distill::effnet::EfficientNetLite0;
 use dist_distill::eval::{self, Sampler};
 use dist_distill::freeze::FreezeReport;
 use dist_distill::generator::OneStep;
 use dist_distill::loss::LossType;
-use dist_distill::train::{GddConfig, GddTrainer};
+use dist_distill::train::{FidSchedule, GddConfig, RunEvent, RunOptions};
 use dist_distill::DistillError;
 use edm_core::{EdmConfig, EdmPrecond, ImageDataset};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -31,12 +31,6 @@ struct Cli {
     device: DeviceKind,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum DeviceKind {
-    Cpu,
-    Cuda,
 }
 
 #[derive(Subcommand)]
@@ -176,19 +170,9 @@ struct TrainArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let res = match cli.device {
-        DeviceKind::Cpu => run::<Flex>(cli.command, &Default::default()),
-        DeviceKind::Cuda => {
-            #[cfg(feature = "cuda")]
-            {
-                run::<burn::backend::Cuda>(cli.command, &Default::default())
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                Err(anyhow::anyhow!("built without the `cuda` feature"))
-            }
-        }
-    };
+    let res = device::dispatch(cli.device, cli.command)
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
     if let Err(e) = res {
         eprintln!("error: {e:#}");
         std::process::exit(match e.downcast_ref::<DistillError>() {
@@ -198,144 +182,99 @@ fn main() {
     }
 }
 
-fn teacher_dir(p: &Path) -> PathBuf {
-    if p.join("config.json").exists() {
-        p.to_path_buf()
-    } else if p.join("checkpoint/config.json").exists() {
-        p.join("checkpoint")
-    } else {
-        p.to_path_buf()
-    }
-}
-
 fn load_net<B: Backend>(p: &Path, device: &B::Device) -> Result<EdmPrecond<B>> {
-    let dir = teacher_dir(p);
-    edm_core::load_precond(&dir, device)
-        .with_context(|| format!("loading EDM network from {}", dir.display()))
+    dist_distill::generator::load_net(p, device)
+        .with_context(|| format!("loading EDM network from {}", p.display()))
 }
 
-fn bar(len: u64) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
-        )
-        .expect("valid template"),
-    );
-    pb
-}
-
-fn ref_stats<B: Backend>(
-    inception: &fid::InceptionV3<B>,
-    data: &ImageDataset,
-    num: usize,
-    cache: Option<&Path>,
-    device: &B::Device,
-) -> Result<fid::RefStats> {
-    if let Some(c) = cache {
-        if c.exists() {
-            return Ok(fid::RefStats::load_npz(c)?);
-        }
-    }
-    eprintln!(
-        "computing reference statistics of {} images...",
-        num.min(data.len)
-    );
-    let s = eval::reference_stats(inception, data, num, 50, device)?;
-    if let Some(c) = cache {
-        s.save_npz(c)?;
-    }
-    Ok(s)
-}
-
-fn run<B: Backend>(cmd: Command, device: &B::Device) -> Result<()> {
-    match cmd {
-        Command::Train(a) => train::<B>(a, device),
-        Command::Sample {
-            net,
-            heun_steps,
-            num,
-            seed,
-            out,
-        } => {
-            let net = load_net::<B>(&net, device)?;
-            let sampler = if heun_steps == 0 {
-                Sampler::OneStep(OneStep::default())
-            } else {
-                Sampler::Heun(heun_steps)
-            };
-            let x = eval::draw(&net, sampler, seed, num, device)?;
-            let cols = (num as f64).sqrt().ceil() as usize;
-            eval::write_grid(x, cols, &out)?;
-            eprintln!("wrote {}", out.display());
-            Ok(())
-        }
-        Command::Fid {
-            net,
-            data,
-            heun_steps,
-            num,
-            ref_num,
-            ref_cache,
-            batch,
+fn sampler(heun_steps: usize, eps: f64) -> Sampler {
+    match heun_steps {
+        0 => Sampler::OneStep(OneStep {
             eps,
-        } => {
-            let net = load_net::<B>(&net, device)?;
-            let ds =
-                ImageDataset::fashion_mnist(&data, true, net.config.img_resolution, Some(ref_num))?;
-            let inception = eval::load_inception::<B>(device)?;
-            let stats = ref_stats(&inception, &ds, ref_num, ref_cache.as_deref(), device)?;
-            let evaluator = fid::FidEvaluator::new(inception, stats)?;
-            let sampler = if heun_steps == 0 {
-                Sampler::OneStep(OneStep {
-                    eps,
-                    ..OneStep::default()
-                })
-            } else {
-                Sampler::Heun(heun_steps)
-            };
-            let t0 = std::time::Instant::now();
-            let f = eval::fid_of_net(&evaluator, &net, sampler, num, batch, device)?;
-            println!(
-                "{}",
-                serde_json::json!({"fid": f, "num": num, "ref_num": ref_num, "heun_steps": heun_steps, "eps": eps, "seconds": t0.elapsed().as_secs_f64()})
-            );
-            Ok(())
-        }
-        Command::ReportFreeze { teacher, json } => {
-            let net = match teacher {
-                Some(t) => load_net::<B>(&t, device)?,
-                None => EdmPrecond::<B>::init(&ncsnpp_cifar10(), 0, device)?,
-            };
-            let params = net.named_parameters();
-            println!("| freeze | keywords | total | trainable | frozen | frozen % |");
-            println!("|---|---|---|---|---|---|");
-            let mut reports = Vec::new();
-            for level in 0..=3u8 {
-                let r =
-                    FreezeReport::new(params.iter().map(|t| (t.name.as_str(), t.numel())), level);
-                println!("{}", r.markdown_row());
-                reports.push(r);
-            }
-            if let Some(j) = json {
-                std::fs::write(&j, serde_json::to_vec_pretty(&reports)?)?;
-            }
-            Ok(())
-        }
-        Command::Analyze { teacher, out, num } => {
-            let net = load_net::<B>(&teacher, device)?;
-            std::fs::create_dir_all(&out)?;
-            let report = dist_distill::analyze::innate_one_step(&net, num, 0, device)?;
-            report.write(&out)?;
-            eprintln!("wrote {}/innate.{{md,json,png}}", out.display());
-            Ok(())
-        }
+            ..OneStep::default()
+        }),
+        n => Sampler::Heun(n),
     }
 }
 
-/// EDM's `ncsnpp` CIFAR-10 network as GDD's `train.py` builds it (32×32×3, unconditional).
-fn ncsnpp_cifar10() -> EdmConfig {
-    dist_distill::analyze::ncsnpp_cifar10_config()
+impl BackendTask for Command {
+    type Output = Result<()>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        let device = &device;
+        match self {
+            Command::Train(a) => train::<B>(a, device),
+            Command::Sample {
+                net,
+                heun_steps,
+                num,
+                seed,
+                out,
+            } => {
+                let net = load_net::<B>(&net, device)?;
+                let x = eval::draw(
+                    &net,
+                    sampler(heun_steps, OneStep::default().eps),
+                    seed,
+                    num,
+                    device,
+                )?;
+                eval::write_grid(x, (num as f64).sqrt().ceil() as usize, &out)?;
+                eprintln!("wrote {}", out.display());
+                Ok(())
+            }
+            Command::Fid {
+                net,
+                data,
+                heun_steps,
+                num,
+                ref_num,
+                ref_cache,
+                batch,
+                eps,
+            } => {
+                let net = load_net::<B>(&net, device)?;
+                let res = net.config.img_resolution;
+                let ds = ImageDataset::fashion_mnist(&data, true, res, Some(ref_num))?;
+                if !ref_cache.as_ref().is_some_and(|c| c.exists()) {
+                    eprintln!("computing reference statistics of {} images...", ds.len);
+                }
+                let ev = eval::fid_evaluator::<B>(&ds, ref_num, ref_cache.as_deref(), device)?;
+                let t0 = std::time::Instant::now();
+                let f = eval::fid_of_net(&ev, &net, sampler(heun_steps, eps), num, batch, device)?;
+                println!(
+                    "{}",
+                    serde_json::json!({"fid": f, "num": num, "ref_num": ref_num, "heun_steps": heun_steps, "eps": eps, "seconds": t0.elapsed().as_secs_f64()})
+                );
+                Ok(())
+            }
+            Command::ReportFreeze { teacher, json } => {
+                let net = match teacher {
+                    Some(t) => load_net::<B>(&t, device)?,
+                    None => EdmPrecond::<B>::init(&EdmConfig::gdd_ncsnpp_cifar10(), 0, device)?,
+                };
+                let params = net.named_parameters();
+                let params: Vec<(&str, usize)> = params
+                    .iter()
+                    .map(|t| (t.name.as_str(), t.numel()))
+                    .collect();
+                let reports = FreezeReport::all_levels(&params);
+                print!("{}", FreezeReport::markdown_table(&reports));
+                if let Some(j) = json {
+                    std::fs::write(&j, serde_json::to_vec_pretty(&reports)?)?;
+                }
+                Ok(())
+            }
+            Command::Analyze { teacher, out, num } => {
+                let net = load_net::<B>(&teacher, device)?;
+                std::fs::create_dir_all(&out)?;
+                let report = dist_distill::analyze::innate_one_step(&net, num, 0, device)?;
+                report.write(&out)?;
+                eprintln!("wrote {}/innate.{{md,json,png}}", out.display());
+                Ok(())
+            }
+        }
+    }
 }
 
 fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
@@ -344,15 +283,9 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         bail!("--freeze must be 0..3");
     }
     let teacher = load_net::<Autodiff<B>>(&a.teacher, device)?;
-    let effnet_path = match &a.effnet {
-        Some(p) => p.clone(),
-        None => assets::cached("efficientnet-lite0").context(
-            "asset efficientnet-lite0 not in cache, run `cargo run --release -p assets-cli -- fetch efficientnet-lite0`",
-        )?,
-    };
-    let backbone = EfficientNetLite0::<Autodiff<B>>::load_pth(&effnet_path, device)?;
-    let data = ImageDataset::fashion_mnist(&a.data, true, teacher.config.img_resolution, a.limit)?;
-    std::fs::create_dir_all(&a.out)?;
+    let backbone = EfficientNetLite0::<Autodiff<B>>::load(a.effnet.as_deref(), device)?;
+    let res = teacher.config.img_resolution;
+    let data = ImageDataset::fashion_mnist(&a.data, true, res, a.limit)?;
     let config = GddConfig {
         batch_size: a.batch,
         total_kimg: a.kimg,
@@ -374,147 +307,95 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         d_batch_group: a.d_batch_group,
         ..GddConfig::default()
     };
-    let resumed = a.out.join("checkpoint/state.json").exists()
-        || a.out.join("checkpoint.old/state.json").exists();
-    let mut tr = if resumed {
-        let mut t = GddTrainer::resume(&a.out, teacher, backbone, device)?;
-        t.state.config.total_kimg = a.kimg;
-        eprintln!(
-            "resumed at step {} ({:.2} kimg)",
-            t.state.step,
-            t.state.cur_nimg as f64 / 1000.0
-        );
-        t
-    } else {
-        GddTrainer::new(teacher, backbone, config, device)?
-    };
-    if a.devices > 1 {
-        use burn::tensor::backend::{Device as _, DeviceOps};
-        let id = device.id();
-        let available = <Autodiff<B> as Backend>::device_count(id.type_id);
-        if a.devices > available {
-            bail!(
-                "--devices {}: only {available} device(s) of this kind",
-                a.devices
-            );
-        }
-        let devices: Vec<B::Device> = (0..a.devices)
-            .map(|i| {
-                B::Device::from_id(burn::tensor::backend::DeviceId {
-                    type_id: id.type_id,
-                    index_id: i as u16,
-                })
-            })
-            .collect();
-        tr.set_devices(devices)?;
-        eprintln!(
-            "data-parallel over {} devices: {:?}",
-            a.devices,
-            tr.devices()
-        );
-    }
-    let fr = &tr.freeze_report;
-    eprintln!(
-        "generator: {} parameters, {} trainable, {} frozen ({:.1} %, freeze={})",
-        fr.total_params, fr.trainable_params, fr.frozen_params, fr.frozen_percent, fr.level
-    );
-    std::fs::write(
-        a.out.join("freeze_report.json"),
-        serde_json::to_vec_pretty(fr)?,
-    )?;
-    std::fs::write(
-        a.out.join("config.json"),
-        serde_json::to_vec_pretty(&tr.state.config)?,
-    )?;
-
-    let evaluator = if a.no_fid {
+    let fid = if a.no_fid {
         None
     } else {
-        let inception = eval::load_inception::<B>(device)?;
-        let ds = ImageDataset::fashion_mnist(
-            &a.data,
-            true,
-            tr.g.config.img_resolution,
-            Some(a.fid_ref_num),
-        )?;
-        let stats = ref_stats(
-            &inception,
-            &ds,
-            a.fid_ref_num,
-            Some(&a.out.join("ref_stats.npz")),
-            device,
-        )?;
-        Some(fid::FidEvaluator::new(inception, stats)?)
-    };
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(a.out.join("metrics.jsonl"))?;
-    let total = tr.state.config.total_steps();
-    let pb = bar(total);
-    pb.set_position(tr.state.step);
-    let grid_seeds: Vec<u64> = (0..64).collect();
-    let run_fid = |tr: &GddTrainer<Autodiff<B>>, log: &mut std::fs::File| -> Result<()> {
-        if let Some(ev) = &evaluator {
-            let t0 = std::time::Instant::now();
-            let one = tr.state.config.one_step()?;
-            let f = eval::fid_of_net(ev, &tr.ema, Sampler::OneStep(one), a.fid_num, 50, device)?;
-            let rec = serde_json::json!({"step": tr.state.step, "kimg": tr.state.cur_nimg as f64 / 1000.0, "fid_ema": f, "fid_num": a.fid_num, "fid_seconds": t0.elapsed().as_secs_f64()});
-            writeln!(log, "{rec}")?;
-            eprintln!("step {}: FID {f:.2} ({} samples)", tr.state.step, a.fid_num);
+        std::fs::create_dir_all(&a.out)?;
+        let cache = a.out.join("ref_stats.npz");
+        let ds = ImageDataset::fashion_mnist(&a.data, true, res, Some(a.fid_ref_num))?;
+        if !cache.exists() {
+            eprintln!("computing reference statistics of {} images...", ds.len);
         }
-        Ok(())
+        Some(FidSchedule {
+            evaluator: eval::fid_evaluator::<B>(&ds, a.fid_ref_num, Some(&cache), device)?,
+            every: a.fid_every,
+            num: a.fid_num,
+        })
     };
+    let options = RunOptions {
+        out_dir: a.out.clone(),
+        checkpoint_every: a.checkpoint_every,
+        grid_every: a.grid_every,
+        devices: a.devices,
+        fid,
+    };
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+        )
+        .expect("valid template"),
+    );
     let started = std::time::Instant::now();
-    if tr.state.step == 0 {
-        eval::write_grid(
-            tr.sample_ema(&grid_seeds, None),
-            8,
-            &a.out.join("grid-000000.png"),
-        )?;
-        run_fid(&tr, &mut log)?;
-    }
-    while tr.state.step < total {
-        let m = match tr.step(&data) {
-            Ok(m) => m,
-            Err(e @ DistillError::NonFinite { .. }) => {
-                pb.abandon();
+    let on_event = &mut |e: RunEvent<'_>| match e {
+        RunEvent::Start {
+            step,
+            total_steps,
+            resumed,
+            cur_nimg,
+            freeze: fr,
+            devices,
+        } => {
+            if resumed {
                 eprintln!(
-                    "training stopped: {e}. The last good checkpoint is {}",
-                    a.out.join("checkpoint").display()
+                    "resumed at step {step} ({:.2} kimg)",
+                    cur_nimg as f64 / 1000.0
                 );
-                return Err(e.into());
             }
-            Err(e) => return Err(e.into()),
-        };
-        writeln!(log, "{}", serde_json::to_string(&m)?)?;
-        pb.set_position(m.step);
-        pb.set_message(format!(
-            "G {:.3} D {:.3}/{:.3} s(real) {:.2} s(fake) {:.2} {:.1} img/s",
-            m.g_loss,
-            m.d_loss_real,
-            m.d_loss_fake,
-            m.d_real_score,
-            m.d_fake_score,
-            m.images_per_sec
-        ));
-        let s = tr.state.step;
-        if s.is_multiple_of(a.grid_every.max(1)) || s == total {
-            eval::write_grid(
-                tr.sample_ema(&grid_seeds, None),
-                8,
-                &a.out.join(format!("grid-{s:06}.png")),
-            )?;
+            if devices > 1 {
+                eprintln!("data-parallel over {devices} devices");
+            }
+            eprintln!(
+                "generator: {} parameters, {} trainable, {} frozen ({:.1} %, freeze={})",
+                fr.total_params, fr.trainable_params, fr.frozen_params, fr.frozen_percent, fr.level
+            );
+            pb.set_length(total_steps);
+            pb.set_position(step);
         }
-        if s.is_multiple_of(a.checkpoint_every.max(1)) || s == total {
-            tr.checkpoint(&a.out)?;
+        RunEvent::Step(m) => {
+            pb.set_position(m.step);
+            pb.set_message(format!(
+                "G {:.3} D {:.3}/{:.3} s(real) {:.2} s(fake) {:.2} {:.1} img/s",
+                m.g_loss,
+                m.d_loss_real,
+                m.d_loss_fake,
+                m.d_real_score,
+                m.d_fake_score,
+                m.images_per_sec
+            ));
         }
-        if (a.fid_every > 0 && s.is_multiple_of(a.fid_every)) || s == total {
-            run_fid(&tr, &mut log)?;
+        RunEvent::Fid(r) => {
+            pb.println(format!(
+                "step {}: FID {:.2} ({} samples)",
+                r.step, r.fid_ema, r.fid_num
+            ));
         }
-    }
+    };
+    let tr = match dist_distill::train::run(
+        teacher, backbone, config, &data, &options, device, on_event,
+    ) {
+        Ok(tr) => tr,
+        Err(e @ DistillError::NonFinite { .. }) => {
+            pb.abandon();
+            eprintln!(
+                "training stopped: {e}. The last good checkpoint is {}",
+                a.out.join("checkpoint").display()
+            );
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     pb.finish();
-    let _ = tr.g.valid();
     eprintln!(
         "done: {} steps, {:.2} kimg in {:.1}s; EMA generator in {}",
         tr.state.step,
