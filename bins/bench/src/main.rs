@@ -20,11 +20,7 @@ mod primitives;
 
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum DeviceKind {
-    Cpu,
-    Cuda,
-}
+use device::DeviceKind;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Precision {
@@ -265,15 +261,22 @@ fn run<B: AutodiffBackend>(cli: &Cli, device: B::Device) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The parsed command line, run with autodiff on the backend `--device` chose.
+struct Task<'a>(&'a Cli);
+
+impl device::BackendTask for Task<'_> {
+    type Output = anyhow::Result<()>;
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        run::<Autodiff<B>>(self.0, device)
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.device {
-        DeviceKind::Cpu => run::<Autodiff<burn::backend::Flex>>(&cli, Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => run::<Autodiff<burn::backend::Cuda>>(&cli, Default::default()),
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => {
-            eprintln!("error: this binary was built without CUDA; rebuild with `--features cuda`");
+    let result = match device::dispatch(cli.device, Task(&cli)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
             std::process::exit(2);
         }
     };

@@ -1,39 +1,26 @@
-//! Backend selection: one generic code path, instantiated for the CPU (`Flex`) or, with
-//! `--features cuda`, for CUDA.
+//! Backend selection through the shared `device` crate: one generic code path, instantiated for the
+//! CPU (`Flex`) or, with `--features cuda`, for CUDA. The subcommands implement [`BackendTask`]
+//! (returning `anyhow::Result<()>`); [`dispatch`] hands them to [`device::dispatch`].
 
 use burn::tensor::backend::Backend;
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceKind {
-    Cpu,
-    Cuda,
-}
-
-/// `--device cpu|cuda`, flattened into each subcommand's arguments.
-#[derive(clap::Args, Clone, Debug)]
-pub struct DeviceArgs {
-    /// Where to run (cuda needs a build with `--features cuda`).
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceKind,
-}
+pub use device::{DeviceArgs, DeviceKind};
 
 /// A subcommand that runs on any backend.
 pub trait BackendTask {
     fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()>;
 }
 
-pub fn dispatch<T: BackendTask>(kind: DeviceKind, task: T) -> anyhow::Result<()> {
-    match kind {
-        DeviceKind::Cpu => task.run::<burn::backend::Flex>(Default::default()),
-        DeviceKind::Cuda => {
-            #[cfg(feature = "cuda")]
-            {
-                task.run::<burn::backend::Cuda>(Default::default())
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                anyhow::bail!("this binary was built without CUDA; rebuild with `--features cuda`")
-            }
-        }
+/// Adapts a subcommand to the device crate's task trait.
+struct Task<T>(T);
+
+impl<T: BackendTask> device::BackendTask for Task<T> {
+    type Output = anyhow::Result<()>;
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        self.0.run::<B>(device)
     }
+}
+
+pub fn dispatch<T: BackendTask>(kind: DeviceKind, task: T) -> anyhow::Result<()> {
+    device::dispatch(kind, Task(task))?
 }
