@@ -130,7 +130,10 @@ fn run_writes_its_outputs_and_resumes_bit_identically() {
         m.lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (v["g_loss"].as_f64().unwrap(), v["d_loss_real"].as_f64().unwrap())
+                (
+                    v["g_loss"].as_f64().unwrap(),
+                    v["d_loss_real"].as_f64().unwrap(),
+                )
             })
             .collect()
     };
