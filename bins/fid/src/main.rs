@@ -14,8 +14,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
-use clap::{Parser, Subcommand};
-use device::{BackendTask, DeviceKind};
+use clap::{Parser, Subcommand, ValueEnum};
 use fid::evaluator::{dataset_features, dataset_stats};
 use fid::inception::FEATURE_DIM;
 use fid::{frechet_distance, Dataset, FidError, InceptionV3, RefStats};
@@ -78,6 +77,12 @@ enum Command {
     Frechet { a: PathBuf, b: PathBuf },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     refuse_outputs_over_inputs(&cli)?;
@@ -87,16 +92,12 @@ fn main() -> Result<()> {
         println!("{}", frechet_distance(&sa, &sb)?);
         return Ok(());
     }
-    device::dispatch(cli.device, Task(&cli))?
-}
-
-/// The parsed command line, run on the backend `--device` chose.
-struct Task<'a>(&'a Cli);
-
-impl BackendTask for Task<'_> {
-    type Output = Result<()>;
-    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
-        run::<B>(self.0, device)
+    match cli.device {
+        DeviceKind::Cpu => run::<burn::backend::Flex>(&cli, Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => run::<burn::backend::Cuda>(&cli, Default::default()),
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => bail!("this build has no CUDA support: rebuild with `--features cuda`"),
     }
 }
 
@@ -174,8 +175,10 @@ fn run<B: Backend>(cli: &Cli, device: B::Device) -> Result<()> {
                 &bytes,
             )
             .context("building the pool3 tensor")?;
-            safetensors::serialize_to_file([("pool3", view)], None, output)
-                .with_context(|| format!("writing {}", output.display()))?;
+            // Through a temporary and a rename: a failed write (a full disk) leaves any old file.
+            let encoded = safetensors::serialize([("pool3", view)], None)
+                .context("encoding the pool3 tensor")?;
+            formats::write_atomic(output, &encoded)?;
             eprintln!("wrote pool3 [{n}, {FEATURE_DIM}] to {}", output.display());
             report_speed(n, started);
         }
