@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use device::{BackendTask, DeviceKind};
 use fid::evaluator::{dataset_features, dataset_stats};
 use fid::inception::FEATURE_DIM;
 use fid::{frechet_distance, Dataset, FidError, InceptionV3, RefStats};
@@ -77,12 +78,6 @@ enum Command {
     Frechet { a: PathBuf, b: PathBuf },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum DeviceKind {
-    Cpu,
-    Cuda,
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     refuse_outputs_over_inputs(&cli)?;
@@ -92,12 +87,16 @@ fn main() -> Result<()> {
         println!("{}", frechet_distance(&sa, &sb)?);
         return Ok(());
     }
-    match cli.device {
-        DeviceKind::Cpu => run::<burn::backend::Flex>(&cli, Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => run::<burn::backend::Cuda>(&cli, Default::default()),
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => bail!("this build has no CUDA support: rebuild with `--features cuda`"),
+    device::dispatch(cli.device, Task(&cli))?
+}
+
+/// The parsed command line, run on the backend `--device` chose.
+struct Task<'a>(&'a Cli);
+
+impl BackendTask for Task<'_> {
+    type Output = Result<()>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        run::<B>(self.0, device)
     }
 }
 
