@@ -1,6 +1,7 @@
 //! The training driver `train::run` (what `gdd train` calls) on a tiny random teacher and a
 //! random-weight EfficientNet-Lite0: it writes the run's outputs, reports its events, and a run
-//! stopped and resumed from its output folder ends bit-identical to an uninterrupted one.
+//! stopped and resumed from its output folder ends bit-identical to an uninterrupted one, with one
+//! metrics line per step, and a second run on a held folder is refused.
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
@@ -121,6 +122,24 @@ fn run_writes_its_outputs_and_resumes_bit_identically() {
     let (b, (start, resumed, steps)) = drive(b_dir.path(), 0.006);
     assert_eq!((start, resumed, steps), (0, false, vec![1, 2]));
     drop(b);
+    // A step logged after the checkpoint (a crash before the next one) is dropped on resume, and a
+    // second writer on the folder is refused while one holds it.
+    let log = b_dir.path().join("metrics.jsonl");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("{\"step\":3,\"g_loss\":0.0}\n");
+    std::fs::write(&log, text).unwrap();
+    let held = formats::RunLock::acquire(b_dir.path()).unwrap();
+    let refused = run(
+        teacher(),
+        EfficientNetLite0::random(1, &Default::default()),
+        config(0.014),
+        &dataset(16),
+        &options(b_dir.path()),
+        &Default::default(),
+        &mut |_| {},
+    );
+    assert!(refused.is_err(), "a second writer was let in");
+    drop(held);
     let (b, (start, resumed, steps)) = drive(b_dir.path(), 0.014);
     assert_eq!((start, resumed, steps), (2, true, vec![3, 4]));
     let metrics_b = std::fs::read_to_string(b_dir.path().join("metrics.jsonl")).unwrap();

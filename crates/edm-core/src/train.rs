@@ -399,7 +399,8 @@ impl<B: AutodiffBackend> Trainer<B> {
 }
 
 /// Trains to `options.total_kimg` (resuming from `out_dir/checkpoint` when present), checkpointing every
-/// `checkpoint_every` steps and at the end. `on_step` sees every step's report.
+/// `checkpoint_every` steps and at the end, holding `out_dir/run.lock` throughout (a second run on the
+/// same folder is refused). `on_step` sees every step's report.
 pub fn train<B: AutodiffBackend>(
     config: &EdmConfig,
     data: &ImageDataset,
@@ -408,7 +409,10 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<Trainer<B>> {
-    std::fs::create_dir_all(out_dir).map_err(|e| EdmError::io(out_dir, e))?;
+    // One writer per output folder for the whole run ([`formats::RunLock`]); what an interrupted
+    // write left is removed only under that lock.
+    let lock = formats::RunLock::acquire(out_dir)?;
+    lock.clean_leftovers("training_state.json")?;
     let mut trainer =
         if out_dir.join("checkpoint").exists() || out_dir.join("checkpoint.old").exists() {
             let mut t = Trainer::<B>::resume(out_dir, device)?;
@@ -427,6 +431,7 @@ pub fn train<B: AutodiffBackend>(
             trainer.checkpoint(out_dir)?;
         }
     }
+    drop(lock);
     Ok(trainer)
 }
 

@@ -180,3 +180,41 @@ fn frozen_parameters_stay_bit_identical() {
     }
     assert!(changed > 10);
 }
+
+/// `train` holds its output folder for the whole run (a second writer is refused) and removes what
+/// an interrupted write left there before it starts.
+#[test]
+fn train_locks_its_folder_and_removes_leftovers() {
+    let data = toy_data(16);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("metrics.json.tmp"), b"torn").unwrap();
+    let held = formats::RunLock::acquire(dir.path()).unwrap();
+    let refused = edm_core::train::<AB>(
+        &tiny_config(),
+        &data,
+        TrainOptions {
+            total_kimg: 0.016,
+            ..options(0)
+        },
+        dir.path(),
+        &Default::default(),
+        &mut |_| {},
+    );
+    assert!(refused.is_err(), "a second writer was let in");
+    drop(held);
+    let t = edm_core::train::<AB>(
+        &tiny_config(),
+        &data,
+        TrainOptions {
+            total_kimg: 0.016,
+            ..options(0)
+        },
+        dir.path(),
+        &Default::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(t.state.step, 2);
+    assert!(!dir.path().join("metrics.json.tmp").exists());
+    assert!(dir.path().join("checkpoint/training_state.json").is_file());
+}

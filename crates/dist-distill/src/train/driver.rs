@@ -4,17 +4,20 @@
 //! Output folder:
 //! - `checkpoint/` (atomic swap, see [`GddTrainer::checkpoint`]), resumed from when present;
 //! - `config.json` (the run's [`GddConfig`]) and `freeze_report.json`;
-//! - `metrics.jsonl`: one [`StepMetrics`] per step, and one FID record per evaluation (appended,
-//!   so a resumed run continues the file);
+//! - `metrics.jsonl`: one [`StepMetrics`] per step, and one FID record per evaluation; a resumed
+//!   run first drops the lines after its checkpoint's step ([`formats::MetricsLog`]), so no step
+//!   appears twice;
+//! - `run.lock`: held for the whole run ([`formats::RunLock`]): a second run on the same folder is
+//!   refused.
 //! - `grid-NNNNNN.png`: 8×8 one-step samples of the EMA generator (seeds 0..64).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend, Device as _, DeviceId, DeviceOps};
 use edm_core::{EdmPrecond, ImageDataset};
 use fid::FidEvaluator;
+use formats::MetricsLog;
 use serde::Serialize;
 
 use super::{GddConfig, GddTrainer, StepMetrics};
@@ -93,7 +96,10 @@ pub fn run<B: AutodiffBackend>(
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<GddTrainer<B>> {
     let out = options.out_dir.as_path();
-    std::fs::create_dir_all(out).map_err(|e| DistillError::io(out, e))?;
+    // One writer per output folder for the whole run; what an interrupted write left is removed
+    // only under that lock.
+    let lock = formats::RunLock::acquire(out)?;
+    lock.clean_leftovers("state.json")?;
     let resumed = has_checkpoint(out);
     let mut tr = if resumed {
         let total_kimg = config.total_kimg;
@@ -118,14 +124,15 @@ pub fn run<B: AutodiffBackend>(
         devices: tr.devices().len(),
     });
 
+    // A resumed run's log keeps the lines up to the checkpoint's step (the steps after it are run
+    // again); a fresh run's log starts empty.
     let log_path = out.join("metrics.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| DistillError::io(&log_path, e))?;
-    let mut log_line =
-        |line: String| writeln!(log, "{line}").map_err(|e| DistillError::io(&log_path, e));
+    let mut log = if resumed {
+        MetricsLog::resume(&log_path, tr.state.step)?.0
+    } else {
+        MetricsLog::create(&log_path)?
+    };
+    let mut log_line = |record: serde_json::Value| -> Result<()> { Ok(log.append(&record)?) };
     let grid_seeds: Vec<u64> = (0..GRID_SEEDS).collect();
     let grid = |tr: &GddTrainer<B>| {
         let s = tr.state.step;
@@ -136,10 +143,10 @@ pub fn run<B: AutodiffBackend>(
         )
     };
     let evaluate = |tr: &GddTrainer<B>,
-                    log_line: &mut dyn FnMut(String) -> Result<()>,
+                    log_line: &mut dyn FnMut(serde_json::Value) -> Result<()>,
                     on_event: &mut dyn FnMut(RunEvent<'_>)| {
         if let Some(rec) = fid_of_ema(tr, options.fid.as_ref(), device)? {
-            log_line(to_json_line(&rec))?;
+            log_line(to_json(&rec))?;
             on_event(RunEvent::Fid(&rec));
         }
         Ok::<(), DistillError>(())
@@ -151,7 +158,7 @@ pub fn run<B: AutodiffBackend>(
     }
     while tr.state.step < total {
         let m = tr.step(data)?;
-        log_line(to_json_line(&m))?;
+        log_line(to_json(&m))?;
         on_event(RunEvent::Step(&m));
         let s = tr.state.step;
         if s.is_multiple_of(options.grid_every.max(1)) || s == total {
@@ -168,6 +175,7 @@ pub fn run<B: AutodiffBackend>(
             evaluate(&tr, &mut log_line, on_event)?;
         }
     }
+    drop(lock);
     Ok(tr)
 }
 
@@ -224,8 +232,8 @@ pub fn data_parallel_devices<B: Backend>(device: &B::Device, n: usize) -> Result
         .collect())
 }
 
-fn to_json_line<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("metrics serialise")
+fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("metrics serialise")
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
