@@ -1,0 +1,666 @@
+//! Data-parallel (and multi-node) training on burn-collective, burn's own collective engine.
+//!
+//! Every device is a *peer*: one thread per device, each with its own copy of the networks and
+//! optimizers, its own contiguous shard of every batch and its own forward/backward pass. After each
+//! backward pass the peers combine their gradients with one `burn_collective::all_reduce` (all of a
+//! module's gradients flattened into one buffer, like DDP's buckets, so a step costs one collective
+//! call per optimizer step instead of one per tensor) and then all take the same optimizer step, so
+//! their parameters stay identical without ever being broadcast. Peers of one process meet in
+//! burn-collective's local server; processes (nodes, possibly on other machines) meet through its
+//! global orchestrator ([`run_orchestrator`]) and exchange tensors peer to peer.
+//!
+//! burn-collective's calls block until every peer has made the same call, so a peer that died or
+//! hangs would stall the others for ever. Every collective call here runs on a helper thread and is
+//! abandoned after [`ParallelConfig::timeout`] with [`ParallelError::Timeout`], which the training
+//! loops propagate: the surviving peers stop with that typed error instead of hanging; a driver
+//! that writes checkpoints only between steps (atomically, on rank 0) leaves none half-written.
+//!
+//! Why not burn's own `GradientsParams::all_reduce` (burn-optim's `collective` feature): it makes
+//! one blocking collective call per parameter tensor (hundreds per step for a U-Net, each a
+//! rendezvous of every peer), has no timeout, and panics (`todo!`, `unimplemented!`) on a missing
+//! or quantized gradient. [`Peer::all_reduce_gradients`] makes one call per step, bounded in time.
+
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+pub use burn_collective::{AllReduceStrategy, CollectiveConfig};
+use burn_collective::{CollectiveError, PeerId, ReduceOperation};
+
+/// What can go wrong when setting up or running data-parallel peers.
+#[derive(Debug, thiserror::Error)]
+pub enum ParallelError {
+    /// Inconsistent flags or environment variables.
+    #[error("invalid data-parallel setup: {0}")]
+    Config(String),
+    /// burn-collective answered with an error.
+    #[error("peer {rank}: {op} failed in burn-collective: {message}")]
+    Collective {
+        rank: usize,
+        op: &'static str,
+        message: String,
+    },
+    /// The other peers did not join `op` in time: one of them died, hangs, or never started.
+    #[error(
+        "peer {rank}: no answer from the other peers for {op} within {timeout:?} \
+         (a peer died, hangs or never joined); stopping"
+    )]
+    Timeout {
+        rank: usize,
+        op: &'static str,
+        timeout: Duration,
+    },
+    /// A peer's thread panicked.
+    #[error("peer {rank} panicked: {message}")]
+    Panicked { rank: usize, message: String },
+    /// The orchestrator could not start.
+    #[error("orchestrator on port {port}: {message}")]
+    Orchestrator { port: u16, message: String },
+}
+
+/// How [`Peer::all_reduce_gradients`] combines the peers' gradients.
+///
+/// A single-device run on a global batch of `N` rows with a loss that is a *mean* over its rows has
+/// gradient `(1/N) sum_i g_i`. With `W` peers on equal shards of `N/W` rows each computing the mean
+/// over its own shard, the *mean* over peers of their gradients is exactly that (up to summation
+/// order): use [`Reduction::Mean`]. When shards are unequal (`N` not a multiple of `W`), or the loss
+/// is a sum over rows, let each peer scale its loss to the global batch (`local_sum / N`) and use
+/// [`Reduction::Sum`]: the sum over peers is then the single-device gradient for any shard sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    /// Element-wise sum over all peers.
+    Sum,
+    /// Element-wise mean over all peers (sum divided by the world size).
+    Mean,
+}
+
+impl From<Reduction> for ReduceOperation {
+    fn from(r: Reduction) -> Self {
+        match r {
+            Reduction::Sum => ReduceOperation::Sum,
+            Reduction::Mean => ReduceOperation::Mean,
+        }
+    }
+}
+
+/// Who takes part in a run: `devices` peers on this node, `nodes` nodes in all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParallelConfig {
+    /// Peers (devices, threads) on this node.
+    pub devices: usize,
+    /// Nodes (processes) in the run; each has the same number of devices.
+    pub nodes: u32,
+    /// This node's index in `0..nodes`; its peers have global ranks `node_rank·devices + i`.
+    pub node_rank: u32,
+    /// `HOST:PORT` of the global orchestrator (needed when `nodes > 1`).
+    pub orchestrator: Option<String>,
+    /// Host name or IP under which the other nodes reach this node.
+    pub node_host: String,
+    /// Port of this node's tensor data service (other nodes download its tensors there).
+    pub data_port: Option<u16>,
+    /// How long a peer waits for the others in one collective call before giving up.
+    pub timeout: Duration,
+}
+
+/// Default wait in one collective call: long enough for rank 0 to write a checkpoint, a sample
+/// grid or an FID evaluation while the others wait at the next step's all-reduce.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+impl ParallelConfig {
+    /// `devices` peers in this process, no other node.
+    pub fn local(devices: usize) -> Self {
+        Self {
+            devices,
+            nodes: 1,
+            node_rank: 0,
+            orchestrator: None,
+            node_host: "127.0.0.1".into(),
+            data_port: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The flags of `edm train` / `gdd train`, each falling back to an environment variable (like
+    /// torchrun's): `NNODES`, `NODE_RANK`, `ORCHESTRATOR` (HOST:PORT), `NODE_ADDR`, `DATA_PORT`,
+    /// `PEER_TIMEOUT` (seconds).
+    pub fn from_args(
+        devices: usize,
+        nodes: Option<u32>,
+        node_rank: Option<u32>,
+        orchestrator: Option<String>,
+        node_addr: Option<String>,
+        data_port: Option<u16>,
+        timeout_secs: Option<f64>,
+    ) -> Result<Self, ParallelError> {
+        fn env<T: FromStr>(name: &str) -> Result<Option<T>, ParallelError> {
+            match std::env::var(name) {
+                Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|_| {
+                    ParallelError::Config(format!("environment variable {name}={v} does not parse"))
+                }),
+                _ => Ok(None),
+            }
+        }
+        let timeout_secs = match timeout_secs {
+            Some(t) => Some(t),
+            None => env::<f64>("PEER_TIMEOUT")?,
+        };
+        let cfg = Self {
+            devices,
+            nodes: nodes
+                .map_or_else(|| env("NNODES"), |v| Ok(Some(v)))?
+                .unwrap_or(1),
+            node_rank: node_rank
+                .map_or_else(|| env("NODE_RANK"), |v| Ok(Some(v)))?
+                .unwrap_or(0),
+            orchestrator: orchestrator.map_or_else(|| env("ORCHESTRATOR"), |v| Ok(Some(v)))?,
+            node_host: node_addr
+                .map_or_else(|| env("NODE_ADDR"), |v| Ok(Some(v)))?
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            data_port: data_port.map_or_else(|| env("DATA_PORT"), |v| Ok(Some(v)))?,
+            timeout: match timeout_secs {
+                Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
+                Some(t) => {
+                    return Err(ParallelError::Config(format!(
+                        "peer timeout {t} s must be positive"
+                    )))
+                }
+                None => DEFAULT_TIMEOUT,
+            },
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Peers in the whole run.
+    pub fn world_size(&self) -> usize {
+        self.devices * self.nodes as usize
+    }
+
+    /// Global rank of this node's `local`-th peer.
+    pub fn global_rank(&self, local: usize) -> usize {
+        self.node_rank as usize * self.devices + local
+    }
+
+    /// Checks the combination of values.
+    pub fn validate(&self) -> Result<(), ParallelError> {
+        let bad = |m: String| Err(ParallelError::Config(m));
+        if self.devices == 0 {
+            return bad("at least one device per node".into());
+        }
+        if self.nodes == 0 {
+            return bad("at least one node".into());
+        }
+        if self.node_rank >= self.nodes {
+            return bad(format!(
+                "node rank {} outside 0..{}",
+                self.node_rank, self.nodes
+            ));
+        }
+        if self.nodes > 1 {
+            let Some(o) = &self.orchestrator else {
+                return bad(format!(
+                    "{} nodes need --orchestrator HOST:PORT (or ORCHESTRATOR)",
+                    self.nodes
+                ));
+            };
+            orchestrator_port(o)?;
+        }
+        Ok(())
+    }
+
+    /// This node's data-service port: `--data-port`, else orchestrator port + 1 + node rank (distinct
+    /// for nodes sharing a machine, as in the loopback tests).
+    pub fn data_port(&self) -> Result<u16, ParallelError> {
+        if let Some(p) = self.data_port {
+            return Ok(p);
+        }
+        let o = self.orchestrator.as_deref().unwrap_or_default();
+        let base = orchestrator_port(o)?;
+        u16::try_from(base as u32 + 1 + self.node_rank).map_err(|_| {
+            ParallelError::Config(format!(
+                "no default data port above orchestrator port {base}"
+            ))
+        })
+    }
+
+    /// burn-collective's configuration for this node: a binary tree between local peers, a ring
+    /// between nodes (burn-collective's recommendation).
+    pub fn collective_config(&self) -> Result<CollectiveConfig, ParallelError> {
+        let c = CollectiveConfig::default()
+            .with_num_devices(self.devices)
+            .with_local_all_reduce_strategy(AllReduceStrategy::Tree(2));
+        if self.nodes == 1 {
+            return Ok(c);
+        }
+        let orch = self.orchestrator.as_deref().unwrap_or_default();
+        let port = self.data_port()?;
+        let addr = |s: String| {
+            burn_communication::Address::from_str(&s)
+                .map_err(|e| ParallelError::Config(format!("address {s}: {e}")))
+        };
+        Ok(c.with_num_nodes(self.nodes)
+            .with_global_address(addr(format!("ws://{orch}"))?)
+            .with_node_address(addr(format!("ws://{}:{port}", self.node_host))?)
+            .with_data_service_port(port)
+            .with_global_all_reduce_strategy(AllReduceStrategy::Ring))
+    }
+}
+
+fn orchestrator_port(hostport: &str) -> Result<u16, ParallelError> {
+    hostport
+        .rsplit_once(':')
+        .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| ParallelError::Config(format!("orchestrator `{hostport}` is not HOST:PORT")))
+}
+
+/// Contiguous near-equal shards of `0..n` for `k` peers (shard `i` of the single-device batch).
+pub fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
+    let k = k.max(1);
+    (0..k).map(|i| (i * n / k)..((i + 1) * n / k)).collect()
+}
+
+/// One registered peer (cheap to clone: an id, a rank and a timeout). `B` is the backend whose
+/// tensors it all-reduces (the inner backend of an autodiff backend).
+pub struct Peer<B: Backend> {
+    /// Global rank in `0..world`; rank 0 writes checkpoints, metrics and grids.
+    pub rank: usize,
+    /// Peers in the whole run.
+    pub world: usize,
+    id: PeerId,
+    timeout: Duration,
+    _b: PhantomData<fn() -> B>,
+}
+
+impl<B: Backend> Clone for Peer<B> {
+    fn clone(&self) -> Self {
+        Self {
+            rank: self.rank,
+            world: self.world,
+            id: self.id,
+            timeout: self.timeout,
+            _b: PhantomData,
+        }
+    }
+}
+
+impl<B: Backend> std::fmt::Debug for Peer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Peer({}/{})", self.rank, self.world)
+    }
+}
+
+impl<B: Backend> Peer<B> {
+    /// Registers this node's `local`-th peer on `device`; returns once every peer of the run has
+    /// registered (or with [`ParallelError::Timeout`]).
+    pub fn join(
+        cfg: &ParallelConfig,
+        local: usize,
+        device: B::Device,
+    ) -> Result<Self, ParallelError> {
+        cfg.validate()?;
+        if local >= cfg.devices {
+            return Err(ParallelError::Config(format!(
+                "local peer {local} outside 0..{}",
+                cfg.devices
+            )));
+        }
+        let rank = cfg.global_rank(local);
+        let peer = Self {
+            rank,
+            world: cfg.world_size(),
+            id: PeerId::from(rank),
+            timeout: cfg.timeout,
+            _b: PhantomData,
+        };
+        let ccfg = cfg.collective_config()?;
+        let id = peer.id;
+        peer.call("register", move || {
+            burn_collective::register::<B>(id, device, ccfg)
+        })?;
+        Ok(peer)
+    }
+
+    /// This peer's rows of a batch of `n` (the batch must have at least one row per peer).
+    pub fn shard(&self, n: usize) -> Result<Range<usize>, ParallelError> {
+        if n < self.world {
+            return Err(ParallelError::Config(format!(
+                "batch of {n} cannot be shared by {} peers",
+                self.world
+            )));
+        }
+        Ok(shard_ranges(n, self.world)[self.rank].clone())
+    }
+
+    /// Runs one blocking burn-collective call on a helper thread and waits at most the timeout.
+    /// On timeout the helper stays blocked inside burn-collective; the caller is expected to stop
+    /// (the process ends, or [`burn_collective::reset_collective`] releases it).
+    fn call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce() -> Result<T, CollectiveError> + Send + 'static,
+    ) -> Result<T, ParallelError> {
+        let (tx, rx) = mpsc::channel();
+        let rank = self.rank;
+        std::thread::Builder::new()
+            .name(format!("collective-{op}-{rank}"))
+            .spawn(move || {
+                let _ = tx.send(f());
+            })
+            .map_err(|e| ParallelError::Collective {
+                rank,
+                op,
+                message: format!("cannot start a thread: {e}"),
+            })?;
+        match rx.recv_timeout(self.timeout) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(ParallelError::Collective {
+                rank,
+                op,
+                message: format!("{e:?}"),
+            }),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(ParallelError::Timeout {
+                rank,
+                op,
+                timeout: self.timeout,
+            }),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ParallelError::Collective {
+                rank,
+                op,
+                message: "the collective call was abandoned (server reset)".into(),
+            }),
+        }
+    }
+
+    /// Element-wise sum or mean of `x` over all peers; `op` names the call in errors.
+    pub fn all_reduce(
+        &self,
+        op: &'static str,
+        x: Tensor<B, 1>,
+        reduction: Reduction,
+    ) -> Result<Tensor<B, 1>, ParallelError> {
+        let id = self.id;
+        let p = x.into_primitive().tensor();
+        let r = self.call(op, move || {
+            burn_collective::all_reduce::<B>(id, p, reduction.into())
+        })?;
+        Ok(Tensor::from_primitive(TensorPrimitive::Float(r)))
+    }
+
+    /// Combines `grads` (gradients of `module`'s float parameters on this peer, in the inner
+    /// backend, as [`GradientsParams::from_grads`] gives them) over all peers with `reduction`
+    /// (see [`Reduction`] for which one reproduces a single-device run), in one all-reduce, and
+    /// returns them ready for `Optimizer::step`. `scalars` (losses, counts for logging) travel in
+    /// the same buffer and come back reduced the same way, at no extra rendezvous.
+    ///
+    /// Every peer must pass the same module structure with gradients for the same parameters (the
+    /// buffer's layout follows the module's visiting order, which is the same on every peer) and
+    /// the same number of scalars; gradients must share one float dtype (they are concatenated).
+    pub fn all_reduce_gradients<AB, M>(
+        &self,
+        op: &'static str,
+        mut grads: GradientsParams,
+        module: &M,
+        scalars: &[f64],
+        reduction: Reduction,
+        device: &B::Device,
+    ) -> Result<(GradientsParams, Vec<f64>), ParallelError>
+    where
+        AB: AutodiffBackend<InnerBackend = B>,
+        M: AutodiffModule<AB>,
+    {
+        let mut gather = Gather::<B> {
+            grads: &mut grads,
+            taken: Vec::new(),
+            flat: Vec::new(),
+        };
+        module.visit(&mut gather);
+        let Gather {
+            taken, mut flat, ..
+        } = gather;
+        if !scalars.is_empty() {
+            let s: Vec<f32> = scalars.iter().map(|&v| v as f32).collect();
+            flat.push(Tensor::from_data(
+                TensorData::new(s, [scalars.len()]),
+                device,
+            ));
+        }
+        if flat.is_empty() {
+            // Nothing to reduce on this peer, hence (same structure) on any peer.
+            return Ok((grads, Vec::new()));
+        }
+        let reduced = self.all_reduce(op, Tensor::cat(flat, 0), reduction)?;
+        let total = reduced.dims()[0];
+        let sums = if scalars.is_empty() {
+            Vec::new()
+        } else {
+            reduced
+                .clone()
+                .narrow(0, total - scalars.len(), scalars.len())
+                .into_data()
+                .iter::<f32>()
+                .map(f64::from)
+                .collect()
+        };
+        module.visit(&mut Scatter::<B, _> {
+            grads: &mut grads,
+            taken: taken.into_iter().peekable(),
+            reduced,
+            offset: 0,
+        });
+        Ok((grads, sums))
+    }
+
+    /// Reduces a few scalars (losses, sample counts) over all peers.
+    pub fn all_reduce_scalars(
+        &self,
+        op: &'static str,
+        scalars: &[f64],
+        reduction: Reduction,
+        device: &B::Device,
+    ) -> Result<Vec<f64>, ParallelError> {
+        let s: Vec<f32> = scalars.iter().map(|&v| v as f32).collect();
+        let t = self.all_reduce(
+            op,
+            Tensor::from_data(TensorData::new(s, [scalars.len()]), device),
+            reduction,
+        )?;
+        Ok(t.into_data().iter::<f32>().map(f64::from).collect())
+    }
+
+    /// Leaves the collective (every peer calls it once, after its last step).
+    pub fn finish(&self) -> Result<(), ParallelError> {
+        let id = self.id;
+        self.call("finish", move || {
+            burn_collective::finish_collective::<B>(id)
+        })
+    }
+}
+
+/// Takes every parameter's gradient out of `grads`, flattened, in the module's visiting order
+/// (the same on every peer, which the all-reduce needs).
+struct Gather<'a, B: Backend> {
+    grads: &'a mut GradientsParams,
+    taken: Vec<(ParamId, Vec<usize>)>,
+    flat: Vec<Tensor<B, 1>>,
+}
+
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for Gather<'_, AB::InnerBackend> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        if let Some(g) = self.grads.remove::<AB::InnerBackend, D>(param.id) {
+            let dims = g.dims().to_vec();
+            let n: usize = dims.iter().product();
+            self.taken.push((param.id, dims));
+            self.flat.push(g.reshape([n]));
+        }
+    }
+}
+
+/// Puts the reduced gradients back, in the order [`Gather`] took them.
+struct Scatter<'a, B: Backend, I: Iterator<Item = (ParamId, Vec<usize>)>> {
+    grads: &'a mut GradientsParams,
+    taken: std::iter::Peekable<I>,
+    reduced: Tensor<B, 1>,
+    offset: usize,
+}
+
+impl<AB, I> ModuleVisitor<AB> for Scatter<'_, AB::InnerBackend, I>
+where
+    AB: AutodiffBackend,
+    I: Iterator<Item = (ParamId, Vec<usize>)>,
+{
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        if self.taken.peek().map(|(id, _)| *id) != Some(param.id) {
+            return;
+        }
+        let Some((id, dims)) = self.taken.next() else {
+            return;
+        };
+        let n: usize = dims.iter().product();
+        let mut shape = [0usize; D];
+        shape.copy_from_slice(&dims);
+        let g = self
+            .reduced
+            .clone()
+            .narrow(0, self.offset, n)
+            .reshape(shape);
+        self.offset += n;
+        self.grads.register::<AB::InnerBackend, D>(id, g);
+    }
+}
+
+/// Runs `body` once per peer of this node: directly on `devices[0]` with no peer when the run has
+/// one peer in all, else on one thread per device, each joined to the collective first and leaving
+/// it after `body` succeeded. Returns every peer's result in local order, or the first error
+/// (rank order).
+pub fn run_peers<B, T, E, F>(
+    cfg: &ParallelConfig,
+    devices: &[B::Device],
+    body: F,
+) -> Result<Vec<T>, E>
+where
+    B: Backend,
+    T: Send,
+    E: Send + From<ParallelError>,
+    F: Fn(Option<Peer<B>>, &B::Device) -> Result<T, E> + Sync,
+{
+    cfg.validate()?;
+    if devices.len() != cfg.devices {
+        return Err(ParallelError::Config(format!(
+            "{} devices given for {} peers",
+            devices.len(),
+            cfg.devices
+        ))
+        .into());
+    }
+    if cfg.world_size() == 1 {
+        return Ok(vec![body(None, &devices[0])?]);
+    }
+    let results: Vec<Result<T, E>> = std::thread::scope(|s| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, dev)| {
+                let body = &body;
+                std::thread::Builder::new()
+                    .name(format!("peer-{}", cfg.global_rank(i)))
+                    .spawn_scoped(s, move || -> Result<T, E> {
+                        let peer = Peer::<B>::join(cfg, i, dev.clone())?;
+                        let out = body(Some(peer.clone()), dev)?;
+                        peer.finish()?;
+                        Ok(out)
+                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| match h {
+                Err(e) => Err(ParallelError::Panicked {
+                    rank: cfg.global_rank(i),
+                    message: format!("cannot start the peer thread: {e}"),
+                }
+                .into()),
+                Ok(h) => h.join().unwrap_or_else(|p| {
+                    let message = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "(no message)".into());
+                    Err(ParallelError::Panicked {
+                        rank: cfg.global_rank(i),
+                        message,
+                    }
+                    .into())
+                }),
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// Makes burn-collective's local server of backend `B` forget every peer and pending operation of
+/// this process (after a failed run, before another run in the same process); calls abandoned
+/// after a timeout then return.
+pub fn reset<B: Backend>() {
+    burn_collective::reset_collective::<B>();
+}
+
+/// Runs burn-collective's global orchestrator on `port` (all interfaces) until the process gets
+/// SIGINT/SIGTERM. Nodes reach it with `--orchestrator HOST:PORT`.
+pub fn run_orchestrator(port: u16) -> Result<(), ParallelError> {
+    let err = |message: String| ParallelError::Orchestrator { port, message };
+    // burn-collective only logs a failed bind: check the port first for a typed error.
+    drop(std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| err(e.to_string()))?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    rt.block_on(burn_collective::start_global_orchestrator(port));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_batch_in_order() {
+        let s = shard_ranges(7, 3);
+        assert_eq!(s, vec![0..2, 2..4, 4..7]);
+        assert_eq!(shard_ranges(4, 1), vec![0..4]);
+    }
+
+    #[test]
+    fn config_checks_and_defaults() {
+        let c = ParallelConfig::from_args(
+            8,
+            Some(2),
+            Some(1),
+            Some("10.0.0.1:29500".into()),
+            Some("10.0.0.2".into()),
+            None,
+            Some(60.0),
+        )
+        .unwrap();
+        assert_eq!(c.world_size(), 16);
+        assert_eq!(c.global_rank(3), 11);
+        assert_eq!(c.data_port().unwrap(), 29502);
+        assert_eq!(c.timeout, Duration::from_secs(60));
+        assert!(c.collective_config().unwrap().is_valid());
+        let missing = ParallelConfig::from_args(1, Some(2), Some(0), None, None, None, None);
+        assert!(matches!(missing, Err(ParallelError::Config(_))));
+        let rank =
+            ParallelConfig::from_args(1, Some(2), Some(2), Some("h:1".into()), None, None, None);
+        assert!(matches!(rank, Err(ParallelError::Config(_))));
+        let port =
+            ParallelConfig::from_args(1, Some(2), Some(0), Some("nohost".into()), None, None, None);
+        assert!(matches!(port, Err(ParallelError::Config(_))));
+    }
+}
