@@ -7,11 +7,13 @@
 //! 1. loads a model (a GGUF file, tokenizer included, or a Hugging Face folder) with `icl-probe`;
 //! 2. tokenizes the source prompt and finds its answer positions (`icl-experiments`' [`Probe`],
 //!    on `icl-tasks`' prompt format);
-//! 3. reads the residual stream at those positions at layer `L` (`blocks.{L}.hook_resid_pre`) and
-//!    averages it: the aggregated rule vector;
-//! 4. runs the zero-shot target prompt `"{query} ->"` plain, then with its last position's residual
-//!    at layer `L` replaced by the rule vector (a hook intervention), and prints the greedy answer
-//!    before and after.
+//! 3. reads the residual stream at those positions at layer `L` (`blocks.{L}.hook_resid_pre`): one
+//!    rule vector per demonstration;
+//! 4. runs a target prompt plain, then with rule vectors written into its residual stream at layer
+//!    `L` (a hook intervention), and prints the greedy answer before and after. The target is by
+//!    default the same prompt with the rule broken (outputs rotated), each rule vector written at
+//!    its answer position (`--into transplant`); or the zero-shot `"{query} ->"` with their mean at
+//!    the last position (`--into zero-shot`).
 //!
 //! ```sh
 //! cargo run --release -p example-rule-vector-patch -- SmolLM2-135M-Instruct.Q4_1.gguf \
@@ -51,6 +53,18 @@ struct Args {
     /// Layer L to read and patch (0 = embeddings, n = after the last block; default n / 2).
     #[arg(long)]
     layer: Option<usize>,
+    /// Where the rule vectors go.
+    #[arg(long, value_enum, default_value = "transplant")]
+    into: Into,
+}
+
+/// The prompt that receives the rule vectors.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Into {
+    /// The same demonstrations with their outputs rotated (the rule broken), at its answer positions.
+    Transplant,
+    /// The zero-shot prompt "{query} ->", their mean at its last position.
+    ZeroShot,
 }
 
 const ANTONYMS: [&str; 4] = ["hot=cold", "big=small", "fast=slow", "young=old"];
@@ -112,10 +126,28 @@ fn main() -> Result<()> {
         demos,
         query: query.clone(),
     };
-    // The target: the zero-shot prompt "{query} ->", which on its own shows no rule.
-    let target = PromptSpec {
-        demos: Vec::new(),
-        query,
+    // The target, which on its own does not show the rule:
+    // - transplant: the same inputs with the outputs rotated by one ("hot -> small", ...), so no
+    //   demonstration follows the rule; each of P's rule vectors replaces the residual at the
+    //   corresponding answer position of this prompt (the paper's transplant experiment);
+    // - zero-shot: "{query} ->", whose last position receives the mean of P's rule vectors.
+    let target = match args.into {
+        Into::Transplant => {
+            let n = source.demos.len();
+            PromptSpec {
+                demos: (0..n)
+                    .map(|i| Item {
+                        output: source.demos[(i + 1) % n].output.clone(),
+                        ..source.demos[i].clone()
+                    })
+                    .collect(),
+                query: query.clone(),
+            }
+        }
+        Into::ZeroShot => PromptSpec {
+            demos: Vec::new(),
+            query,
+        },
     };
 
     let probe = Probe::new(&model, &tok, 1);
@@ -128,30 +160,38 @@ fn main() -> Result<()> {
         src.ids.len()
     );
 
-    // Rule vectors: the residual stream at every answer position at layer L...
+    // Rule vectors: the residual stream at every answer position at layer L.
     let read = probe.residuals(std::slice::from_ref(src), &[layer], |p| {
         p.answer_positions.clone()
     })?;
-    let rules = &read[0][0]; // [demonstration][d_model]
-                             // ...aggregated by their mean (the paper's aggregation).
-    let d = probe.d_model();
-    let mut rule_vector = vec![0f32; d];
-    for r in rules {
-        for (acc, x) in rule_vector.iter_mut().zip(r) {
-            *acc += x / rules.len() as f32;
-        }
-    }
-    let norm = rule_vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let rules = read[0][0].clone(); // [demonstration][d_model]
     println!(
-        "rule vector: mean of {} residuals at {} (layer {layer} of {n_layers}), norm {norm:.3}",
+        "rule vectors: {} residuals at {} (layer {layer} of {n_layers})",
         rules.len(),
         resid_hook(n_layers, layer)
     );
 
-    // The zero-shot prompt, plain and patched at its last position.
     let targets = std::slice::from_ref(tgt);
     let before = probe.logits_with(targets, |_, _| Ok(icl_probe::HookSpec::new()))?;
-    let after = probe.logits_patched(targets, layer, &[rule_vector])?;
+    let after = match args.into {
+        // One rule vector per answer position, in order.
+        Into::Transplant => probe.logits_patched_at(
+            targets,
+            layer,
+            std::slice::from_ref(&tgt.answer_positions),
+            &[rules],
+        )?,
+        // Their mean (the paper's aggregation) at the last position.
+        Into::ZeroShot => {
+            let mut mean = vec![0f32; probe.d_model()];
+            for r in &rules {
+                for (acc, x) in mean.iter_mut().zip(r) {
+                    *acc += x / rules.len() as f32;
+                }
+            }
+            probe.logits_patched(targets, layer, &[mean])?
+        }
+    };
     let (b, a) = (argmax_f32(&before[0]), argmax_f32(&after[0]));
     let delta = before[0]
         .iter()
