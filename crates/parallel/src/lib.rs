@@ -606,8 +606,10 @@ where
 }
 
 /// Makes burn-collective's local server of backend `B` forget every peer and pending operation of
-/// this process (after a failed run, before another run in the same process); calls abandoned
-/// after a timeout then return.
+/// this process (after a failed run, before another run in the same process); all-reduces
+/// abandoned after a timeout then return. A `register` abandoned after a timeout stays blocked
+/// (burn-collective keeps its callback across a reset) until the next complete registration
+/// answers it; its helper thread holds nothing else.
 pub fn reset<B: Backend>() {
     burn_collective::reset_collective::<B>();
 }
@@ -629,6 +631,16 @@ pub fn run_orchestrator(port: u16) -> Result<(), ParallelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orchestrator_on_a_busy_port_is_a_typed_error() {
+        let held = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let port = held.local_addr().unwrap().port();
+        assert!(matches!(
+            run_orchestrator(port),
+            Err(ParallelError::Orchestrator { port: p, .. }) if p == port
+        ));
+    }
 
     #[test]
     fn shards_cover_the_batch_in_order() {
@@ -662,5 +674,9 @@ mod tests {
         let port =
             ParallelConfig::from_args(1, Some(2), Some(0), Some("nohost".into()), None, None, None);
         assert!(matches!(port, Err(ParallelError::Config(_))));
+        let zero = ParallelConfig::from_args(2, None, None, None, None, None, Some(0.0));
+        assert!(matches!(zero, Err(ParallelError::Config(_))));
+        let single = ParallelConfig::from_args(2, Some(1), None, None, None, None, None).unwrap();
+        assert!(single.collective_config().unwrap().is_valid());
     }
 }
