@@ -397,3 +397,36 @@ fn node_child() {
     let mut f = std::fs::File::create(std::env::var("PARALLEL_TEST_OUT").unwrap()).unwrap();
     writeln!(f, "{}", text.join(" ")).unwrap();
 }
+
+/// Throughput of one device against two local peers on CPU (for docs/parallel.md; timing only,
+/// nothing to assert on a shared machine): `ROWS`-row global batches, 20 Adam steps.
+#[test]
+#[ignore = "timing for docs/parallel.md: cargo test --release -p parallel -- --ignored throughput --nocapture"]
+fn throughput_one_device_vs_two_local_peers() {
+    const ROWS: usize = 65536;
+    const STEPS_T: usize = 20;
+    let _turn = take_turn();
+    let device = Dev::default();
+    let init = Mlp::<AB>::new(&device);
+    let t0 = Instant::now();
+    train(init.clone(), 0..ROWS, STEPS_T, None, &device).unwrap();
+    let one = t0.elapsed();
+    let cfg = ParallelConfig {
+        timeout: Duration::from_secs(600),
+        ..ParallelConfig::local(2)
+    };
+    let t0 = Instant::now();
+    run_peers::<B, _, ParallelError, _>(&cfg, &[device, device], |peer, dev| {
+        let peer = peer.expect("two peers");
+        train(init.clone(), peer.shard(ROWS)?, STEPS_T, Some(&peer), dev)
+    })
+    .unwrap();
+    let two = t0.elapsed();
+    let rate = |t: Duration| (ROWS * STEPS_T) as f64 / t.as_secs_f64();
+    eprintln!(
+        "{STEPS_T} steps of {ROWS} rows: 1 device {one:?} ({:.0} rows/s), 2 local peers {two:?} \
+         ({:.0} rows/s)",
+        rate(one),
+        rate(two)
+    );
+}
