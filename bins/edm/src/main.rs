@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand};
@@ -165,6 +165,8 @@ impl BackendTask for Task {
                 output,
                 fp16,
             } => {
+                // An output over the model or the input would destroy it (issue 21).
+                formats::check_output(&output, [&model, &input])?;
                 let net = load::<B>(&model, fp16, cuda, device)?;
                 edm_core::denoise_file(&net, &input, &output, device)?;
                 eprintln!("wrote {}", output.display());
@@ -189,6 +191,13 @@ impl BackendTask for Task {
                 s_noise,
                 fp16,
             } => {
+                let mut inputs = vec![model.clone()];
+                inputs.extend(latents.iter().cloned());
+                let guard = formats::OutputGuard::new(&inputs);
+                guard.check(&output)?;
+                if let Some(dir) = &png {
+                    guard.check(dir)?;
+                }
                 let net = load::<B>(&model, fp16, cuda, device)?;
                 let solver: Solver = solver.parse()?;
                 let cfg = SamplerConfig {
@@ -304,6 +313,15 @@ impl BackendTask for Task {
                     },
                 )?;
                 pb.finish();
+                // No success message without the file it names (issue 21).
+                let checkpoint = out.join("checkpoint");
+                if !checkpoint.join("model.safetensors").is_file() {
+                    bail!(
+                        "training stopped at step {} but {} holds no model",
+                        trainer.state.step,
+                        checkpoint.display()
+                    );
+                }
                 eprintln!(
                     "trained to step {} ({:.1} kimg) in {:.1}s; EMA model in {}",
                     trainer.state.step,

@@ -151,3 +151,113 @@ fn bad_inputs_fail_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
 }
+
+/// Issue 21: `edm denoise --output MODEL_DIR/model.safetensors` replaced a 4 MB model with 12 KB of
+/// output, and `edm sample --png` into the model folder wrote PNGs among the weights. Both are
+/// refused before any work, and the model stays byte-identical.
+#[test]
+fn outputs_over_the_model_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("edm_ddpmpp_tiny").join(f), model.join(f)).unwrap();
+    }
+    let weights = model.join("model.safetensors");
+    let before = std::fs::read(&weights).unwrap();
+    let input = fixture("edm_ddpmpp_tiny").join("expected.safetensors");
+    let (samples, png) = (tmp.path().join("s.safetensors"), model.join("png"));
+    let runs: [Vec<&str>; 3] = [
+        vec![
+            "denoise",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            weights.to_str().unwrap(),
+        ],
+        vec![
+            "sample",
+            "--model",
+            model.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--seeds",
+            "0",
+            "--output",
+            weights.to_str().unwrap(),
+        ],
+        vec![
+            "sample",
+            "--model",
+            model.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--seeds",
+            "0",
+            "--output",
+            samples.to_str().unwrap(),
+            "--png",
+            png.to_str().unwrap(),
+        ],
+    ];
+    for args in runs {
+        let out = Command::new(env!("CARGO_BIN_EXE_edm"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains("model"), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+    assert!(!model.join("png").exists());
+}
+
+/// A Fashion-MNIST folder of `n` tiny 28×28 images in idx format (uncompressed: the reader detects
+/// gzip by its magic, not by the `.gz` name).
+fn tiny_fashion_mnist(dir: &Path, n: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend((0..n * 784).map(|i| (i % 251) as u8));
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend(n.to_be_bytes());
+    labels.extend((0..n).map(|i| (i % 10) as u8));
+    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), images).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), labels).unwrap();
+}
+
+/// Issue 21: `edm train --kimg 0` printed "EMA model in …" and wrote nothing. Now a typed error; the
+/// same data with a positive duration trains and names a model that exists (so the refusal is about
+/// the duration, not the data).
+#[test]
+fn train_with_zero_kimg_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("fmnist");
+    tiny_fashion_mnist(&data, 4);
+    let train = |run: &str, kimg: &str| {
+        Command::new(env!("CARGO_BIN_EXE_edm"))
+            .args(["train", "--data", data.to_str().unwrap(), "--out"])
+            .arg(tmp.path().join(run))
+            .args(["--kimg", kimg, "--batch", "2", "--arch", "tiny"])
+            .output()
+            .unwrap()
+    };
+    let out = train("zero", "0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("0 training steps"), "{err}");
+    assert!(!err.contains("EMA model in"), "{err}");
+    let out = train("one", "0.002");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("EMA model in"), "{err}");
+    assert!(tmp
+        .path()
+        .join("one/checkpoint/model.safetensors")
+        .is_file());
+}

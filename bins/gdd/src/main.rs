@@ -211,6 +211,8 @@ impl BackendTask for Command {
                 seed,
                 out,
             } => {
+                // A grid written over the network's own files would destroy it (issue 21).
+                formats::check_output(&out, [&net])?;
                 let net = load_net::<B>(&net, device)?;
                 let x = eval::draw(
                     &net,

@@ -262,10 +262,6 @@ pub fn write_pngs(
     let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
     let rows = n.div_ceil(cols);
     let mut grid = image::RgbImage::new((cols * res) as u32, (rows * res) as u32);
-    let save_err = |path: &Path, e: image::ImageError| EdmError::Output {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
     for (i, name) in names.iter().enumerate() {
         let img = &samples[i * per..(i + 1) * per];
         let mut rgb = image::RgbImage::new(res as u32, res as u32);
@@ -287,16 +283,28 @@ pub fn write_pngs(
         }
         let path = dir.join(format!("{name}.png"));
         if ch == 1 {
-            image::DynamicImage::ImageRgb8(rgb)
-                .to_luma8()
-                .save(&path)
-                .map_err(|e| save_err(&path, e))?;
+            save_png(&image::DynamicImage::ImageRgb8(rgb).to_luma8(), &path)?;
         } else {
-            rgb.save(&path).map_err(|e| save_err(&path, e))?;
+            save_png(&rgb, &path)?;
         }
     }
-    let path = dir.join("grid.png");
-    grid.save(&path).map_err(|e| save_err(&path, e))
+    save_png(&grid, &dir.join("grid.png"))
+}
+
+/// Encodes a PNG and writes it atomically (temp + rename, [`formats::write_atomic_with`]), so an
+/// interrupted or failed run never leaves a truncated image under a final name, and a full disk is
+/// reported as such.
+fn save_png<P, C>(img: &image::ImageBuffer<P, C>, path: &Path) -> Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+    C: std::ops::Deref<Target = [P::Subpixel]>,
+{
+    formats::write_atomic_with(path, |w| {
+        img.write_to(w, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
@@ -202,6 +202,18 @@ pub fn ema_update<B: Backend>(ema: EdmPrecond<B>, net: &EdmPrecond<B>, beta: f64
 
 type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
 
+/// Writes a burn record as `Rec` would (named MessagePack, the same bytes), but through
+/// [`formats::write_atomic`]: burn's file recorder flattens the OS error into a string, so a full
+/// disk surfaced as "invalid value write: ... MessagePack"; here it is `FormatError::NoSpace` naming
+/// the file (issue 21).
+fn save_record<B: Backend, R: burn::record::Record<B>>(record: R, path: &Path) -> Result<()> {
+    let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .record(record, ())
+        .map_err(|e| EdmError::Input(format!("encoding {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)?;
+    Ok(())
+}
+
 /// A training run: network, EMA, optimizer, position. Create with [`Trainer::new`] or
 /// [`Trainer::resume`], advance with [`Trainer::step`], persist with [`Trainer::checkpoint`].
 pub struct Trainer<B: AutodiffBackend> {
@@ -339,18 +351,9 @@ impl<B: AutodiffBackend> Trainer<B> {
     pub fn checkpoint(&self, dir: &Path) -> Result<PathBuf> {
         let swap = CheckpointSwap::begin(dir)?;
         let tmp = swap.staging();
-        let rec_err = |what: &str, e: burn::record::RecorderError| {
-            EdmError::Input(format!("saving {what}: {e}"))
-        };
-        Rec::new()
-            .record(self.net.clone().into_record(), tmp.join("net"))
-            .map_err(|e| rec_err("net", e))?;
-        Rec::new()
-            .record(self.ema.clone().into_record(), tmp.join("ema"))
-            .map_err(|e| rec_err("ema", e))?;
-        Rec::new()
-            .record(self.optim.to_record(), tmp.join("optim"))
-            .map_err(|e| rec_err("optimizer", e))?;
+        save_record::<B, _>(self.net.clone().into_record(), &tmp.join("net.mpk"))?;
+        save_record::<B::InnerBackend, _>(self.ema.clone().into_record(), &tmp.join("ema.mpk"))?;
+        save_record::<B, _>(self.optim.to_record(), &tmp.join("optim.mpk"))?;
         self.ema.save(tmp)?;
         let state = serde_json::to_string_pretty(&self.state).expect("state serialises");
         write_atomic(&tmp.join("training_state.json"), state.as_bytes())?;
@@ -423,6 +426,18 @@ pub fn train<B: AutodiffBackend>(
             Trainer::<B>::new(config, options, device)?
         };
     let total = trainer.state.options.total_steps();
+    if trainer.state.options.batch_size == 0 {
+        return Err(EdmError::Input(
+            "batch size 0: every step needs at least one image".into(),
+        ));
+    }
+    if total == 0 {
+        // Zero steps would write no checkpoint, yet a caller would report a model (issue 21).
+        return Err(EdmError::Input(format!(
+            "{} kimg at batch {} is 0 training steps: nothing would be trained or written",
+            trainer.state.options.total_kimg, trainer.state.options.batch_size
+        )));
+    }
     let every = trainer.state.options.checkpoint_every.max(1);
     while trainer.state.step < total {
         let report = trainer.step(data)?;

@@ -218,3 +218,57 @@ fn train_locks_its_folder_and_removes_leftovers() {
     assert!(!dir.path().join("metrics.json.tmp").exists());
     assert!(dir.path().join("checkpoint/training_state.json").is_file());
 }
+
+/// `--kimg 0` (or a batch of 0) used to run no step, write nothing, and let the CLI announce a model
+/// (issue 21): both are refused before the folder is touched beyond its lock.
+#[test]
+fn zero_steps_and_zero_batch_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_data(8);
+    let device = Default::default();
+    for (kimg, batch, want) in [(0.0, 8, "0 training steps"), (0.032, 0, "batch size 0")] {
+        let opts = TrainOptions {
+            total_kimg: kimg,
+            batch_size: batch,
+            ..options(0)
+        };
+        let out = dir.path().join(format!("run-{batch}"));
+        let err = edm_core::train::<AB>(&tiny_config(), &data, opts, &out, &device, &mut |_| {})
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(want), "{err}");
+        assert!(!out.join("checkpoint").exists());
+    }
+}
+
+/// The checkpoint's burn records are written through `formats::write_atomic` (bytes recorder);
+/// they must still be exactly what the file recorder loads on resume.
+#[test]
+fn checkpoint_records_are_named_mpk_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    let data = toy_data(16);
+    let trainer = edm_core::train::<AB>(
+        &tiny_config(),
+        &data,
+        options(3),
+        dir.path(),
+        &device,
+        &mut |_| {},
+    )
+    .unwrap();
+    for f in ["net.mpk", "ema.mpk", "optim.mpk"] {
+        assert!(dir.path().join("checkpoint").join(f).is_file(), "{f}");
+    }
+    let resumed = Trainer::<AB>::resume(dir.path(), &device).unwrap();
+    assert_eq!(resumed.state.step, trainer.state.step);
+    let a = trainer.ema.clone().into_record();
+    let b = resumed.ema.clone().into_record();
+    let flat = |r| {
+        let m = EdmPrecond::<Flex>::init(&tiny_config(), 0, &device)
+            .unwrap()
+            .load_record(r);
+        fixed_loss(&m, &data)
+    };
+    assert_eq!(flat(a), flat(b));
+}

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::record::{BinBytesRecorder, BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use edm_core::{EdmPrecond, ImageDataset};
@@ -305,6 +305,21 @@ fn real_batch_host(data: &ImageDataset, rng: &mut ChaCha12Rng, n: usize) -> (Vec
         labels.push(data.labels.as_ref().map(|l| l[i]).unwrap_or(0));
     }
     (v, labels)
+}
+
+/// Writes a burn record as `BinFileRecorder` would (the same bincode bytes, which `resume` reads
+/// back with it), but through [`formats::write_atomic`]: burn's file recorder flattens the OS error
+/// into a string, so a full disk came out as an encoder message; here it is
+/// `FormatError::NoSpace` naming the file (issue 21).
+fn save_record<B: Backend, R: burn::record::Record<B>>(record: R, path: &Path) -> Result<()> {
+    let bytes = BinBytesRecorder::<FullPrecisionSettings>::new()
+        .record(record, ())
+        .map_err(|e| DistillError::Checkpoint {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    formats::write_atomic(path, &bytes)?;
+    Ok(())
 }
 
 /// Everything a GDD run holds.
@@ -675,33 +690,20 @@ impl<B: AutodiffBackend> GddTrainer<B> {
     pub fn checkpoint(&self, dir: &Path) -> Result<PathBuf> {
         let swap = formats::CheckpointSwap::begin(dir)?;
         let tmp = swap.staging();
-        let rec = BinFileRecorder::<FullPrecisionSettings>::new();
-        let ck = |p: &Path, e: burn::record::RecorderError| DistillError::Checkpoint {
-            path: p.to_path_buf(),
-            message: e.to_string(),
-        };
-        self.g
-            .clone()
-            .save_file(tmp.join("g"), &rec)
-            .map_err(|e| ck(tmp, e))?;
-        self.d
-            .clone()
-            .save_file(tmp.join("d"), &rec)
-            .map_err(|e| ck(tmp, e))?;
+        save_record::<B, _>(self.g.clone().into_record(), &tmp.join("g.bin"))?;
+        save_record::<B, _>(self.d.clone().into_record(), &tmp.join("d.bin"))?;
         // The EMA twice: as a burn record (keeps the parameter ids the EMA update matches on) and in
         // EDM's format below.
-        self.ema
-            .clone()
-            .save_file(tmp.join("ema_rec"), &rec)
-            .map_err(|e| ck(tmp, e))?;
-        rec.record(self.g_opt.to_record(), tmp.join("g_opt"))
-            .map_err(|e| ck(tmp, e))?;
-        rec.record(self.d_opt.to_record(), tmp.join("d_opt"))
-            .map_err(|e| ck(tmp, e))?;
+        save_record::<B::InnerBackend, _>(
+            self.ema.clone().into_record(),
+            &tmp.join("ema_rec.bin"),
+        )?;
+        save_record::<B, _>(self.g_opt.to_record(), &tmp.join("g_opt.bin"))?;
+        save_record::<B, _>(self.d_opt.to_record(), &tmp.join("d_opt.bin"))?;
         // The EMA in EDM's format, loadable by `edm_core::load_precond` and `gdd sample`.
         self.ema.save(tmp.join("ema"))?;
         let state = serde_json::to_vec_pretty(&self.state).expect("state serialises");
-        std::fs::write(tmp.join("state.json"), state).map_err(|e| DistillError::io(tmp, e))?;
+        formats::write_atomic(&tmp.join("state.json"), &state)?;
         Ok(swap.commit()?)
     }
 
