@@ -267,6 +267,8 @@ impl BackendTask for Task {
                 limit,
                 checkpoint_every,
             } => {
+                // The run folder must not be (or lie inside) the data (issue 21).
+                formats::check_output(&out, [&data])?;
                 let label_dim = if cond { 10 } else { 0 };
                 let config = match EdmConfig::fashion_mnist(&arch, label_dim) {
                     Some(c) => c,

@@ -263,7 +263,7 @@ impl BackendTask for Command {
                 let reports = FreezeReport::all_levels(&params);
                 print!("{}", FreezeReport::markdown_table(&reports));
                 if let Some(j) = json {
-                    std::fs::write(&j, serde_json::to_vec_pretty(&reports)?)?;
+                    formats::write_atomic(&j, &serde_json::to_vec_pretty(&reports)?)?;
                 }
                 Ok(())
             }
@@ -284,6 +284,13 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
     if a.freeze > 3 {
         bail!("--freeze must be 0..3");
     }
+    // The run folder must not be (or lie inside) the data, the teacher or the backbone (issue 21).
+    formats::check_output(
+        &a.out,
+        [Some(&a.data), Some(&a.teacher), a.effnet.as_ref()]
+            .into_iter()
+            .flatten(),
+    )?;
     let teacher = load_net::<Autodiff<B>>(&a.teacher, device)?;
     let backbone = EfficientNetLite0::<Autodiff<B>>::load(a.effnet.as_deref(), device)?;
     let res = teacher.config.img_resolution;

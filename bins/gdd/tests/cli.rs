@@ -60,3 +60,30 @@ fn sample_writes_a_grid_and_never_over_the_network() {
     assert!(err.contains("model.safetensors"), "{err}");
     assert_eq!(std::fs::read(&weights).unwrap(), before);
 }
+
+/// A run folder inside the teacher's folder would mix checkpoints into the network (issue 21): refused
+/// before anything is loaded or created.
+#[test]
+fn train_refuses_a_run_folder_inside_its_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = fixture("edm_ddpmpp_tiny");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for out in [teacher.join("run"), data.join("run")] {
+        let o = gdd(&[
+            "train",
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--kimg",
+            "1",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "accepted {}: {err}", out.display());
+        assert!(err.contains("inside"), "{err}");
+        assert!(!out.exists());
+    }
+}

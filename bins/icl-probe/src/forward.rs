@@ -94,8 +94,11 @@ impl BackendTask for Args {
             .iter()
             .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        safetensors::serialize_to_file(views, None, &self.output)
-            .with_context(|| format!("writing {}", self.output.display()))?;
+        // Through a temporary and a rename: a failed or killed run never leaves a truncated file
+        // under the final name, and a full disk is reported as such (issue 21).
+        let bytes = safetensors::serialize(views, None)
+            .with_context(|| format!("encoding {}", self.output.display()))?;
+        formats::write_atomic(&self.output, &bytes)?;
         Ok(())
     }
 }

@@ -183,7 +183,8 @@ impl EdmConfig {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let text = serde_json::to_string_pretty(self).expect("config serialises");
-        std::fs::write(path, text).map_err(|e| EdmError::io(path, e))
+        formats::write_atomic(path, text.as_bytes())?;
+        Ok(())
     }
 
     /// EDM's DDPM++ CIFAR-10 network (`train.py --arch=ddpmpp --precond=edm`, 55.7M parameters).
