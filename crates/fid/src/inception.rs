@@ -18,8 +18,8 @@ use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{activation::relu, Tensor, TensorData};
 
-use rand_chacha::ChaCha12Rng;
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{FidError, Result};
