@@ -12,6 +12,7 @@
 //! - [`lock`]: [`RunLock`], one writer per run folder (an advisory lock naming its holder).
 //! - [`guard`]: [`OutputGuard`], outputs that are (or resolve to, or lie inside) an input refused.
 //! - [`metrics`]: [`MetricsLog`], a JSONL log truncated to the resumed step on resume.
+//! - [`run`]: [`compare_options`], a resumed run's options checked against the saved run's.
 //! - `npz` (feature `npz`): float64 arrays written as an `np.savez` archive, atomically.
 //!
 //! Every failure is a [`FormatError`] that names the file (and the tensor, opcode or byte) it is
@@ -28,6 +29,7 @@ pub mod metrics;
 #[cfg(feature = "npz")]
 pub mod npz;
 pub mod pickle;
+pub mod run;
 
 pub use atomic::{
     clean_leftovers, resume_dir, write_atomic, write_atomic_with, AtomicWriter, CheckpointSwap,
@@ -38,3 +40,4 @@ pub use host_tensor::{parse_safetensors, read_safetensors, write_safetensors, Ho
 pub use idx::{read_idx, read_idx_images, read_idx_labels, Idx};
 pub use lock::{Holder, LockError, RunLock};
 pub use metrics::{MetricsError, MetricsLog};
+pub use run::{compare_options, OptionsChanged};
