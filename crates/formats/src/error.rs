@@ -28,6 +28,35 @@ pub enum FormatError {
     /// serializer as "invalid value write" or "failed to fill whole buffer".
     #[error("no space left on device: {path} (free some space, then rerun; a resumed run continues from the last complete checkpoint)")]
     NoSpace { path: PathBuf },
+    /// A FIFO, device, socket or folder where a file was expected (reading it could block forever).
+    #[error("{path} is {kind}, not a regular file (FIFOs, devices and sockets are refused: reading them can block forever or never end); give the path of a file")]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+    /// A size over a limit that guards the memory; `env` raises it.
+    #[error("{path}: {what} is {size}, over the limit of {limit} (set {env}=BYTES, e.g. {env}=8G, if you really mean it)")]
+    TooLarge {
+        path: PathBuf,
+        what: String,
+        size: String,
+        limit: String,
+        env: &'static str,
+    },
+    /// An allocation the machine cannot make (refused with `try_reserve` instead of aborting).
+    #[error("{path}: {what} needs {need} of memory, which cannot be allocated on this machine")]
+    OutOfMemory {
+        path: PathBuf,
+        what: String,
+        need: String,
+    },
+    #[error("{path}: {what} is corrupt: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        reason: String,
+    },
+    #[error("{path} changed size while it was being read")]
+    Changed { path: PathBuf },
+    #[error("{path} is not UTF-8 text (invalid byte at offset {offset})")]
+    NotText { path: PathBuf, offset: usize },
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
     #[error(transparent)]

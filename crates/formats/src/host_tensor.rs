@@ -8,7 +8,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::atomic::write_atomic;
-use crate::error::{io_err, FormatError, Result};
+use crate::error::{FormatError, Result};
 
 /// A dense row-major f32 tensor on the host.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,7 +74,8 @@ pub fn view_to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
 
 /// Reads every tensor of a safetensors file (f32, f16, bf16 or f64) as f32, by name.
 pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    // A FIFO or device is refused, and a file larger than the memory is a typed error.
+    let bytes = crate::input::read_input(path, None)?;
     parse_safetensors(&bytes, path)
 }
 

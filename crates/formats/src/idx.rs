@@ -4,8 +4,9 @@
 //! big-endian u32 per dimension, then the data. Only unsigned-byte files are accepted: those are the
 //! only ones an image set uses, and any other type here means the wrong file was passed.
 //!
-//! Gzip is detected from its magic bytes, not the file name, and decompression stops at
-//! [`MAX_IDX_BYTES`]: a corrupt or hostile `.gz` cannot fill the memory.
+//! Gzip is detected from its magic bytes, not the file name, and decompression stops at the size the
+//! header's dimensions declare (at most [`MAX_IDX_BYTES`]): a corrupt or hostile `.gz` cannot fill the
+//! memory.
 
 use std::io::Read;
 use std::path::Path;
@@ -51,34 +52,77 @@ pub fn read_idx_labels(path: impl AsRef<Path>) -> Result<Vec<u8>> {
 }
 
 /// Reads any unsigned-byte idx file, raw or gzip-compressed.
+///
+/// The header is read first and the body is then read (or inflated) up to exactly the size the
+/// dimensions declare: a gzip stream that inflates past it, or dimensions over [`MAX_IDX_BYTES`]
+/// (`ICLGDD_MAX_IDX_BYTES` raises it), are refused after reading at most one byte more.
 pub fn read_idx(path: impl AsRef<Path>) -> Result<Idx> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut raw = Vec::new();
-    file.take(MAX_IDX_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(io_err(path))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .take(MAX_IDX_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| idx_err(path, format!("gzip: {e}")))?;
-        out
+    let mut file = crate::input::open_input(path)?;
+    let mut magic = [0u8; 2];
+    let got = read_full(&mut file, &mut magic).map_err(io_err(path))?;
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let gzip = got == 2 && magic == [0x1f, 0x8b];
+    let mut reader: Box<dyn Read> = if gzip {
+        Box::new(flate2::read::GzDecoder::new(head.chain(file)))
     } else {
-        raw
+        Box::new(head.chain(file))
     };
-    if bytes.len() as u64 > MAX_IDX_BYTES {
+    let what = if gzip { "gzip stream" } else { "file" };
+    let read_err = |e: std::io::Error| idx_err(path, format!("{what}: {e}"));
+    let mut header = [0u8; 4];
+    let got = read_full(&mut reader, &mut header).map_err(read_err)?;
+    check_magic(&header[..got]).map_err(|reason| idx_err(path, reason))?;
+    let ndim = header[3] as usize;
+    let mut dim_bytes = vec![0u8; 4 * ndim];
+    let got = read_full(&mut reader, &mut dim_bytes).map_err(read_err)?;
+    if got < dim_bytes.len() {
         return Err(idx_err(
             path,
-            format!("content exceeds the {MAX_IDX_BYTES}-byte limit"),
+            format!("header needs {} bytes, file has {}", 4 + 4 * ndim, 4 + got),
         ));
     }
-    parse_idx(&bytes).map_err(|reason| idx_err(path, reason))
+    let dims = parse_dims(&dim_bytes);
+    let count = element_count(&dims).map_err(|reason| idx_err(path, reason))?;
+    let limit = crate::input::Limit::from_env("ICLGDD_MAX_IDX_BYTES", MAX_IDX_BYTES);
+    limit.check(
+        path,
+        format!("the data of dimensions {dims:?}"),
+        count as u64,
+    )?;
+    let data = crate::input::read_bounded(reader, limit, Some(count as u64), path, "the idx data")
+        .map_err(|e| match e {
+            // A gzip stream longer than its dimensions is the same "too much data" as a raw one.
+            FormatError::Corrupt { reason, .. } => idx_err(path, format!("{what}: {reason}")),
+            other => other,
+        })?;
+    if data.len() != count {
+        return Err(idx_err(
+            path,
+            format!(
+                "dimensions {dims:?} need {count} bytes of data, file has {}",
+                data.len()
+            ),
+        ));
+    }
+    Ok(Idx { dims, data })
 }
 
-/// Parses idx bytes (already decompressed).
-pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn check_magic(bytes: &[u8]) -> std::result::Result<(), String> {
     if bytes.len() < 4 {
         return Err(format!("{} bytes is shorter than the header", bytes.len()));
     }
@@ -91,10 +135,29 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
             bytes[2]
         ));
     }
-    let ndim = bytes[3] as usize;
-    if ndim == 0 {
+    if bytes[3] == 0 {
         return Err("zero dimensions".into());
     }
+    Ok(())
+}
+
+fn parse_dims(bytes: &[u8]) -> Vec<usize> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect()
+}
+
+fn element_count(dims: &[usize]) -> std::result::Result<usize, String> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("dimensions {dims:?} overflow"))
+}
+
+/// Parses idx bytes (already decompressed).
+pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
+    check_magic(bytes)?;
+    let ndim = bytes[3] as usize;
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
         return Err(format!(
@@ -102,16 +165,8 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {
             bytes.len()
         ));
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            let b = &bytes[4 + 4 * i..8 + 4 * i];
-            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
-        })
-        .collect();
-    let count = dims
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or("dimensions overflow")?;
+    let dims = parse_dims(&bytes[4..header]);
+    let count = element_count(&dims)?;
     let body = &bytes[header..];
     if body.len() != count {
         return Err(format!(

@@ -1,5 +1,7 @@
 //! File formats and safe I/O, written once for every crate of the workspace.
 //!
+//! - [`input`]: user-named inputs opened safely: regular files only (a FIFO or device is a typed
+//!   error, never a hang), whole-file reads that cannot abort, decompression bounded by a [`Limit`].
 //! - [`idx`]: MNIST / Fashion-MNIST idx files (gzip detected by its magic bytes, sizes bounded).
 //! - [`pickle`]: a pickle interpreter that rebuilds plain values and never imports or calls anything,
 //!   with limits on nesting depth and copied size (TorchScript archives, legacy `torch.save` files,
@@ -13,7 +15,9 @@
 //! - [`guard`]: [`OutputGuard`], outputs that are (or resolve to, or lie inside) an input refused.
 //! - [`metrics`]: [`MetricsLog`], a JSONL log truncated to the resumed step on resume.
 //! - [`run`]: [`compare_options`], a resumed run's options checked against the saved run's.
-//! - `npz` (feature `npz`): float64 arrays written as an `np.savez` archive, atomically.
+//! - `npz` (feature `npz`): float64 arrays written as an `np.savez` archive, atomically, and read
+//!   back with every declared shape checked against the bytes before anything is allocated.
+//! - `zipped` (feature `zip`): zip members read with their inflated size bounded.
 //!
 //! Every failure is a [`FormatError`] that names the file (and the tensor, opcode or byte) it is
 //! about; the other crates convert it into their own error with `#[from]`.
@@ -24,11 +28,14 @@ pub mod font;
 pub mod guard;
 pub mod host_tensor;
 pub mod idx;
+pub mod input;
 pub mod lock;
 pub mod metrics;
 #[cfg(feature = "npz")]
 pub mod npz;
 pub mod pickle;
+#[cfg(feature = "zip")]
+pub mod zipped;
 pub mod run;
 
 pub use atomic::{
@@ -38,6 +45,9 @@ pub use error::{io_error, is_no_space, FormatError, Result};
 pub use guard::{check_output, OutputError, OutputGuard};
 pub use host_tensor::{parse_safetensors, read_safetensors, write_safetensors, HostTensor};
 pub use idx::{read_idx, read_idx_images, read_idx_labels, Idx};
+pub use input::{
+    check_regular_file, open_input, read_bounded, read_input, read_input_to_string, Limit,
+};
 pub use lock::{Holder, LockError, RunLock};
 pub use metrics::{MetricsError, MetricsLog};
 pub use run::{compare_options, OptionsChanged};
