@@ -1,25 +1,37 @@
-//! Data-parallel (and multi-node) training on burn-collective, burn's own collective engine.
+//! Data-parallel (and multi-node) training: one peer per device, gradients all-reduced.
 //!
 //! Every device is a *peer*: one thread per device, each with its own copy of the networks and
 //! optimizers, its own contiguous shard of every batch and its own forward/backward pass. After each
-//! backward pass the peers combine their gradients with one `burn_collective::all_reduce` (all of a
-//! module's gradients flattened into one buffer, like DDP's buckets, so a step costs one collective
-//! call per optimizer step instead of one per tensor) and then all take the same optimizer step, so
-//! their parameters stay identical without ever being broadcast. Peers of one process meet in
-//! burn-collective's local server; processes (nodes, possibly on other machines) meet through its
-//! global orchestrator ([`run_orchestrator`]) and exchange tensors peer to peer.
+//! backward pass the peers combine their gradients in one all-reduce (all of a module's gradients
+//! flattened into one buffer, like DDP's buckets, so a step costs one collective call per optimizer
+//! step instead of one per tensor) and then all take the same optimizer step, so their parameters
+//! stay identical without ever being broadcast.
 //!
-//! burn-collective's calls block until every peer has made the same call, so a peer that died or
-//! hangs would stall the others for ever. Every collective call here runs on a helper thread and is
-//! abandoned after [`ParallelConfig::timeout`] with [`ParallelError::Timeout`], which the training
-//! loops propagate: the surviving peers stop with that typed error instead of hanging; a driver
-//! that writes checkpoints only between steps (atomically, on rank 0) leaves none half-written.
+//! Peers of one process meet in burn-collective's local server (one thread per device, tree
+//! all-reduce). Processes (nodes, possibly on other machines) exchange the one flat buffer per call
+//! through our own orchestrator over TCP ([`Orchestrator`], module `node`): burn-collective 0.21's
+//! global all-reduce hangs from its second call on (see `node`'s documentation for the cause).
+//!
+//! Collective calls block until every peer has made the same call, so a peer that died or hangs
+//! would stall the others for ever. Every call here is bounded by [`ParallelConfig::timeout`]
+//! ([`ParallelError::Timeout`]); a node whose connection closes is reported at once
+//! ([`ParallelError::Remote`]); a peer whose body fails releases the others of its node and
+//! disconnects its node ([`run_peers`]). A driver that writes checkpoints only between steps
+//! (atomically, on rank 0) leaves none half-written.
 //!
 //! Why not burn's own `GradientsParams::all_reduce` (burn-optim's `collective` feature): it makes
 //! one blocking collective call per parameter tensor (hundreds per step for a U-Net, each a
 //! rendezvous of every peer), has no timeout, and panics (`todo!`, `unimplemented!`) on a missing
 //! or quantized gradient. [`Peer::all_reduce_gradients`] makes one call per step, bounded in time.
 
+#[cfg(feature = "clap")]
+mod args;
+mod node;
+
+#[cfg(feature = "clap")]
+pub use args::ParallelArgs;
+pub use node::Orchestrator;
+use node::{NodeLink, SharedLink};
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::str::FromStr;
@@ -59,6 +71,14 @@ pub enum ParallelError {
     /// A peer's thread panicked.
     #[error("peer {rank} panicked: {message}")]
     Panicked { rank: usize, message: String },
+    /// The connection to the orchestrator failed or closed, or the orchestrator reported another
+    /// node's failure.
+    #[error("peer {rank}: {op} between nodes failed: {message}")]
+    Remote {
+        rank: usize,
+        op: &'static str,
+        message: String,
+    },
     /// The orchestrator could not start.
     #[error("orchestrator on port {port}: {message}")]
     Orchestrator { port: u16, message: String },
@@ -98,12 +118,8 @@ pub struct ParallelConfig {
     pub nodes: u32,
     /// This node's index in `0..nodes`; its peers have global ranks `node_rank·devices + i`.
     pub node_rank: u32,
-    /// `HOST:PORT` of the global orchestrator (needed when `nodes > 1`).
+    /// `HOST:PORT` of the orchestrator (needed when `nodes > 1`).
     pub orchestrator: Option<String>,
-    /// Host name or IP under which the other nodes reach this node.
-    pub node_host: String,
-    /// Port of this node's tensor data service (other nodes download its tensors there).
-    pub data_port: Option<u16>,
     /// How long a peer waits for the others in one collective call before giving up.
     pub timeout: Duration,
 }
@@ -120,22 +136,17 @@ impl ParallelConfig {
             nodes: 1,
             node_rank: 0,
             orchestrator: None,
-            node_host: "127.0.0.1".into(),
-            data_port: None,
             timeout: DEFAULT_TIMEOUT,
         }
     }
 
     /// The flags of `edm train` / `gdd train`, each falling back to an environment variable (like
-    /// torchrun's): `NNODES`, `NODE_RANK`, `ORCHESTRATOR` (HOST:PORT), `NODE_ADDR`, `DATA_PORT`,
-    /// `PEER_TIMEOUT` (seconds).
+    /// torchrun's): `NNODES`, `NODE_RANK`, `ORCHESTRATOR` (HOST:PORT), `PEER_TIMEOUT` (seconds).
     pub fn from_args(
         devices: usize,
         nodes: Option<u32>,
         node_rank: Option<u32>,
         orchestrator: Option<String>,
-        node_addr: Option<String>,
-        data_port: Option<u16>,
         timeout_secs: Option<f64>,
     ) -> Result<Self, ParallelError> {
         fn env<T: FromStr>(name: &str) -> Result<Option<T>, ParallelError> {
@@ -159,10 +170,6 @@ impl ParallelConfig {
                 .map_or_else(|| env("NODE_RANK"), |v| Ok(Some(v)))?
                 .unwrap_or(0),
             orchestrator: orchestrator.map_or_else(|| env("ORCHESTRATOR"), |v| Ok(Some(v)))?,
-            node_host: node_addr
-                .map_or_else(|| env("NODE_ADDR"), |v| Ok(Some(v)))?
-                .unwrap_or_else(|| "127.0.0.1".into()),
-            data_port: data_port.map_or_else(|| env("DATA_PORT"), |v| Ok(Some(v)))?,
             timeout: match timeout_secs {
                 Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
                 Some(t) => {
@@ -187,6 +194,11 @@ impl ParallelConfig {
         self.node_rank as usize * self.devices + local
     }
 
+    /// Whether this node's peers include global rank 0 (the one that writes outputs).
+    pub fn is_first_node(&self) -> bool {
+        self.node_rank == 0
+    }
+
     /// Checks the combination of values.
     pub fn validate(&self) -> Result<(), ParallelError> {
         let bad = |m: String| Err(ParallelError::Config(m));
@@ -202,6 +214,9 @@ impl ParallelConfig {
                 self.node_rank, self.nodes
             ));
         }
+        if self.timeout.is_zero() {
+            return bad("the peer timeout must be positive".into());
+        }
         if self.nodes > 1 {
             let Some(o) = &self.orchestrator else {
                 return bad(format!(
@@ -214,41 +229,12 @@ impl ParallelConfig {
         Ok(())
     }
 
-    /// This node's data-service port: `--data-port`, else orchestrator port + 1 + node rank (distinct
-    /// for nodes sharing a machine, as in the loopback tests).
-    pub fn data_port(&self) -> Result<u16, ParallelError> {
-        if let Some(p) = self.data_port {
-            return Ok(p);
-        }
-        let o = self.orchestrator.as_deref().unwrap_or_default();
-        let base = orchestrator_port(o)?;
-        u16::try_from(base as u32 + 1 + self.node_rank).map_err(|_| {
-            ParallelError::Config(format!(
-                "no default data port above orchestrator port {base}"
-            ))
-        })
-    }
-
-    /// burn-collective's configuration for this node: a binary tree between local peers, a ring
-    /// between nodes (burn-collective's recommendation).
-    pub fn collective_config(&self) -> Result<CollectiveConfig, ParallelError> {
-        let c = CollectiveConfig::default()
+    /// burn-collective's configuration for this node's local peers (a binary tree); nodes meet
+    /// through [`Orchestrator`] instead of burn-collective's global level.
+    pub fn collective_config(&self) -> CollectiveConfig {
+        CollectiveConfig::default()
             .with_num_devices(self.devices)
-            .with_local_all_reduce_strategy(AllReduceStrategy::Tree(2));
-        if self.nodes == 1 {
-            return Ok(c);
-        }
-        let orch = self.orchestrator.as_deref().unwrap_or_default();
-        let port = self.data_port()?;
-        let addr = |s: String| {
-            burn_communication::Address::from_str(&s)
-                .map_err(|e| ParallelError::Config(format!("address {s}: {e}")))
-        };
-        Ok(c.with_num_nodes(self.nodes)
-            .with_global_address(addr(format!("ws://{orch}"))?)
-            .with_node_address(addr(format!("ws://{}:{port}", self.node_host))?)
-            .with_data_service_port(port)
-            .with_global_all_reduce_strategy(AllReduceStrategy::Ring))
+            .with_local_all_reduce_strategy(AllReduceStrategy::Tree(2))
     }
 }
 
@@ -260,21 +246,54 @@ fn orchestrator_port(hostport: &str) -> Result<u16, ParallelError> {
         .ok_or_else(|| ParallelError::Config(format!("orchestrator `{hostport}` is not HOST:PORT")))
 }
 
+/// The devices of this node's `n` peers: devices 0..n of `device`'s kind, refusing more than the
+/// backend has. A backend with a single device (the CPU) is shared: its `n` peers are `n` threads
+/// on it (each peer still works on its own shard, so the run matches one device; useful for tests
+/// and for CPUs whose cores one peer's small operations leave idle).
+pub fn devices<B: Backend>(device: &B::Device, n: usize) -> Result<Vec<B::Device>, ParallelError> {
+    use burn::tensor::backend::{Device as _, DeviceId, DeviceOps};
+    let id = device.id();
+    let available = B::device_count(id.type_id);
+    if available <= 1 {
+        return Ok(vec![device.clone(); n]);
+    }
+    if n > available {
+        return Err(ParallelError::Config(format!(
+            "{n} peers: only {available} device(s) of this kind"
+        )));
+    }
+    Ok((0..n)
+        .map(|i| {
+            B::Device::from_id(DeviceId {
+                type_id: id.type_id,
+                index_id: i as u16,
+            })
+        })
+        .collect())
+}
+
 /// Contiguous near-equal shards of `0..n` for `k` peers (shard `i` of the single-device batch).
 pub fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
     let k = k.max(1);
     (0..k).map(|i| (i * n / k)..((i + 1) * n / k)).collect()
 }
 
-/// One registered peer (cheap to clone: an id, a rank and a timeout). `B` is the backend whose
-/// tensors it all-reduces (the inner backend of an autodiff backend).
+/// One registered peer (cheap to clone). `B` is the backend whose tensors it all-reduces (the
+/// inner backend of an autodiff backend).
 pub struct Peer<B: Backend> {
     /// Global rank in `0..world`; rank 0 writes checkpoints, metrics and grids.
     pub rank: usize,
     /// Peers in the whole run.
     pub world: usize,
+    /// Peers on this node (they meet in burn-collective's local server when more than one).
+    local_peers: usize,
+    /// burn-collective id (the local index).
     id: PeerId,
     timeout: Duration,
+    /// The node's connection to the orchestrator, held by the node's first local peer only.
+    link: Option<SharedLink>,
+    /// Whether this run has other nodes (then the local sum is completed between nodes).
+    multi_node: bool,
     _b: PhantomData<fn() -> B>,
 }
 
@@ -283,8 +302,11 @@ impl<B: Backend> Clone for Peer<B> {
         Self {
             rank: self.rank,
             world: self.world,
+            local_peers: self.local_peers,
             id: self.id,
             timeout: self.timeout,
+            link: self.link.clone(),
+            multi_node: self.multi_node,
             _b: PhantomData,
         }
     }
@@ -297,12 +319,29 @@ impl<B: Backend> std::fmt::Debug for Peer<B> {
 }
 
 impl<B: Backend> Peer<B> {
-    /// Registers this node's `local`-th peer on `device`; returns once every peer of the run has
-    /// registered (or with [`ParallelError::Timeout`]).
+    /// Registers this process's `local`-th peer on `device` (a run of one node; [`run_peers`] joins
+    /// the peers of every kind of run); returns once all have registered (or with
+    /// [`ParallelError::Timeout`]).
     pub fn join(
         cfg: &ParallelConfig,
         local: usize,
         device: B::Device,
+    ) -> Result<Self, ParallelError> {
+        if cfg.nodes > 1 {
+            return Err(ParallelError::Config(
+                "peers of several nodes join through run_peers / run_node".into(),
+            ));
+        }
+        Self::join_with(cfg, local, device, None)
+    }
+
+    /// [`Self::join`] on a run of any number of nodes: local peer 0 of a multi-node run is given
+    /// the node's connection to the orchestrator.
+    fn join_with(
+        cfg: &ParallelConfig,
+        local: usize,
+        device: B::Device,
+        link: Option<SharedLink>,
     ) -> Result<Self, ParallelError> {
         cfg.validate()?;
         if local >= cfg.devices {
@@ -311,19 +350,23 @@ impl<B: Backend> Peer<B> {
                 cfg.devices
             )));
         }
-        let rank = cfg.global_rank(local);
         let peer = Self {
-            rank,
+            rank: cfg.global_rank(local),
             world: cfg.world_size(),
-            id: PeerId::from(rank),
+            local_peers: cfg.devices,
+            id: PeerId::from(local),
             timeout: cfg.timeout,
+            link,
+            multi_node: cfg.nodes > 1,
             _b: PhantomData,
         };
-        let ccfg = cfg.collective_config()?;
-        let id = peer.id;
-        peer.call("register", move || {
-            burn_collective::register::<B>(id, device, ccfg)
-        })?;
+        if cfg.devices > 1 {
+            let ccfg = cfg.collective_config();
+            let id = peer.id;
+            peer.call("register", move || {
+                burn_collective::register::<B>(id, device, ccfg)
+            })?;
+        }
         Ok(peer)
     }
 
@@ -379,18 +422,72 @@ impl<B: Backend> Peer<B> {
     }
 
     /// Element-wise sum or mean of `x` over all peers; `op` names the call in errors.
+    ///
+    /// Within a node: burn-collective's local all-reduce (sum). Between nodes: the node's first
+    /// peer sends that sum to the orchestrator and gets the sum over all nodes back, which it then
+    /// broadcasts to the other peers of its node. The mean divides the sum by the world size.
     pub fn all_reduce(
         &self,
         op: &'static str,
         x: Tensor<B, 1>,
         reduction: Reduction,
     ) -> Result<Tensor<B, 1>, ParallelError> {
-        let id = self.id;
-        let p = x.into_primitive().tensor();
-        let r = self.call(op, move || {
-            burn_collective::all_reduce::<B>(id, p, reduction.into())
-        })?;
-        Ok(Tensor::from_primitive(TensorPrimitive::Float(r)))
+        if !self.multi_node {
+            let id = self.id;
+            let p = x.into_primitive().tensor();
+            let r = self.call(op, move || {
+                burn_collective::all_reduce::<B>(id, p, reduction.into())
+            })?;
+            return Ok(Tensor::from_primitive(TensorPrimitive::Float(r)));
+        }
+        let device = x.device();
+        let node_sum = if self.local_peers > 1 {
+            let id = self.id;
+            let p = x.into_primitive().tensor();
+            let r = self.call(op, move || {
+                burn_collective::all_reduce::<B>(id, p, ReduceOperation::Sum)
+            })?;
+            Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(r))
+        } else {
+            x
+        };
+        let global = match &self.link {
+            Some(link) => {
+                let host: Vec<f32> =
+                    node_sum
+                        .into_data()
+                        .convert::<f32>()
+                        .into_vec()
+                        .map_err(|e| ParallelError::Collective {
+                            rank: self.rank,
+                            op,
+                            message: format!("reading the buffer: {e:?}"),
+                        })?;
+                let n = host.len();
+                let sum = link
+                    .link
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .sum(op, &host)?;
+                Some(Tensor::<B, 1>::from_data(
+                    TensorData::new(sum, [n]),
+                    &device,
+                ))
+            }
+            None => None,
+        };
+        let global = if self.local_peers > 1 {
+            let id = self.id;
+            let p = global.map(|t| t.into_primitive().tensor());
+            let r = self.call(op, move || burn_collective::broadcast::<B>(id, p))?;
+            Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(r))
+        } else {
+            global.ok_or_else(|| ParallelError::Config("a node without its link".into()))?
+        };
+        Ok(match reduction {
+            Reduction::Sum => global,
+            Reduction::Mean => global.div_scalar(self.world as f64),
+        })
     }
 
     /// Combines `grads` (gradients of `module`'s float parameters on this peer, in the inner
@@ -474,12 +571,34 @@ impl<B: Backend> Peer<B> {
         Ok(t.into_data().iter::<f32>().map(f64::from).collect())
     }
 
-    /// Leaves the collective (every peer calls it once, after its last step).
+    /// Leaves the collective (every peer calls it once, after its last step); the node's first
+    /// peer also leaves the orchestrator's run, which returns once every node has left.
     pub fn finish(&self) -> Result<(), ParallelError> {
-        let id = self.id;
-        self.call("finish", move || {
-            burn_collective::finish_collective::<B>(id)
-        })
+        if self.local_peers > 1 {
+            let id = self.id;
+            self.call("finish", move || {
+                burn_collective::finish_collective::<B>(id)
+            })?;
+        }
+        if let Some(link) = &self.link {
+            link.link
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish()?;
+        }
+        Ok(())
+    }
+
+    /// After this peer failed: releases the other peers of this node from their pending
+    /// collective calls (they return an error at once) and disconnects the node from the
+    /// orchestrator (which tells the other nodes).
+    pub fn abort(&self) {
+        if self.local_peers > 1 {
+            burn_collective::reset_collective::<B>();
+        }
+        if let Some(link) = &self.link {
+            link.abort();
+        }
     }
 }
 
@@ -535,10 +654,8 @@ where
     }
 }
 
-/// Runs `body` once per peer of this node: directly on `devices[0]` with no peer when the run has
-/// one peer in all, else on one thread per device, each joined to the collective first and leaving
-/// it after `body` succeeded. Returns every peer's result in local order, or the first error
-/// (rank order).
+/// Runs `body` once per peer of this node (see [`run_node`], which this is with the same body for
+/// every peer). Returns every peer's result in local order.
 pub fn run_peers<B, T, E, F>(
     cfg: &ParallelConfig,
     devices: &[B::Device],
@@ -550,6 +667,36 @@ where
     E: Send + From<ParallelError>,
     F: Fn(Option<Peer<B>>, &B::Device) -> Result<T, E> + Sync,
 {
+    let (first, rest) = run_node(cfg, devices, |p, d| body(p, d), |p, d| body(Some(p), d))?;
+    Ok(std::iter::once(first).chain(rest).collect())
+}
+
+/// Runs this node's peers: `first` on the calling thread for local peer 0 (so it may hold what
+/// is not `Send`, such as a progress display or an evaluator), `rest` on one thread per other
+/// device. With one peer in the whole run, `first(None, &devices[0])` and nothing else: a driver
+/// has one code path. Otherwise each peer joins first (with more than one node, this node first
+/// connects to the orchestrator and waits for the other nodes) and leaves after its body
+/// succeeded.
+///
+/// A peer whose body fails or panics releases the others ([`Peer::abort`]): they stop with an
+/// error at once instead of after the timeout. The error returned is the one of the peer that
+/// failed first (the others' errors are its consequences).
+pub fn run_node<B, T, U, E, F0, F>(
+    cfg: &ParallelConfig,
+    devices: &[B::Device],
+    first: F0,
+    rest: F,
+) -> Result<(T, Vec<U>), E>
+where
+    B: Backend,
+    U: Send,
+    E: Send + From<ParallelError>,
+    F0: FnOnce(Option<Peer<B>>, &B::Device) -> Result<T, E>,
+    F: Fn(Peer<B>, &B::Device) -> Result<U, E> + Sync,
+{
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     cfg.validate()?;
     if devices.len() != cfg.devices {
         return Err(ParallelError::Config(format!(
@@ -560,49 +707,136 @@ where
         .into());
     }
     if cfg.world_size() == 1 {
-        return Ok(vec![body(None, &devices[0])?]);
+        return Ok((first(None, &devices[0])?, Vec::new()));
     }
-    let results: Vec<Result<T, E>> = std::thread::scope(|s| {
-        let handles: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(i, dev)| {
-                let body = &body;
+    let link = match (&cfg.orchestrator, cfg.nodes > 1) {
+        (Some(addr), true) => {
+            Some(NodeLink::connect(addr, cfg.nodes, cfg.node_rank, cfg.timeout)?.shared()?)
+        }
+        _ => None,
+    };
+    // Local index of the first peer that failed (usize::MAX: none yet).
+    let first_failure = AtomicUsize::new(usize::MAX);
+    let release = |i: usize, peer: Option<&Peer<B>>| {
+        let _ = first_failure.compare_exchange(usize::MAX, i, Ordering::SeqCst, Ordering::SeqCst);
+        match peer {
+            Some(p) => p.abort(),
+            None => {
+                if cfg.devices > 1 {
+                    reset::<B>();
+                }
+                if let Some(l) = &link {
+                    l.abort();
+                }
+            }
+        }
+    };
+    let panicked = |i: usize, p: Box<dyn std::any::Any + Send>| -> ParallelError {
+        let message = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "(no message)".into());
+        ParallelError::Panicked {
+            rank: cfg.global_rank(i),
+            message,
+        }
+    };
+    // One peer's whole life: join, body, leave; on failure release the others.
+    let life =
+        |i: usize, link: Option<SharedLink>, body: &mut dyn FnMut(Peer<B>) -> Result<(), E>| {
+            let peer = match Peer::<B>::join_with(cfg, i, devices[i].clone(), link) {
+                Ok(p) => p,
+                Err(e) => {
+                    release(i, None);
+                    return Err(E::from(e));
+                }
+            };
+            match catch_unwind(AssertUnwindSafe(|| body(peer.clone()))) {
+                Ok(Ok(())) => peer.finish().map_err(|e| {
+                    release(i, Some(&peer));
+                    E::from(e)
+                }),
+                Ok(Err(e)) => {
+                    release(i, Some(&peer));
+                    Err(e)
+                }
+                Err(p) => {
+                    release(i, Some(&peer));
+                    Err(E::from(panicked(i, p)))
+                }
+            }
+        };
+    let (lead, others) = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..cfg.devices)
+            .map(|i| {
+                let (life, rest) = (&life, &rest);
                 std::thread::Builder::new()
                     .name(format!("peer-{}", cfg.global_rank(i)))
-                    .spawn_scoped(s, move || -> Result<T, E> {
-                        let peer = Peer::<B>::join(cfg, i, dev.clone())?;
-                        let out = body(Some(peer.clone()), dev)?;
-                        peer.finish()?;
-                        Ok(out)
+                    .spawn_scoped(s, move || -> Result<U, E> {
+                        let mut out = None;
+                        life(i, None, &mut |p| {
+                            out = Some(rest(p, &devices[i])?);
+                            Ok(())
+                        })?;
+                        out.ok_or_else(|| E::from(ParallelError::Config("no result".into())))
                     })
             })
             .collect();
-        handles
+        let mut first = Some(first);
+        let mut out = None;
+        let lead = life(0, link.clone(), &mut |p| {
+            let f = first.take().expect("the first peer runs once");
+            out = Some(f(Some(p), &devices[0])?);
+            Ok(())
+        });
+        let others: Vec<Result<U, E>> = handles
             .into_iter()
             .enumerate()
-            .map(|(i, h)| match h {
-                Err(e) => Err(ParallelError::Panicked {
-                    rank: cfg.global_rank(i),
+            .map(|(k, h)| match h {
+                Err(e) => Err(E::from(ParallelError::Panicked {
+                    rank: cfg.global_rank(k + 1),
                     message: format!("cannot start the peer thread: {e}"),
-                }
-                .into()),
-                Ok(h) => h.join().unwrap_or_else(|p| {
-                    let message = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "(no message)".into());
-                    Err(ParallelError::Panicked {
-                        rank: cfg.global_rank(i),
-                        message,
-                    }
-                    .into())
-                }),
+                })),
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|p| Err(E::from(panicked(k + 1, p)))),
             })
-            .collect()
+            .collect();
+        (lead.map(|()| out), others)
     });
-    results.into_iter().collect()
+    let failed = first_failure.load(Ordering::SeqCst);
+    let mut results: Vec<Result<(), E>> = Vec::with_capacity(cfg.devices);
+    let mut lead_value = None;
+    match lead {
+        Ok(v) => {
+            lead_value = v;
+            results.push(Ok(()));
+        }
+        Err(e) => results.push(Err(e)),
+    }
+    let mut values = Vec::with_capacity(others.len());
+    for r in others {
+        match r {
+            Ok(v) => {
+                values.push(v);
+                results.push(Ok(()));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    if failed != usize::MAX {
+        if let Some(Err(_)) = results.get(failed) {
+            let e = results.swap_remove(failed);
+            return Err(e.err().expect("checked"));
+        }
+    }
+    for r in results {
+        r?;
+    }
+    let first_value =
+        lead_value.ok_or_else(|| E::from(ParallelError::Config("no result".into())))?;
+    Ok((first_value, values))
 }
 
 /// Makes burn-collective's local server of backend `B` forget every peer and pending operation of
@@ -614,18 +848,11 @@ pub fn reset<B: Backend>() {
     burn_collective::reset_collective::<B>();
 }
 
-/// Runs burn-collective's global orchestrator on `port` (all interfaces) until the process gets
-/// SIGINT/SIGTERM. Nodes reach it with `--orchestrator HOST:PORT`.
+/// Runs the orchestrator ([`Orchestrator`]) on `port` (all interfaces) until the process ends.
+/// Nodes reach it with `--orchestrator HOST:PORT`; a busy port is
+/// [`ParallelError::Orchestrator`].
 pub fn run_orchestrator(port: u16) -> Result<(), ParallelError> {
-    let err = |message: String| ParallelError::Orchestrator { port, message };
-    // burn-collective only logs a failed bind: check the port first for a typed error.
-    drop(std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| err(e.to_string()))?);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(e.to_string()))?;
-    rt.block_on(burn_collective::start_global_orchestrator(port));
-    Ok(())
+    Orchestrator::bind(port)?.serve()
 }
 
 #[cfg(test)]
@@ -656,27 +883,23 @@ mod tests {
             Some(2),
             Some(1),
             Some("10.0.0.1:29500".into()),
-            Some("10.0.0.2".into()),
-            None,
             Some(60.0),
         )
         .unwrap();
         assert_eq!(c.world_size(), 16);
         assert_eq!(c.global_rank(3), 11);
-        assert_eq!(c.data_port().unwrap(), 29502);
+        assert!(!c.is_first_node());
         assert_eq!(c.timeout, Duration::from_secs(60));
-        assert!(c.collective_config().unwrap().is_valid());
-        let missing = ParallelConfig::from_args(1, Some(2), Some(0), None, None, None, None);
+        assert!(c.collective_config().is_valid());
+        let missing = ParallelConfig::from_args(1, Some(2), Some(0), None, None);
         assert!(matches!(missing, Err(ParallelError::Config(_))));
-        let rank =
-            ParallelConfig::from_args(1, Some(2), Some(2), Some("h:1".into()), None, None, None);
+        let rank = ParallelConfig::from_args(1, Some(2), Some(2), Some("h:1".into()), None);
         assert!(matches!(rank, Err(ParallelError::Config(_))));
-        let port =
-            ParallelConfig::from_args(1, Some(2), Some(0), Some("nohost".into()), None, None, None);
+        let port = ParallelConfig::from_args(1, Some(2), Some(0), Some("nohost".into()), None);
         assert!(matches!(port, Err(ParallelError::Config(_))));
-        let zero = ParallelConfig::from_args(2, None, None, None, None, None, Some(0.0));
+        let zero = ParallelConfig::from_args(2, None, None, None, Some(0.0));
         assert!(matches!(zero, Err(ParallelError::Config(_))));
-        let single = ParallelConfig::from_args(2, Some(1), None, None, None, None, None).unwrap();
-        assert!(single.collective_config().unwrap().is_valid());
+        let single = ParallelConfig::from_args(2, Some(1), None, None, None).unwrap();
+        assert!(single.collective_config().is_valid());
     }
 }

@@ -218,10 +218,13 @@ fn a_peer_that_never_joins_gives_a_timeout() {
     assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
 }
 
+/// A peer that panics after joining releases the others of its node (`Peer::abort` resets the
+/// local server): peer 0 stops at once instead of after the timeout, and the error returned is the
+/// cause (peer 1's panic), not peer 0's consequence.
 #[test]
-fn a_peer_that_dies_mid_run_gives_the_other_a_timeout() {
+fn a_peer_that_dies_mid_run_stops_the_other_at_once() {
     let _turn = take_turn();
-    let timeout = Duration::from_secs(2);
+    let timeout = Duration::from_secs(20);
     let cfg = ParallelConfig {
         timeout,
         ..ParallelConfig::local(2)
@@ -238,7 +241,43 @@ fn a_peer_that_dies_mid_run_gives_the_other_a_timeout() {
     });
     let took = t0.elapsed();
     parallel::reset::<B>();
-    eprintln!("peer 1 died: peer 0 got {r:?} after {took:?} (timeout {timeout:?})");
+    eprintln!("peer 1 died: the run returned {r:?} after {took:?} (timeout {timeout:?})");
+    match r {
+        Err(ParallelError::Panicked { rank: 1, .. }) => {}
+        other => panic!("expected peer 1's panic as the error, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+/// A peer that hangs (alive, never calls the all-reduce): the other gets
+/// `ParallelError::Timeout` after the timeout.
+#[test]
+fn a_peer_that_hangs_gives_the_other_a_timeout() {
+    let _turn = take_turn();
+    let timeout = Duration::from_secs(2);
+    let cfg = ParallelConfig {
+        timeout,
+        ..ParallelConfig::local(2)
+    };
+    let device = Dev::default();
+    let init = Mlp::<AB>::new(&device);
+    let t0 = Instant::now();
+    let r = parallel::run_node::<B, _, (), ParallelError, _, _>(
+        &cfg,
+        &[device, device],
+        |peer, dev| {
+            let peer = peer.expect("two peers");
+            train(init.clone(), peer.shard(N)?, STEPS, Some(&peer), dev)
+        },
+        |_peer, _dev| {
+            // Hangs longer than the timeout, then leaves without taking part.
+            std::thread::sleep(timeout + Duration::from_secs(3));
+            Err(ParallelError::Config("peer 1 hung".into()))
+        },
+    );
+    let took = t0.elapsed();
+    parallel::reset::<B>();
+    eprintln!("peer 1 hung: the run returned {r:?} after {took:?} (timeout {timeout:?})");
     match r {
         Err(ParallelError::Timeout {
             rank: 0,
@@ -247,22 +286,11 @@ fn a_peer_that_dies_mid_run_gives_the_other_a_timeout() {
         }) => {}
         other => panic!("expected peer 0's gradient all-reduce to time out, got {other:?}"),
     }
-    assert!(
-        took >= timeout && took < timeout + Duration::from_secs(10),
-        "took {took:?}"
-    );
 }
 
 /// Environment of a child process of [`two_nodes`]: its presence marks the child, its value is
 /// the number of training steps.
 const CHILD_ENV: &str = "PARALLEL_TEST_NODE_STEPS";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn wait_child(mut c: Child, deadline: Instant) -> std::process::Output {
     loop {
@@ -281,64 +309,71 @@ fn wait_child(mut c: Child, deadline: Instant) -> std::process::Output {
     }
 }
 
-/// One global all-reduce between two processes works: 1 step, parameters as on one device.
+/// Two processes, one peer each, 3 steps through the orchestrator: as on one device.
 #[test]
-fn two_nodes_through_the_orchestrator_match_one_device_for_one_step() {
-    two_nodes(1);
-}
-
-/// Consecutive global all-reduces hang in burn-collective 0.21: the second one never completes
-/// (its global strategies reuse fixed tensor-transfer ids between calls, tracel-ai/burn#4549), so
-/// both nodes stop with `ParallelError::Timeout` after `PEER_TIMEOUT` (20 s here).
-#[test]
-#[ignore = "burn-collective 0.21 global all-reduce hangs on its second call (tracel-ai/burn#4549); \
-            see docs/parallel.md"]
 fn two_nodes_through_the_orchestrator_match_one_device_for_three_steps() {
-    two_nodes(STEPS);
+    two_nodes(STEPS, 1);
 }
 
-/// Two node processes (this test binary run again as [`node_child`]), one CPU peer each, configured
-/// only through the torchrun-like environment variables, meet through an orchestrator on
-/// 127.0.0.1, train `steps` steps on their halves of each batch; their parameters must equal a
-/// single-device run's.
-fn two_nodes(steps: usize) {
+/// Two processes with two local peers each (local all-reduce in burn-collective, then the nodes'
+/// sums through the orchestrator, then a local broadcast): as on one device.
+#[test]
+fn two_nodes_of_two_peers_match_one_device() {
+    two_nodes(STEPS, 2);
+}
+
+/// Starts an orchestrator on a free port of 127.0.0.1 in this process; returns the port.
+fn start_orchestrator() -> u16 {
+    let orch = parallel::Orchestrator::bind(0).expect("an orchestrator");
+    let port = orch.port();
+    std::thread::spawn(move || orch.serve());
+    port
+}
+
+/// Starts node `rank` of 2 (this test binary run again as [`node_child`]) with `devices` local
+/// peers, configured only through the torchrun-like environment variables.
+fn spawn_node(rank: u32, orch: u16, steps: usize, devices: usize, out: &std::path::Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "node_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, steps.to_string())
+        .env("PARALLEL_TEST_DEVICES", devices.to_string())
+        .env("ORCHESTRATOR", format!("127.0.0.1:{orch}"))
+        .env("NNODES", "2")
+        .env("NODE_RANK", rank.to_string())
+        .env("PEER_TIMEOUT", "20")
+        .env("PARALLEL_TEST_OUT", out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a node process")
+}
+
+/// Two node processes meet through an orchestrator on 127.0.0.1 and train `steps` steps on their
+/// shares of each batch; their parameters must equal a single-device run's.
+fn two_nodes(steps: usize, devices: usize) {
     let _turn = take_turn();
-    let orch = free_port();
-    std::thread::spawn(move || parallel::run_orchestrator(orch));
-    // Wait until the orchestrator listens.
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", orch)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "orchestrator did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let dir = std::env::temp_dir().join(format!("parallel-two-nodes-{}", std::process::id()));
+    let orch = start_orchestrator();
+    let dir = std::env::temp_dir().join(format!(
+        "parallel-two-nodes-{}-{devices}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
-    let exe = std::env::current_exe().unwrap();
     let t0 = Instant::now();
     let children: Vec<Child> = (0..2u32)
         .map(|rank| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "node_child",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD_ENV, steps.to_string())
-                .env("ORCHESTRATOR", format!("127.0.0.1:{orch}"))
-                .env("NNODES", "2")
-                .env("NODE_RANK", rank.to_string())
-                .env("DATA_PORT", free_port().to_string())
-                .env("PEER_TIMEOUT", "20")
-                .env("PARALLEL_TEST_OUT", dir.join(format!("node{rank}.txt")))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start a node process")
+            spawn_node(
+                rank,
+                orch,
+                steps,
+                devices,
+                &dir.join(format!("node{rank}.txt")),
+            )
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -356,27 +391,59 @@ fn two_nodes(steps: usize) {
         );
     }
     let took = t0.elapsed();
-    let read = |r: u32| -> Vec<f32> {
+    let read = |r: u32| -> Vec<Vec<f32>> {
         std::fs::read_to_string(dir.join(format!("node{r}.txt")))
             .expect("a node's parameters")
-            .split_whitespace()
-            .map(|v| v.parse().unwrap())
+            .lines()
+            .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
             .collect()
     };
     let (p0, p1) = (read(0), read(1));
     let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(p0.len(), devices);
     let one = single_device(steps);
-    let d = max_abs_diff(&p0, &one);
+    let d = max_abs_diff(&p0[0], &one);
     eprintln!(
-        "2 nodes (processes) via the orchestrator vs 1 device, {steps} Adam step(s): max |diff| = \
-         {d:e} (tolerance {TOL:e}); both processes took {took:?}"
+        "2 nodes (processes) x {devices} peer(s) via the orchestrator vs 1 device, {steps} Adam \
+         step(s): max |diff| = {d:e} (tolerance {TOL:e}); both processes took {took:?}"
     );
-    assert_eq!(p0, p1, "the nodes' parameters must be bit-identical");
+    for p in p0.iter().chain(&p1) {
+        assert_eq!(p, &p0[0], "every peer's parameters must be bit-identical");
+    }
     assert!(d <= TOL, "max |diff| {d:e} above {TOL:e}");
 }
 
+/// A node process that is killed mid-run: the other node stops with a typed error well within
+/// its timeout (the orchestrator sees the closed connection and tells it), not a hang.
+#[test]
+fn a_killed_node_gives_the_other_an_error_within_the_timeout() {
+    let _turn = take_turn();
+    let orch = start_orchestrator();
+    let dir = std::env::temp_dir().join(format!("parallel-killed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Many steps: the run is still going when node 1 is killed.
+    let steps = 1_000_000;
+    let n0 = spawn_node(0, orch, steps, 1, &dir.join("node0.txt"));
+    let mut n1 = spawn_node(1, orch, steps, 1, &dir.join("node1.txt"));
+    std::thread::sleep(Duration::from_secs(2));
+    n1.kill().expect("kill node 1");
+    let killed = Instant::now();
+    let out = wait_child(n0, Instant::now() + Duration::from_secs(60));
+    let took = killed.elapsed();
+    let _ = n1.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("node 1 killed: node 0 stopped after {took:?} (timeout 20 s)");
+    assert!(!out.status.success(), "node 0 cannot have finished");
+    assert!(
+        err.contains("Remote") || err.contains("Timeout"),
+        "node 0 must report a typed parallel error: {err}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
 /// One node of [`two_nodes`] (run by it as a child process, configured through the torchrun-like
-/// environment variables).
+/// environment variables); writes one line of parameters per local peer.
 #[test]
 #[ignore = "child process of the two_nodes_* tests"]
 fn node_child() {
@@ -384,18 +451,21 @@ fn node_child() {
         .expect("run only as a child of the two-node test")
         .parse()
         .unwrap();
-    let cfg = ParallelConfig::from_args(1, None, None, None, None, None, None).unwrap();
-    assert_eq!(cfg.world_size(), 2);
+    let devices: usize = std::env::var("PARALLEL_TEST_DEVICES").map_or(1, |v| v.parse().unwrap());
+    let cfg = ParallelConfig::from_args(devices, None, None, None, None).unwrap();
+    assert_eq!(cfg.world_size(), 2 * devices);
     let device = Dev::default();
     let init = Mlp::<AB>::new(&device);
-    let out = run_peers::<B, _, ParallelError, _>(&cfg, &[device], |peer, dev| {
-        let peer = peer.expect("a peer of two");
+    let out = run_peers::<B, _, ParallelError, _>(&cfg, &vec![device; devices], |peer, dev| {
+        let peer = peer.expect("a peer of several");
         train(init.clone(), peer.shard(N)?, steps, Some(&peer), dev)
     })
     .unwrap();
-    let text: Vec<String> = out[0].iter().map(|v| format!("{v:e}")).collect();
     let mut f = std::fs::File::create(std::env::var("PARALLEL_TEST_OUT").unwrap()).unwrap();
-    writeln!(f, "{}", text.join(" ")).unwrap();
+    for p in out {
+        let text: Vec<String> = p.iter().map(|v| format!("{v:e}")).collect();
+        writeln!(f, "{}", text.join(" ")).unwrap();
+    }
 }
 
 /// Throughput of one device against two local peers on CPU (for docs/parallel.md; timing only,
