@@ -68,6 +68,18 @@ pub enum Which {
     Transplant,
     /// baseline, icl, rule-vector (with the task-vector curves), rule-vector-sites, knockout, pca.
     All,
+    /// Issue #13 item 5: per layer, cosines of answer-position states to the query's last state
+    /// and to the task vector, and the knockout of last → answers from block l on (resumable).
+    LocalGlobal,
+    /// Issue #13 item 4: rule vectors read in one surface form (`->`, `:`, `=>`, Q:/A:, neutral
+    /// symbols) transplanted into a rule-breaking dummy in another (resumable).
+    Forms,
+    /// Issue #13 item 3: dPCA marginalisations (task, item, demonstration index) of
+    /// answer-position states by layer (resumable).
+    Dpca,
+    /// Issue #13 item 2: saliency flows I = Σ_h |A ⊙ ∂L/∂A| (Wang et al.), gradients through
+    /// burn's Autodiff backend (resumable).
+    Saliency,
 }
 
 /// `icl-probe run EXPERIMENT --model PATH --task NAME|--data FILE --shots K --seed S --out DIR`
@@ -122,11 +134,27 @@ pub struct RunArgs {
     /// one also serves the a/b grid and the other-task, mean and random controls.
     #[arg(long, default_value = "rotated,shuffled,random-labels")]
     pub dummies: String,
+    /// `forms`: surface forms, comma-separated (arrow, colon, fat-arrow, qa, symbols); the first
+    /// is the hub of the pairs unless `--all-pairs`.
+    #[arg(long, default_value = "arrow,colon,fat-arrow,qa,symbols")]
+    pub forms: String,
+    /// `forms`: every ordered pair of forms instead of the first form to every other and back.
+    #[arg(long)]
+    pub all_pairs: bool,
+    /// `local-global`: first blocked block l of the knockout from l on (comma-separated; default
+    /// every 3rd block).
+    #[arg(long)]
+    pub knock_from: Option<String>,
+    /// `dpca`: items per task and trials (fresh fillers) per (task, item, index) cell.
+    #[arg(long, default_value_t = 6)]
+    pub dpca_items: usize,
+    #[arg(long, default_value_t = 2)]
+    pub dpca_trials: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
 
-fn parse_layers(s: Option<&str>, n_layers: usize) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn parse_layers(s: Option<&str>, n_layers: usize) -> anyhow::Result<Vec<usize>> {
     let Some(s) = s else { return Ok(Vec::new()) };
     if let Some(step) = s.strip_prefix("every:") {
         let step: usize = step.parse().context("--layers every:N")?;
@@ -141,7 +169,7 @@ fn parse_layers(s: Option<&str>, n_layers: usize) -> anyhow::Result<Vec<usize>> 
         .collect()
 }
 
-fn model_id(p: &Path) -> String {
+pub(crate) fn model_id(p: &Path) -> String {
     p.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into())
@@ -276,6 +304,13 @@ impl BackendTask for RunArgs {
             Which::Knockout => vec![Experiment::Knockout],
             Which::Pca => vec![Experiment::Pca],
             Which::Transplant => return transplant(&self, &model, &tok, &tasks),
+            Which::LocalGlobal | Which::Forms | Which::Dpca => {
+                return crate::issue13_cli::run(&self, &model, &tok, &tasks)
+            }
+            Which::Saliency => {
+                drop(model);
+                return crate::issue13_cli::saliency::<B>(&self, &tasks, &device);
+            }
             Which::All => vec![
                 Experiment::Baseline,
                 Experiment::Icl,

@@ -6,6 +6,7 @@
 mod backend;
 mod experiments_cli;
 mod forward;
+mod issue13_cli;
 mod predict;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; boxing the large `run` arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Top-5 next tokens for each prompt of a JSONL file.

@@ -19,12 +19,17 @@
 pub mod answer_sites;
 pub mod baseline;
 pub mod cache;
+pub mod dpca;
+pub mod forms;
+pub mod journal;
 pub mod knockout;
+pub mod local_global;
 pub mod pca;
 pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod rule_vector;
+pub mod saliency;
 pub mod stats;
 pub mod suite;
 pub mod task_vector;

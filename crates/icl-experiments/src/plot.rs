@@ -183,6 +183,27 @@ pub fn interval_plot(
     series: &[IntervalSeries],
     refs: &[(String, f64)],
 ) -> Result<()> {
+    interval_plot_y(
+        path,
+        title,
+        x_desc,
+        "accuracy (95 % interval)",
+        (0.0, 1.02),
+        series,
+        refs,
+    )
+}
+
+/// [`interval_plot`] with another y axis (cosine similarities, variance fractions).
+pub fn interval_plot_y(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    y_range: (f64, f64),
+    series: &[IntervalSeries],
+    refs: &[(String, f64)],
+) -> Result<()> {
     register_font();
     let x_max = series
         .iter()
@@ -196,12 +217,12 @@ pub fn interval_plot(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(55)
-        .build_cartesian_2d(-nudge * 4.0..x_max + nudge * 4.0, 0f64..1.02)
+        .build_cartesian_2d(-nudge * 4.0..x_max + nudge * 4.0, y_range.0..y_range.1)
         .map_err(|e| err(path, e))?;
     chart
         .configure_mesh()
         .x_desc(x_desc)
-        .y_desc("accuracy (95 % interval)")
+        .y_desc(y_desc)
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| err(path, e))?;

@@ -27,7 +27,14 @@ pub struct Results {
     pub answer_sites: Vec<AnswerSiteResult>,
     pub knockout: Vec<KnockoutResult>,
     pub pca: Vec<PcaResult>,
+    /// Summaries of the resumable experiments (`transplant`, `local-global`, `forms`, `dpca`,
+    /// `saliency`): their JSON files, whose sibling `.md` tables the report includes.
+    pub summaries: Vec<PathBuf>,
 }
+
+/// Experiments that write their own summary JSON and Markdown tables next to it.
+pub const SUMMARY_EXPERIMENTS: [&str; 5] =
+    ["transplant", "local-global", "forms", "dpca", "saliency"];
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let rd = std::fs::read_dir(dir).map_err(|e| ExperimentError::Io {
@@ -82,6 +89,7 @@ pub fn collect(dir: &Path) -> Result<Results> {
                 .knockout
                 .push(serde_json::from_value(v).map_err(json_err)?),
             Some("pca") => r.pca.push(serde_json::from_value(v).map_err(json_err)?),
+            Some(e) if SUMMARY_EXPERIMENTS.contains(&e) => r.summaries.push(f),
             _ => {}
         }
     }
@@ -418,6 +426,24 @@ pub fn write_report(dir: &Path) -> Result<String> {
             let file = format!("{}_{}_k{k}_layers.png", sanitize(model), sanitize(task));
             let _ = writeln!(md, "![{task}](plots/{file})\n");
         }
+    }
+    // The resumable experiments' own tables, with their plot links made relative to `dir`.
+    for f in &r.summaries {
+        let table = f.with_extension("md");
+        let Ok(text) = std::fs::read_to_string(&table) else {
+            continue;
+        };
+        let rel = f
+            .parent()
+            .and_then(|p| p.strip_prefix(dir).ok())
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .unwrap_or_default();
+        let prefix = if rel.is_empty() {
+            "plots/".to_string()
+        } else {
+            format!("{rel}/plots/")
+        };
+        let _ = writeln!(md, "{}\n", text.replace("](plots/", &format!("]({prefix}")));
     }
     let path = dir.join("report.md");
     std::fs::write(&path, &md).map_err(|e| ExperimentError::Io { path, source: e })?;
