@@ -195,11 +195,14 @@ pub fn tokenize_prompt<T: TokenizeOffsets + ?Sized>(
 }
 
 /// The token the model must predict after `"{query} ->"`: the first token of `" " + output`.
+/// Tokens that cover no text (a BOS the tokenizer adds, as Gemma's does) are skipped: the model
+/// never predicts them after the prompt.
 pub fn answer_token<T: TokenizeOffsets + ?Sized>(tok: &T, output: &str) -> Result<u32> {
     let t = tok
         .tokenize_offsets(&format!(" {output}"))
         .map_err(TaskError::Tokenizer)?;
-    t.first()
+    t.iter()
+        .find(|x| !x.1.is_empty())
         .map(|x| x.0)
         .ok_or_else(|| TaskError::Prompt(format!("output {output:?} has no tokens")))
 }
@@ -324,6 +327,20 @@ mod tests {
         assert_eq!(t.query, vec![8]);
         assert_eq!(t.last(), 9);
         assert_eq!(answer_token(&SpaceTok, "cold").unwrap(), t.ids[2]);
+        // A tokenizer that adds a BOS (covering no text, as Gemma's): the target is still the
+        // output's first token, not the BOS.
+        struct BosTok;
+        impl TokenizeOffsets for BosTok {
+            fn tokenize_offsets(
+                &self,
+                text: &str,
+            ) -> std::result::Result<Vec<(u32, Range<usize>)>, String> {
+                let mut v = vec![(2, 0..0)];
+                v.extend(SpaceTok.tokenize_offsets(text)?);
+                Ok(v)
+            }
+        }
+        assert_eq!(answer_token(&BosTok, "cold").unwrap(), t.ids[2]);
     }
 
     #[test]
