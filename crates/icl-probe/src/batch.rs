@@ -189,10 +189,12 @@ impl Batch {
         let acts = m(&[b, t, 3 * cfg.d_model as u64 + qkv + 2 * cfg.d_mlp as u64]);
         let logits = m(&[b, if all_logits { t } else { 1 }, cfg.vocab_size as u64]);
         let cache = cached.into_iter().fold(0u64, |acc, name| {
-            let per = if name.contains("pattern") || name.contains("attn_scores") {
-                m(&[square, heads])
-            } else {
-                m(&[b, t, width])
+            let per = match crate::hooks::hook_shape(cfg, name, self.len(), self.seq_len) {
+                Some(shape) => shape.iter().fold(1u64, |a, &x| a.saturating_mul(x as u64)),
+                None if name.contains("pattern") || name.contains("attn_scores") => {
+                    m(&[square, heads])
+                }
+                None => m(&[b, t, width]),
             };
             acc.saturating_add(per)
         });

@@ -20,6 +20,18 @@
 //!   `attn.hook_attn_scores` (masked entries) and `attn.hook_pattern` (zeros).
 //! - attention (`attn.hook_attn_scores`, `attn.hook_pattern`): `[B, H, T_query, T_key]`, keys in
 //!   padded coordinates.
+//! - rotated heads (`attn.hook_rot_q`, `attn.hook_rot_k`; rotary models only): `[B, T, H, d_head]`,
+//!   q and k after rotary (key/value heads for `hook_rot_k`), what the scores are made of.
+//! - per-head outputs (`attn.hook_result`): `[B, T, H, W]`, head h's `z_h·W_O[h]` without the
+//!   output bias; `hook_attn_out` (before any post-norm) is their sum over heads plus the bias.
+//!   Computed only when cached or patched: it holds H residual-sized vectors per token.
+//! - norm scales (`ln1.hook_scale`, `ln2.hook_scale`, `ln_final.hook_scale`, Gemma's
+//!   `ln1_post.hook_scale` / `ln2_post.hook_scale`): `[B, T, 1]`, TransformerLens's divisor
+//!   `sqrt(mean(x²) + eps)` (RMSNorm) or `sqrt(var(x) + eps)` (LayerNorm, of the centred x),
+//!   computed in float32; patching it changes what the norm divides by.
+//! - MLP pre-activations (`mlp.hook_pre`: the input of the activation function, the gate's
+//!   projection in a gated MLP; `mlp.hook_pre_linear`: a gated MLP's up projection):
+//!   `[B, T, d_mlp]`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,6 +39,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::batch::{Batch, MASK_VALUE};
+use crate::config::ModelConfig;
 use crate::error::{ProbeError, Result};
 
 /// Which token positions of each row an intervention touches. Positions count from the row's
@@ -325,6 +338,9 @@ pub(crate) fn layout_of(name: &str) -> Layout {
         || name.ends_with("attn.hook_k")
         || name.ends_with("attn.hook_v")
         || name.ends_with("attn.hook_z")
+        || name.ends_with("attn.hook_rot_q")
+        || name.ends_with("attn.hook_rot_k")
+        || name.ends_with("attn.hook_result")
         || name.ends_with("attn.q_norm.hook_normalized")
         || name.ends_with("attn.k_norm.hook_normalized")
     {
@@ -332,6 +348,56 @@ pub(crate) fn layout_of(name: &str) -> Layout {
     } else {
         Layout::Resid
     }
+}
+
+/// The shape of hook `name` for `batch` rows of `seq` padded positions (TransformerLens's
+/// `hook_dict` shapes), or `None` if `cfg` has no such hook. Only the hook's suffix and the
+/// config matter, so this answers without weights (`icl-probe hooks`, memory estimates).
+pub fn hook_shape(cfg: &ModelConfig, name: &str, batch: usize, seq: usize) -> Option<Vec<usize>> {
+    let (b, t) = (batch, seq);
+    let (d, h, kv, dh, f) = (
+        cfg.d_model,
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.d_head,
+        cfg.d_mlp,
+    );
+    let Some(rest) = name.strip_prefix("blocks.") else {
+        return match name {
+            "hook_embed" | "ln_final.hook_normalized" => Some(vec![b, t, d]),
+            "hook_pos_embed" if cfg.rope.is_none() => Some(vec![b, t, d]),
+            "ln_final.hook_scale" => Some(vec![b, t, 1]),
+            _ => None,
+        };
+    };
+    let (layer, suffix) = rest.split_once('.')?;
+    let l: usize = layer.parse().ok()?;
+    if l >= cfg.n_layers || l.to_string() != layer {
+        return None;
+    }
+    let shape = match suffix {
+        "hook_resid_pre"
+        | "hook_attn_out"
+        | "hook_mlp_out"
+        | "hook_resid_post"
+        | "ln1.hook_normalized"
+        | "ln2.hook_normalized" => vec![b, t, d],
+        "hook_resid_mid" if !cfg.parallel_residual => vec![b, t, d],
+        "ln1.hook_scale" | "ln2.hook_scale" => vec![b, t, 1],
+        "ln1_post.hook_scale" | "ln2_post.hook_scale" if cfg.extras.post_norms => vec![b, t, 1],
+        "attn.hook_q" | "attn.hook_z" => vec![b, t, h, dh],
+        "attn.hook_k" | "attn.hook_v" => vec![b, t, kv, dh],
+        "attn.q_norm.hook_normalized" if cfg.extras.qk_norm => vec![b, t, h, dh],
+        "attn.k_norm.hook_normalized" if cfg.extras.qk_norm => vec![b, t, kv, dh],
+        "attn.hook_rot_q" if cfg.rope.is_some() => vec![b, t, h, dh],
+        "attn.hook_rot_k" if cfg.rope.is_some() => vec![b, t, kv, dh],
+        "attn.hook_attn_scores" | "attn.hook_pattern" => vec![b, h, t, t],
+        "attn.hook_result" => vec![b, t, h, d],
+        "mlp.hook_pre" | "mlp.hook_post" => vec![b, t, f],
+        "mlp.hook_pre_linear" if cfg.gated_mlp => vec![b, t, f],
+        _ => return None,
+    };
+    Some(shape)
 }
 
 /// Per-forward state: resolved interventions and the cache being filled.
@@ -405,6 +471,22 @@ impl<'a, B: Backend> HookRunner<'a, B> {
 
     fn wants_cache(&self, name: &str) -> bool {
         self.cache_exact.contains(name) || self.cache_globs.iter().any(|g| glob_match(g, name))
+    }
+
+    /// Whether hook `name` is cached or patched in this forward: for hook points whose value costs
+    /// extra work to form (`attn.hook_result`, the rotated heads, norm scales), which is then
+    /// done only when asked. `name` is built only when some hook is active.
+    pub(crate) fn touches(&self, name: impl FnOnce() -> String) -> bool {
+        if !self.active {
+            return false;
+        }
+        let name = name();
+        self.by_hook.contains_key(name.as_str()) || self.wants_cache(&name)
+    }
+
+    /// Whether some intervention overwrites hook `name`.
+    pub(crate) fn intervenes(&self, name: &str) -> bool {
+        self.active && self.by_hook.contains_key(name)
     }
 
     /// A residual-like hook point on the flattened `[B·T, W]` stream.
@@ -738,5 +820,10 @@ mod tests {
             Layout::Heads
         );
         assert_eq!(layout_of("blocks.0.ln2.hook_normalized"), Layout::Resid);
+        assert_eq!(layout_of("blocks.0.attn.hook_rot_q"), Layout::Heads);
+        assert_eq!(layout_of("blocks.0.attn.hook_rot_k"), Layout::Heads);
+        assert_eq!(layout_of("blocks.0.attn.hook_result"), Layout::Heads);
+        assert_eq!(layout_of("blocks.0.ln1.hook_scale"), Layout::Resid);
+        assert_eq!(layout_of("blocks.0.mlp.hook_pre"), Layout::Resid);
     }
 }

@@ -35,7 +35,8 @@ pub use batch::Batch;
 pub use config::{Architecture, ModelConfig};
 pub use error::{ProbeError, Result};
 pub use hooks::{
-    ActivationCache, AttentionKnockout, Cached, HookSpec, Intervention, LogitsMode, Op, Positions,
+    hook_shape, ActivationCache, AttentionKnockout, Cached, HookSpec, Intervention, LogitsMode, Op,
+    Positions,
 };
 pub use linear::{LoadOptions, WeightBytes, WeightStorage};
 pub use loader::{load_config, load_model, load_model_with, load_tokenizer, resolve, ModelSource};

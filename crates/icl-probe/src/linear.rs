@@ -498,6 +498,36 @@ impl<B: Backend> Linear<B> {
         }
     }
 
+    /// The product split by input block: `z` is `[N, H, k]` with `H·k` = the input width, and
+    /// row `(n, h)` of the result `[N, H, out]` is `z[n, h]·W[h·k..(h+1)·k]`, without the bias.
+    /// Summed over `h` it is [`Linear::forward`] minus the bias (TransformerLens's per-head
+    /// `hook_result`). A packed weight is decoded whole for this (H·k·out float32 values).
+    pub fn forward_split(&self, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [n, h, k] = z.dims();
+        let dtype = z.dtype();
+        let w = match &self.weight {
+            Weight::Dense(w) => w.clone(),
+            Weight::Packed(p) => {
+                let w = to_tensor::<B, 2>(p.dequantize().transposed(), &z.device());
+                if dtype == DType::F32 {
+                    w
+                } else {
+                    w.cast(dtype)
+                }
+            }
+        };
+        let out = w.dims()[1];
+        // [H, N, k] · [H, k, out] → [H, N, out], one batched product.
+        let y = exact_f32::matmul(z.swap_dims(0, 1), w.reshape([h, k, out]));
+        debug_assert_eq!(y.dims(), [h, n, out]);
+        y.swap_dims(0, 1)
+    }
+
+    /// The bias `[1, out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor<B, 2>> {
+        self.bias.as_ref()
+    }
+
     fn storage(&self) -> Storage {
         let bias = self.bias.as_ref().map_or(0, tensor_bytes);
         match &self.weight {

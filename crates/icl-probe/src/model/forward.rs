@@ -114,7 +114,9 @@ impl<B: Backend> Model<B> {
                 cache: hooks.cache,
             });
         }
-        let x = self.ln_final.forward(x);
+        let x = self
+            .ln_final
+            .forward_hooked(x, &mut hooks, || "ln_final.hook_scale".into())?;
         let x = hooks.point_rows(|| "ln_final.hook_normalized".into(), x)?;
         let v = cfg.vocab_size;
         let logits = match spec.logits {
@@ -153,13 +155,17 @@ impl<B: Backend> Model<B> {
         t: usize,
     ) -> Result<Tensor<B, 2>> {
         let resid_pre = hooks.point_rows(|| format!("blocks.{l}.hook_resid_pre"), x)?;
-        let h = blk.ln1.forward(resid_pre.clone());
+        let h = blk.ln1.forward_hooked(resid_pre.clone(), hooks, || {
+            format!("blocks.{l}.ln1.hook_scale")
+        })?;
         let h = hooks.point_rows(|| format!("blocks.{l}.ln1.hook_normalized"), h)?;
         let attn_out = self.attention(l, blk, h, mask, rope, hooks, b, t)?;
         // Post-sublayer norms (Gemma) come before the hook, so `hook_attn_out` / `hook_mlp_out`
         // are what joins the residual stream, as in TransformerLens.
         let attn_out = match &blk.ln1_post {
-            Some(n) => n.forward(attn_out),
+            Some(n) => n.forward_hooked(attn_out, hooks, || {
+                format!("blocks.{l}.ln1_post.hook_scale")
+            })?,
             None => attn_out,
         };
         let attn_out = hooks.point_rows(|| format!("blocks.{l}.hook_attn_out"), attn_out)?;
@@ -173,11 +179,15 @@ impl<B: Backend> Model<B> {
             )?;
             (mid.clone(), mid)
         };
-        let h = blk.ln2.forward(mlp_in);
+        let h = blk
+            .ln2
+            .forward_hooked(mlp_in, hooks, || format!("blocks.{l}.ln2.hook_scale"))?;
         let h = hooks.point_rows(|| format!("blocks.{l}.ln2.hook_normalized"), h)?;
         let mlp_out = self.mlp(l, blk, h, hooks)?;
         let mlp_out = match &blk.ln2_post {
-            Some(n) => n.forward(mlp_out),
+            Some(n) => {
+                n.forward_hooked(mlp_out, hooks, || format!("blocks.{l}.ln2_post.hook_scale"))?
+            }
             None => mlp_out,
         };
         let mlp_out = hooks.point_rows(|| format!("blocks.{l}.hook_mlp_out"), mlp_out)?;
@@ -193,11 +203,16 @@ impl<B: Backend> Model<B> {
     ) -> Result<Tensor<B, 2>> {
         let f = self.config.d_mlp;
         let pre = blk.mlp_in.forward(h);
+        // TransformerLens: `hook_pre` is what the activation function reads (a gated MLP's gate
+        // projection), `hook_pre_linear` a gated MLP's up projection.
         let post = if self.config.gated_mlp {
             let gate = pre.clone().narrow(1, 0, f);
             let up = pre.narrow(1, f, f);
+            let gate = hooks.point_rows(|| format!("blocks.{l}.mlp.hook_pre"), gate)?;
+            let up = hooks.point_rows(|| format!("blocks.{l}.mlp.hook_pre_linear"), up)?;
             act(self.config.activation, gate) * up
         } else {
+            let pre = hooks.point_rows(|| format!("blocks.{l}.mlp.hook_pre"), pre)?;
             act(self.config.activation, pre)
         };
         let post = hooks.point_rows(|| format!("blocks.{l}.mlp.hook_post"), post)?;
@@ -251,6 +266,16 @@ impl<B: Backend> Model<B> {
         if let Some(r) = rope {
             q = r.apply(q);
             k = r.apply(k);
+            // The rotated heads are hooked in TransformerLens's [B, T, H, d_head] order; the
+            // transposes are done only when the hook is cached or patched.
+            if hooks.touches(|| format!("blocks.{l}.attn.hook_rot_q")) {
+                let name = || format!("blocks.{l}.attn.hook_rot_q");
+                q = hooks.point4(name, q.swap_dims(1, 2))?.swap_dims(1, 2);
+            }
+            if hooks.touches(|| format!("blocks.{l}.attn.hook_rot_k")) {
+                let name = || format!("blocks.{l}.attn.hook_rot_k");
+                k = hooks.point4(name, k.swap_dims(1, 2))?.swap_dims(1, 2);
+            }
         }
         let scale = match cfg.extras.query_pre_attn_scalar {
             Some(s) => 1.0 / s.sqrt(),
@@ -275,18 +300,40 @@ impl<B: Backend> Model<B> {
             .reshape([b, nh, t, dh])
             .swap_dims(1, 2);
         let z = hooks.point4(|| format!("blocks.{l}.attn.hook_z"), z)?;
-        Ok(blk.o.forward(z.reshape([b * t, nh * dh])))
+        let result_name = || format!("blocks.{l}.attn.hook_result");
+        if !hooks.touches(result_name) {
+            return Ok(blk.o.forward(z.reshape([b * t, nh * dh])));
+        }
+        // Per-head outputs [B, T, H, W] (TransformerLens `hook_result`, no bias). When only cached,
+        // the output is still the one fused projection, so caching changes no number downstream;
+        // when patched, the output is their sum over heads plus the bias.
+        let d = cfg.d_model;
+        let result = blk
+            .o
+            .forward_split(z.clone().reshape([b * t, nh, dh]))
+            .reshape([b, t, nh, d]);
+        let patched = hooks.intervenes(&result_name());
+        let result = hooks.point4(result_name, result)?;
+        if !patched {
+            return Ok(blk.o.forward(z.reshape([b * t, nh * dh])));
+        }
+        let summed = result.sum_dim(2).reshape([b * t, d]);
+        Ok(match blk.o.bias() {
+            Some(bias) => summed + bias.clone(),
+            None => summed,
+        })
     }
 }
 
 fn hooks_wants_final<B: Backend>(spec: &HookSpec<B>) -> bool {
+    const FINAL: [&str; 2] = ["ln_final.hook_scale", "ln_final.hook_normalized"];
     spec.cache
         .iter()
-        .any(|c| crate::hooks::glob_match(c, "ln_final.hook_normalized"))
+        .any(|c| FINAL.iter().any(|f| crate::hooks::glob_match(c, f)))
         || spec
             .interventions
             .iter()
-            .any(|i| i.hook == "ln_final.hook_normalized")
+            .any(|i| FINAL.contains(&i.hook.as_str()))
 }
 /// Soft capping of the logits, `c·tanh(x/c)` (Gemma 2; honoured when a Gemma 3 config sets it).
 fn softcap<B: Backend, const D: usize>(x: Tensor<B, D>, c: f32) -> Tensor<B, D> {

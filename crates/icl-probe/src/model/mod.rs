@@ -16,7 +16,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::config::{ModelConfig, NormKind};
-use crate::hooks::ActivationCache;
+use crate::error::Result;
+use crate::hooks::{hook_shape, ActivationCache, HookRunner};
 #[cfg(doc)]
 use crate::hooks::{HookSpec, LogitsMode};
 use crate::linear::{Embedding, Linear, WeightStorage};
@@ -53,6 +54,35 @@ impl<B: Backend> Norm<B> {
     /// Normalise each row of `[N, D]`. The statistics are computed in float32 whatever the stream's
     /// dtype (as HF does for RMSNorm in half precision): a bf16 mean of 768 squares loses digits.
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        // The identity hook returns `Ok`, so there is no error to pass on.
+        match self.forward_scaled(x, Ok) {
+            Ok(y) => y,
+            Err(_) => unreachable!("the identity scale hook cannot fail"),
+        }
+    }
+
+    /// [`Norm::forward`] with the scale hook point `name` (TransformerLens `hook_scale`,
+    /// `[N, 1]` = `sqrt(mean(x²) + eps)` of the (centred) float32 rows), formed only when the
+    /// hook is cached or patched; otherwise exactly [`Norm::forward`].
+    fn forward_hooked(
+        &self,
+        x: Tensor<B, 2>,
+        hooks: &mut HookRunner<'_, B>,
+        name: impl Fn() -> String,
+    ) -> Result<Tensor<B, 2>> {
+        if !hooks.touches(&name) {
+            return Ok(self.forward(x));
+        }
+        self.forward_scaled(x, |s| hooks.point_rows(&name, s))
+    }
+
+    /// The norm with `scale_hook` applied to the per-row divisor (the same float32 operations in
+    /// the same order as an unhooked norm: the divisor, its reciprocal, one product).
+    fn forward_scaled(
+        &self,
+        x: Tensor<B, 2>,
+        scale_hook: impl FnOnce(Tensor<B, 2>) -> Result<Tensor<B, 2>>,
+    ) -> Result<Tensor<B, 2>> {
         let dtype = x.dtype();
         let x = if dtype == DType::F32 {
             x
@@ -62,12 +92,12 @@ impl<B: Backend> Norm<B> {
         let y = match self.kind {
             NormKind::RmsNorm => {
                 let ms = (x.clone() * x.clone()).mean_dim(1);
-                x * (ms + self.eps).sqrt().recip()
+                x * scale_hook((ms + self.eps).sqrt())?.recip()
             }
             NormKind::LayerNorm => {
                 let xc = x.clone() - x.mean_dim(1);
                 let var = (xc.clone() * xc.clone()).mean_dim(1);
-                xc * (var + self.eps).sqrt().recip()
+                xc * scale_hook((var + self.eps).sqrt())?.recip()
             }
         };
         let y = if dtype == DType::F32 {
@@ -76,10 +106,10 @@ impl<B: Backend> Norm<B> {
             y.cast(dtype)
         };
         let y = y * self.weight.clone();
-        match &self.bias {
+        Ok(match &self.bias {
             Some(b) => y + b.clone(),
             None => y,
-        }
+        })
     }
 }
 
@@ -177,7 +207,21 @@ impl<B: Backend> Model<B> {
         &self.hook_names
     }
 
-    fn list_hook_names(cfg: &ModelConfig) -> Vec<String> {
+    /// Every hook name with its shape for `batch` rows of `seq` padded positions, in forward
+    /// order (TransformerLens's `hook_dict`, with shapes).
+    pub fn hook_shapes(&self, batch: usize, seq: usize) -> Vec<(String, Vec<usize>)> {
+        self.hook_names
+            .iter()
+            .map(|n| {
+                let shape = hook_shape(&self.config, n, batch, seq)
+                    .expect("every listed hook has a shape (tested)");
+                (n.clone(), shape)
+            })
+            .collect()
+    }
+
+    /// The hook names of a model with this config, in forward order.
+    pub fn list_hook_names(cfg: &ModelConfig) -> Vec<String> {
         let mut v = vec!["hook_embed".to_string()];
         if cfg.rope.is_none() {
             v.push("hook_pos_embed".into());
@@ -185,6 +229,7 @@ impl<B: Backend> Model<B> {
         for l in 0..cfg.n_layers {
             let mut push = |s: &str| v.push(format!("blocks.{l}.{s}"));
             push("hook_resid_pre");
+            push("ln1.hook_scale");
             push("ln1.hook_normalized");
             push("attn.hook_q");
             push("attn.hook_k");
@@ -193,18 +238,35 @@ impl<B: Backend> Model<B> {
                 push("attn.q_norm.hook_normalized");
                 push("attn.k_norm.hook_normalized");
             }
+            if cfg.rope.is_some() {
+                push("attn.hook_rot_q");
+                push("attn.hook_rot_k");
+            }
             push("attn.hook_attn_scores");
             push("attn.hook_pattern");
             push("attn.hook_z");
+            push("attn.hook_result");
+            if cfg.extras.post_norms {
+                push("ln1_post.hook_scale");
+            }
             push("hook_attn_out");
             if !cfg.parallel_residual {
                 push("hook_resid_mid");
             }
+            push("ln2.hook_scale");
             push("ln2.hook_normalized");
+            push("mlp.hook_pre");
+            if cfg.gated_mlp {
+                push("mlp.hook_pre_linear");
+            }
             push("mlp.hook_post");
+            if cfg.extras.post_norms {
+                push("ln2_post.hook_scale");
+            }
             push("hook_mlp_out");
             push("hook_resid_post");
         }
+        v.push("ln_final.hook_scale".into());
         v.push("ln_final.hook_normalized".into());
         v
     }
