@@ -37,6 +37,12 @@ struct Cli {
 enum Command {
     /// Distil a one-step generator from an EDM teacher (resumes from OUT/checkpoint if present).
     Train(TrainArgs),
+    /// Run the orchestrator of a multi-node `gdd train` / `edm train` (until killed).
+    Orchestrator {
+        /// Port to listen on (all interfaces); nodes pass --orchestrator HOST:PORT.
+        #[arg(long, default_value_t = 29500)]
+        port: u16,
+    },
     /// Write a PNG grid of samples (one-step generator, or the teacher's Heun sampler).
     Sample {
         /// EDM network folder (config.json + model.safetensors), e.g. OUT/checkpoint/ema.
@@ -158,10 +164,8 @@ struct TrainArgs {
     /// Skip FID entirely.
     #[arg(long)]
     no_fid: bool,
-    /// Data-parallel over this many devices of the chosen kind (CUDA: devices 0..N), one process;
-    /// each step's batch is split across them and the gradients summed on device 0.
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
+    #[command(flatten)]
+    parallel: parallel::ParallelArgs,
     /// Discriminator batch-norm statistics over groups of this many samples (0: each device's whole
     /// share). The reference normalises per GPU: batch / its GPU count reproduces that.
     #[arg(long, default_value_t = 0)]
@@ -204,6 +208,7 @@ impl BackendTask for Command {
         let device = &device;
         match self {
             Command::Train(a) => train::<B>(a, device),
+            Command::Orchestrator { port } => Ok(parallel::run_orchestrator(port)?),
             Command::Sample {
                 net,
                 heun_steps,
@@ -335,7 +340,7 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         out_dir: a.out.clone(),
         checkpoint_every: a.checkpoint_every,
         grid_every: a.grid_every,
-        devices: a.devices,
+        parallel: a.parallel.config()?,
         fid,
     };
     let pb = ProgressBar::new(0);

@@ -50,6 +50,10 @@ pub enum DistillError {
     /// An error from the FID crate (Inception, statistics).
     #[error(transparent)]
     Fid(#[from] fid::FidError),
+    /// Data-parallel training: a peer or node failed, hung past the timeout, or the setup is
+    /// inconsistent.
+    #[error(transparent)]
+    Parallel(#[from] parallel::ParallelError),
     /// An asset the evaluation needs is not in the asset cache.
     #[error("asset {0} not in cache, run `cargo run --release -p assets-cli -- fetch {0}`")]
     MissingAsset(String),

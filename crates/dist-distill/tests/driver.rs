@@ -57,7 +57,7 @@ fn options(out: &std::path::Path) -> RunOptions<Flex> {
         out_dir: out.to_path_buf(),
         checkpoint_every: 2,
         grid_every: 2,
-        devices: 1,
+        parallel: parallel::ParallelConfig::local(1),
         fid: None,
     }
 }

@@ -37,6 +37,10 @@ pub enum EdmError {
     Output { path: PathBuf, message: String },
     #[error("training diverged: {0}")]
     NonFinite(String),
+    /// Data-parallel training: a peer or node failed, hung past the timeout, or the setup is
+    /// inconsistent.
+    #[error(transparent)]
+    Parallel(#[from] parallel::ParallelError),
 }
 
 pub type Result<T, E = EdmError> = std::result::Result<T, E>;

@@ -219,6 +219,9 @@ fn save_record<B: Backend, R: burn::record::Record<B>>(record: R, path: &Path) -
 pub struct Trainer<B: AutodiffBackend> {
     pub net: EdmPrecond<B>,
     pub ema: EdmPrecond<B::InnerBackend>,
+    /// This trainer's place in a data-parallel run (`None`: it is the whole run); see
+    /// [`Trainer::set_peer`].
+    peer: Option<parallel::Peer<B::InnerBackend>>,
     optim: burn::optim::adaptor::OptimizerAdaptor<burn::optim::Adam, EdmPrecond<B>, B>,
     pub state: TrainingState,
     device: B::Device,
@@ -237,6 +240,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         Trainer {
             net,
             ema,
+            peer: None,
             optim: Self::adam().init(),
             state: TrainingState {
                 step: 0,
@@ -256,7 +260,27 @@ impl<B: AutodiffBackend> Trainer<B> {
             .with_epsilon(1e-8)
     }
 
-    /// One optimisation step on a batch drawn from `data`; returns the step's report.
+    /// Makes this trainer one data-parallel peer of a run (crate `parallel`): every step draws the
+    /// global batch as one device would, runs the forward and backward passes on this peer's
+    /// contiguous shard of it with the loss scaled to the global batch (`sum / batch`), and sums
+    /// the gradients and the loss over all peers in one all-reduce before Adam; every peer thus
+    /// takes the same step, and its EMA (updated from the identical network) stays identical too.
+    /// The batch must have at least one image per peer.
+    pub fn set_peer(&mut self, peer: Option<parallel::Peer<B::InnerBackend>>) -> Result<()> {
+        if let Some(p) = &peer {
+            p.shard(self.state.options.batch_size)?;
+        }
+        self.peer = peer;
+        Ok(())
+    }
+
+    /// Whether this trainer writes the run's outputs (rank 0, or the only trainer).
+    pub fn is_rank0(&self) -> bool {
+        self.peer.as_ref().is_none_or(|p| p.rank == 0)
+    }
+
+    /// One optimisation step on a batch drawn from `data` (this peer's shard of it, when
+    /// data-parallel); returns the step's report.
     pub fn step(&mut self, data: &ImageDataset) -> Result<StepReport> {
         let opts = &self.state.options;
         let cfg = &self.net.config;
@@ -277,26 +301,34 @@ impl<B: AutodiffBackend> Trainer<B> {
         let (bs, c, r) = (opts.batch_size, data.channels, data.resolution);
         let per = c * r * r;
         let d = step_draws(opts.seed, self.state.step, bs, data.len, per, &opts.loss);
-        let mut images = Vec::with_capacity(bs * per);
-        for &i in &d.indices {
+        // This peer's rows of the global batch (all of them without a peer).
+        let rows = match &self.peer {
+            Some(p) => p.shard(bs)?,
+            None => 0..bs,
+        };
+        let m = rows.len();
+        let mut images = Vec::with_capacity(m * per);
+        for &i in &d.indices[rows.clone()] {
             images.extend_from_slice(data.image(i));
         }
         let dev = &self.device;
-        let images = Tensor::<B, 4>::from_data(TensorData::new(images, [bs, c, r, r]), dev);
-        let sigma = Tensor::<B, 1>::from_data(TensorData::new(d.sigma, [bs]), dev);
-        let noise = Tensor::<B, 4>::from_data(TensorData::new(d.noise, [bs, c, r, r]), dev);
+        let images = Tensor::<B, 4>::from_data(TensorData::new(images, [m, c, r, r]), dev);
+        let sigma = d.sigma[rows.clone()].to_vec();
+        let sigma = Tensor::<B, 1>::from_data(TensorData::new(sigma, [m]), dev);
+        let noise = d.noise[rows.start * per..rows.end * per].to_vec();
+        let noise = Tensor::<B, 4>::from_data(TensorData::new(noise, [m, c, r, r]), dev);
         let labels = match (&data.labels, cfg.label_dim) {
             (_, 0) => None,
             (Some(l), dim) => {
-                let mut onehot = vec![0f32; bs * dim];
-                for (k, &i) in d.indices.iter().enumerate() {
+                let mut onehot = vec![0f32; m * dim];
+                for (k, &i) in d.indices[rows.clone()].iter().enumerate() {
                     if l[i] >= dim {
                         return Err(EdmError::Input(format!("label {} ≥ label_dim {dim}", l[i])));
                     }
                     onehot[k * dim + l[i]] = 1.0;
                 }
                 Some(Tensor::<B, 2>::from_data(
-                    TensorData::new(onehot, [bs, dim]),
+                    TensorData::new(onehot, [m, dim]),
                     dev,
                 ))
             }
@@ -315,9 +347,26 @@ impl<B: AutodiffBackend> Trainer<B> {
             labels,
             opts.loss.sigma_data,
         );
-        // EDM: loss.sum() / batch, so each image contributes its summed weighted error.
+        // EDM: loss.sum() / batch, so each image contributes its summed weighted error (over the
+        // global batch: the peers' gradients and losses then sum to one device's).
         let loss = loss.sum().div_scalar(bs as f64);
         let value: f64 = burn::tensor::ElementConversion::elem(loss.clone().into_scalar());
+        let grads = GradientsParams::from_grads(loss.backward(), &self.net);
+        let (grads, value) = match &self.peer {
+            None => (grads, value),
+            Some(p) => {
+                let (g, s) = p.all_reduce_gradients::<B, _>(
+                    "gradients",
+                    grads,
+                    &self.net,
+                    &[value],
+                    parallel::Reduction::Sum,
+                    dev,
+                )?;
+                (g, s[0])
+            }
+        };
+        // Checked on the global loss, so every peer stops together.
         if !value.is_finite() {
             return Err(EdmError::NonFinite(format!(
                 "loss {value} at step {}",
@@ -325,7 +374,6 @@ impl<B: AutodiffBackend> Trainer<B> {
             )));
         }
         let lr = opts.lr_at(self.state.cur_nimg);
-        let grads = GradientsParams::from_grads(loss.backward(), &self.net);
         self.net = self.optim.step(lr, self.net.clone(), grads);
 
         let beta = opts.ema_beta(self.state.cur_nimg);
@@ -394,6 +442,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(Trainer {
             net,
             ema,
+            peer: None,
             optim,
             state,
             device: device.clone(),

@@ -10,15 +10,25 @@
 //! - `run.lock`: held for the whole run ([`formats::RunLock`]): a second run on the same folder is
 //!   refused.
 //! - `grid-NNNNNN.png`: 8×8 one-step samples of the EMA generator (seeds 0..64).
+//!
+//! Data-parallel ([`RunOptions::parallel`], crate `parallel`): one peer per device (and node), each
+//! with its own trainer ([`GddTrainer::set_peer`]); only global rank 0 takes the lock and writes
+//! the outputs above. Every peer resumes from the same checkpoint (on several machines the output
+//! folder must be shared, or the checkpoint copied to each), and the peers check at the start that
+//! they all begin at the same step. The checkpoint holds no peer count: a run may resume on any
+//! number of peers (the batch draws are for the global batch).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::backend::{AutodiffBackend, Backend, Device as _, DeviceId, DeviceOps};
+use burn::module::Module;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use edm_core::{EdmPrecond, ImageDataset};
 use fid::FidEvaluator;
 use formats::MetricsLog;
 use serde::Serialize;
+
+use parallel::{ParallelConfig, Peer, Reduction};
 
 use super::{GddConfig, GddTrainer, StepMetrics};
 use crate::effnet::EfficientNetLite0;
@@ -35,8 +45,8 @@ pub struct RunOptions<B: Backend> {
     pub checkpoint_every: u64,
     /// Sample grid every this many steps (and at step 0 and the last step).
     pub grid_every: u64,
-    /// Data-parallel over this many devices of the trainer's kind (indices 0..N), one process.
-    pub devices: usize,
+    /// Data-parallel peers: devices 0..N of the trainer's kind on this node, and the other nodes.
+    pub parallel: ParallelConfig,
     /// FID of the EMA generator; `None` skips it.
     pub fid: Option<FidSchedule<B>>,
 }
@@ -60,6 +70,7 @@ pub enum RunEvent<'a> {
         resumed: bool,
         cur_nimg: u64,
         freeze: &'a FreezeReport,
+        /// Data-parallel peers in the whole run.
         devices: usize,
     },
     /// After every step.
@@ -84,8 +95,9 @@ const GRID_SEEDS: u64 = 64;
 /// Trains a GDD generator to `config.total_kimg`: resumes from `options.out_dir/checkpoint` when a
 /// checkpoint exists (its configuration wins, except `total_kimg`, which may extend the run),
 /// otherwise starts from `teacher`; writes the outputs listed in the module doc and reports every
-/// event to `on_event`. A non-finite loss returns [`DistillError::NonFinite`] with the last good
-/// checkpoint left in place.
+/// event to `on_event` (on every node, from its first peer). A non-finite loss returns
+/// [`DistillError::NonFinite`] with the last good checkpoint left in place. Returns the trainer of
+/// this node's first peer.
 pub fn run<B: AutodiffBackend>(
     teacher: EdmPrecond<B>,
     backbone: EfficientNetLite0<B>,
@@ -96,45 +108,134 @@ pub fn run<B: AutodiffBackend>(
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<GddTrainer<B>> {
     let out = options.out_dir.as_path();
-    // One writer per output folder for the whole run; what an interrupted write left is removed
-    // only under that lock.
-    let lock = formats::RunLock::acquire(out)?;
-    lock.clean_leftovers("state.json")?;
-    let resumed = has_checkpoint(out);
-    let mut tr = if resumed {
-        let total_kimg = config.total_kimg;
-        let mut t = GddTrainer::resume(out, teacher, backbone, device)?;
-        t.state.config.total_kimg = total_kimg;
-        t
+    let pcfg = &options.parallel;
+    // One writer per output folder for the whole run (node 0, before any peer reads a
+    // checkpoint); what an interrupted write left is removed only under that lock.
+    let lock = if pcfg.is_first_node() {
+        let lock = formats::RunLock::acquire(out)?;
+        lock.clean_leftovers("state.json")?;
+        Some(lock)
     } else {
-        GddTrainer::new(teacher, backbone, config, device)?
+        None
     };
-    if options.devices > 1 {
-        tr.set_devices(data_parallel_devices::<B>(device, options.devices)?)?;
+    let resumed = has_checkpoint(out);
+    let devices = data_parallel_devices::<B>(device, pcfg.devices)?;
+    let start = Start {
+        teacher: &teacher,
+        backbone: &backbone,
+        config: &config,
+        out,
+        resumed,
+    };
+    let (tr, _) = parallel::run_node::<B::InnerBackend, _, _, DistillError, _, _>(
+        pcfg,
+        &devices,
+        |peer, dev| {
+            let tr = start.trainer(peer, dev)?;
+            train_peer(tr, data, options, Some(on_event))
+        },
+        |peer, dev| {
+            let tr = start.trainer(Some(peer), dev)?;
+            train_peer(tr, data, options, None).map(drop)
+        },
+    )?;
+    drop(lock);
+    Ok(tr)
+}
+
+/// What every peer starts from.
+struct Start<'a, B: AutodiffBackend> {
+    teacher: &'a EdmPrecond<B>,
+    backbone: &'a EfficientNetLite0<B>,
+    config: &'a GddConfig,
+    out: &'a Path,
+    resumed: bool,
+}
+
+impl<B: AutodiffBackend> Start<'_, B> {
+    /// A peer's trainer on `device`: resumed from the checkpoint or fresh from the teacher.
+    fn trainer(
+        &self,
+        peer: Option<Peer<B::InnerBackend>>,
+        device: &B::Device,
+    ) -> Result<GddTrainer<B>> {
+        let teacher = self.teacher.clone().fork(device);
+        let backbone = self.backbone.clone().fork(device);
+        let mut tr = if self.resumed {
+            let mut t = GddTrainer::resume(self.out, teacher, backbone, device)?;
+            t.state.config.total_kimg = self.config.total_kimg;
+            t
+        } else {
+            GddTrainer::new(teacher, backbone, self.config.clone(), device)?
+        };
+        if let Some(p) = &peer {
+            // Every peer must start at the same step (a node that found no checkpoint while
+            // node 0 resumed would otherwise train different weights with the same gradients).
+            let step = tr.state.step as f64;
+            let s = p.all_reduce_scalars("start", &[step, 1.0], Reduction::Sum, device)?;
+            if s[0] != step * s[1] {
+                return Err(DistillError::Config(format!(
+                    "peer {} starts at step {step} but the peers' mean start step is {}: every \
+                     node needs the same checkpoint (share the output folder or copy it)",
+                    p.rank,
+                    s[0] / s[1]
+                )));
+            }
+        }
+        tr.set_peer(peer)?;
+        Ok(tr)
     }
-    write_json(&out.join("freeze_report.json"), &tr.freeze_report)?;
-    write_json(&out.join("config.json"), &tr.state.config)?;
+}
+
+/// One peer's training loop; rank 0 also writes the outputs, and a peer given `on_event` reports
+/// to it.
+fn train_peer<B: AutodiffBackend>(
+    mut tr: GddTrainer<B>,
+    data: &ImageDataset,
+    options: &RunOptions<B::InnerBackend>,
+    mut on_event: Option<&mut dyn FnMut(RunEvent<'_>)>,
+) -> Result<GddTrainer<B>> {
+    let out = options.out_dir.as_path();
+    let writer = tr.is_rank0();
+    let mut emit = |e: RunEvent<'_>| {
+        if let Some(f) = on_event.as_mut() {
+            f(e)
+        }
+    };
+    if writer {
+        write_json(&out.join("freeze_report.json"), &tr.freeze_report)?;
+        write_json(&out.join("config.json"), &tr.state.config)?;
+    }
     let total = tr.state.config.total_steps();
-    on_event(RunEvent::Start {
+    let resumed = tr.state.step > 0;
+    emit(RunEvent::Start {
         step: tr.state.step,
         total_steps: total,
         resumed,
         cur_nimg: tr.state.cur_nimg,
         freeze: &tr.freeze_report,
-        devices: tr.devices().len(),
+        devices: tr.world_size(),
     });
 
     // A resumed run's log keeps the lines up to the checkpoint's step (the steps after it are run
-    // again); a fresh run's log starts empty.
+    // again); a fresh run's log starts empty. Rank 0 only.
     let log_path = out.join("metrics.jsonl");
-    let mut log = if resumed {
-        MetricsLog::resume(&log_path, tr.state.step)?.0
-    } else {
-        MetricsLog::create(&log_path)?
+    let mut log = match (writer, resumed) {
+        (false, _) => None,
+        (true, true) => Some(MetricsLog::resume(&log_path, tr.state.step)?.0),
+        (true, false) => Some(MetricsLog::create(&log_path)?),
     };
-    let mut log_line = |record: serde_json::Value| -> Result<()> { Ok(log.append(&record)?) };
+    let mut log_line = |record: serde_json::Value| -> Result<()> {
+        match log.as_mut() {
+            Some(l) => Ok(l.append(&record)?),
+            None => Ok(()),
+        }
+    };
     let grid_seeds: Vec<u64> = (0..GRID_SEEDS).collect();
     let grid = |tr: &GddTrainer<B>| {
+        if !writer {
+            return Ok(());
+        }
         let s = tr.state.step;
         eval::write_grid(
             tr.sample_ema(&grid_seeds, None),
@@ -142,40 +243,37 @@ pub fn run<B: AutodiffBackend>(
             &out.join(format!("grid-{s:06}.png")),
         )
     };
+    let fid = options.fid.as_ref().filter(|_| writer);
     let evaluate = |tr: &GddTrainer<B>,
                     log_line: &mut dyn FnMut(serde_json::Value) -> Result<()>,
-                    on_event: &mut dyn FnMut(RunEvent<'_>)| {
-        if let Some(rec) = fid_of_ema(tr, options.fid.as_ref(), device)? {
+                    emit: &mut dyn FnMut(RunEvent<'_>)| {
+        if let Some(rec) = fid_of_ema(tr, fid, &tr.device)? {
             log_line(to_json(&rec))?;
-            on_event(RunEvent::Fid(&rec));
+            emit(RunEvent::Fid(&rec));
         }
         Ok::<(), DistillError>(())
     };
 
     if tr.state.step == 0 {
         grid(&tr)?;
-        evaluate(&tr, &mut log_line, on_event)?;
+        evaluate(&tr, &mut log_line, &mut emit)?;
     }
     while tr.state.step < total {
         let m = tr.step(data)?;
         log_line(to_json(&m))?;
-        on_event(RunEvent::Step(&m));
+        emit(RunEvent::Step(&m));
         let s = tr.state.step;
         if s.is_multiple_of(options.grid_every.max(1)) || s == total {
             grid(&tr)?;
         }
-        if s.is_multiple_of(options.checkpoint_every.max(1)) || s == total {
+        if writer && (s.is_multiple_of(options.checkpoint_every.max(1)) || s == total) {
             tr.checkpoint(out)?;
         }
-        let fid_due = options
-            .fid
-            .as_ref()
-            .is_some_and(|f| f.every > 0 && s.is_multiple_of(f.every));
+        let fid_due = fid.is_some_and(|f| f.every > 0 && s.is_multiple_of(f.every));
         if fid_due || s == total {
-            evaluate(&tr, &mut log_line, on_event)?;
+            evaluate(&tr, &mut log_line, &mut emit)?;
         }
     }
-    drop(lock);
     Ok(tr)
 }
 
@@ -213,23 +311,10 @@ pub fn has_checkpoint(out: &Path) -> bool {
     out.join("checkpoint/state.json").exists() || out.join("checkpoint.old/state.json").exists()
 }
 
-/// Devices 0..n of `device`'s kind, refusing more than the backend has.
+/// Devices 0..n of `device`'s kind ([`parallel::devices`]: a single-device backend such as the
+/// CPU is shared by the peers).
 pub fn data_parallel_devices<B: Backend>(device: &B::Device, n: usize) -> Result<Vec<B::Device>> {
-    let id = device.id();
-    let available = B::device_count(id.type_id);
-    if n > available {
-        return Err(DistillError::Config(format!(
-            "data-parallel over {n} devices: only {available} device(s) of this kind"
-        )));
-    }
-    Ok((0..n)
-        .map(|i| {
-            B::Device::from_id(DeviceId {
-                type_id: id.type_id,
-                index_id: i as u16,
-            })
-        })
-        .collect())
+    Ok(parallel::devices::<B>(device, n)?)
 }
 
 fn to_json<T: Serialize>(v: &T) -> serde_json::Value {

@@ -11,9 +11,10 @@
 //!
 //! Each phase is a method of [`GddTrainer`] ([`GddTrainer::generator_step`],
 //! [`GddTrainer::discriminator_step`], [`GddTrainer::r1_step`], [`GddTrainer::ema_step`]), and each
-//! gradient phase is itself split into computing the gradients (summed over the data-parallel shards)
-//! and applying them (`*_grads` / `apply_*_grads`), so a multi-process engine can all-reduce between
-//! the two. [`run`] is the whole training driver (resume, checkpoints, metrics, grids, FID).
+//! gradient phase is itself split into computing this peer's gradients (`*_grads`) and applying
+//! them (`apply_*_grads`); the `*_step` methods all-reduce between the two when the trainer is a
+//! data-parallel peer ([`GddTrainer::set_peer`], crate `parallel`). [`run`] is the whole training
+//! driver (resume, checkpoints, metrics, grids, FID), one peer per device.
 //!
 //! Randomness is counter-based: everything a step draws comes from `ChaCha12Rng(seed, step, stream)`, so
 //! resuming from a checkpoint (parameters, EMA, both Adam states, step) reproduces the uninterrupted
@@ -25,11 +26,12 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{Adam, AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use edm_core::{EdmPrecond, ImageDataset};
+use parallel::{Peer, Reduction};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
@@ -273,24 +275,8 @@ fn rows<B: Backend>(
     )
 }
 
-/// Contiguous near-equal shards of `0..n` for `k` devices (never an empty shard).
-pub fn shard_ranges(n: usize, k: usize) -> Vec<Range<usize>> {
-    let k = k.clamp(1, n.max(1));
-    (0..k).map(|i| (i * n / k)..((i + 1) * n / k)).collect()
-}
-
-/// The module for shard `i`: the master itself for shard 0, a replica forked to `device` otherwise.
-fn replica<BB: Backend, M: Module<BB>>(m: &M, device: &BB::Device, i: usize) -> M {
-    if i == 0 {
-        m.clone()
-    } else {
-        m.clone().fork(device)
-    }
-}
-
-/// Sum of scalar tensors that may live on different devices, read after all shards were launched.
-fn scalar_sum<BB: Backend>(xs: Vec<Tensor<BB, 1>>) -> f64 {
-    xs.into_iter().map(|x| x.into_scalar().elem::<f64>()).sum()
+fn scalar<BB: Backend>(x: Tensor<BB, 1>) -> f64 {
+    x.into_scalar().elem::<f64>()
 }
 
 /// A batch of real images (host, `[N, C, H, W]` flattened) and labels, drawn uniformly with
@@ -334,8 +320,8 @@ pub struct GddTrainer<B: AutodiffBackend> {
     pub freeze_report: FreezeReport,
     one: OneStep,
     device: B::Device,
-    /// Data-parallel devices; `devices[0] == device`.
-    devices: Vec<B::Device>,
+    /// This trainer's place in a data-parallel run (`None`: it is the whole run).
+    peer: Option<Peer<B::InnerBackend>>,
 }
 
 fn adam(beta2: f64) -> AdamConfig {
@@ -386,34 +372,71 @@ impl<B: AutodiffBackend> GddTrainer<B> {
             freeze_report,
             one,
             device: device.clone(),
-            devices: vec![device.clone()],
+            peer: None,
         })
     }
 
-    /// Data-parallel training over `devices` (one process; `devices[0]` must be the trainer's own
-    /// device, which holds the master weights and both optimizers). Each step splits its batch into
-    /// contiguous near-equal shards, runs every shard's forward and backward on its device with a
-    /// replica forked from the master weights, moves the gradients to `devices[0]` and sums them
-    /// there (the losses are sums over samples, so the sum is the full batch's gradient), then takes
-    /// one optimizer step. The random draws are made for the whole batch before sharding, so a run on
-    /// k devices sees exactly the samples of the single-device run and differs from it only by
-    /// floating-point summation order.
-    pub fn set_devices(&mut self, devices: Vec<B::Device>) -> Result<()> {
-        match devices.first() {
-            Some(d) if *d == self.device => {
-                self.devices = devices;
-                Ok(())
-            }
-            _ => Err(DistillError::Config(format!(
-                "data-parallel devices must start with the trainer's device {:?}, got {devices:?}",
-                self.device
-            ))),
+    /// Makes this trainer one data-parallel peer of a run (see crate `parallel`): each step it
+    /// computes its forward and backward passes on its own contiguous shard of the global batch
+    /// (the random draws are made for the whole batch first, so any number of peers sees exactly
+    /// the samples of one device), the gradients and logged losses are summed over all peers
+    /// (the losses are sums over samples, so the sum is the global batch's gradient) in one
+    /// all-reduce per optimizer step, and every peer takes the same optimizer step. Parameters,
+    /// both Adam states and the EMA (updated from the identical generator) thus stay identical on
+    /// every peer without a broadcast. The discriminator's batch-norm statistics are per peer, as
+    /// under the reference's DDP. The batch must have at least one sample per peer.
+    pub fn set_peer(&mut self, peer: Option<Peer<B::InnerBackend>>) -> Result<()> {
+        if let Some(p) = &peer {
+            p.shard(self.state.config.batch_size)?;
+        }
+        self.peer = peer;
+        Ok(())
+    }
+
+    /// This trainer's data-parallel peer (`None` when it is the whole run).
+    pub fn peer(&self) -> Option<&Peer<B::InnerBackend>> {
+        self.peer.as_ref()
+    }
+
+    /// Peers in the run (1 without a peer).
+    pub fn world_size(&self) -> usize {
+        self.peer.as_ref().map_or(1, |p| p.world)
+    }
+
+    /// Whether this trainer writes the run's outputs (rank 0, or the only trainer).
+    pub fn is_rank0(&self) -> bool {
+        self.peer.as_ref().is_none_or(|p| p.rank == 0)
+    }
+
+    /// This peer's rows of the global batch.
+    fn shard(&self) -> Range<usize> {
+        let n = self.state.config.batch_size;
+        match &self.peer {
+            // `set_peer` checked that the batch has a sample per peer.
+            Some(p) => p.shard(n).unwrap_or(0..n),
+            None => 0..n,
         }
     }
 
-    /// The devices a step runs on (one unless [`Self::set_devices`] added more).
-    pub fn devices(&self) -> &[B::Device] {
-        &self.devices
+    /// Sums `grads` (of `module`) and `scalars` over all peers (unchanged without a peer).
+    fn all_reduce<M: AutodiffModule<B>>(
+        &self,
+        op: &'static str,
+        grads: GradientsParams,
+        module: &M,
+        scalars: &[f64],
+    ) -> Result<(GradientsParams, Vec<f64>)> {
+        match &self.peer {
+            None => Ok((grads, scalars.to_vec())),
+            Some(p) => Ok(p.all_reduce_gradients::<B, M>(
+                op,
+                grads,
+                module,
+                scalars,
+                Reduction::Sum,
+                &self.device,
+            )?),
+        }
     }
 
     fn labels_on(&self, ids: &[usize], device: &B::Device) -> Option<Tensor<B, 2>> {
@@ -447,7 +470,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         }
     }
 
-    /// One training step, data-parallel over [`Self::devices`]: the phases of GDD's
+    /// One training step (of this peer, when data-parallel): the phases of GDD's
     /// `training_loop.py` in order ([`Self::draw`], spectral-norm [`Self::power_iteration`],
     /// [`Self::generator_step`], [`Self::discriminator_step`], [`Self::r1_step`] when due,
     /// [`Self::ema_step`]), then the step and image counters advance.
@@ -485,33 +508,22 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         self.d = self.d.clone().power_iteration();
     }
 
-    /// The generator's gradient of this step, summed over the data-parallel shards on the
-    /// trainer's device, and the summed loss: `Σ_i mean_j softplus(−D(G(z))_ij)` (or hinge) with the
-    /// discriminator frozen. Frozen (GDD-I) parameters get no gradient.
+    /// This peer's generator gradient of this step and its loss summed over its shard:
+    /// `Σ_i mean_j softplus(−D(G(z))_ij)` (or hinge) with the discriminator frozen. Frozen (GDD-I)
+    /// parameters get no gradient.
     pub fn generator_grads(&self, draws: &StepDraws) -> (GradientsParams, f64) {
         let cfg = &self.state.config;
-        let (chw, per) = (draws.chw, draws.per());
-        let d_frozen = self.d.clone().no_grad();
-        let mut accum = GradientsAccumulator::<EdmPrecond<B>>::new();
-        let mut losses = Vec::with_capacity(self.devices.len());
-        for (i, r) in self.shards().iter().enumerate() {
-            let dev = &self.devices[i];
-            let (g, d, feats) = (
-                replica(&self.g, dev, i),
-                replica(&d_frozen, dev, i),
-                replica(&self.feats, dev, i),
-            );
-            let z = rows::<B>(&draws.g_noise, per, r.clone(), chw, dev);
-            let labels = self.labels_on(&draws.g_labels[r.clone()], dev);
-            let fake = generate(&g, z, labels.clone(), &self.one);
-            let logits = d.forward_grouped(&feats.forward(to_rgb(fake)), labels, cfg.d_batch_group);
-            let loss = generator_loss(cfg.loss, logits);
-            losses.push(loss.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &g);
-            accum.accumulate(&self.g, grads.to_device(&self.device, &g));
-        }
-        let loss = scalar_sum(losses);
-        (accum.grads(), loss)
+        let (chw, per, r) = (draws.chw, draws.per(), self.shard());
+        let dev = &self.device;
+        let d = self.d.clone().no_grad();
+        let z = rows::<B>(&draws.g_noise, per, r.clone(), chw, dev);
+        let labels = self.labels_on(&draws.g_labels[r], dev);
+        let fake = generate(&self.g, z, labels.clone(), &self.one);
+        let logits =
+            d.forward_grouped(&self.feats.forward(to_rgb(fake)), labels, cfg.d_batch_group);
+        let loss = generator_loss(cfg.loss, logits);
+        let value = scalar(loss.clone());
+        (GradientsParams::from_grads(loss.backward(), &self.g), value)
     }
 
     /// Adam(lr, β = (0, β₂)) on the generator with `grads` (from [`Self::generator_grads`]).
@@ -520,65 +532,64 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         self.g = self.g_opt.step(lr, self.g.clone(), grads);
     }
 
-    /// The G phase: [`Self::generator_grads`], a finiteness check, [`Self::apply_generator_grads`].
-    /// Returns the generator loss.
+    /// The G phase: [`Self::generator_grads`], summed over the peers, a finiteness check (on the
+    /// global loss, so every peer stops together), [`Self::apply_generator_grads`]. Returns the
+    /// generator loss.
     pub fn generator_step(&mut self, draws: &StepDraws) -> Result<f64> {
         let (grads, loss) = self.generator_grads(draws);
-        self.check("generator loss", loss)?;
+        let (grads, s) = self.all_reduce("generator gradients", grads, &self.g, &[loss])?;
+        self.check("generator loss", s[0])?;
         self.apply_generator_grads(grads);
-        Ok(loss)
+        Ok(s[0])
     }
 
-    /// The discriminator's gradient of this step, summed over the shards: fake images from the
-    /// updated generator (no gradient through it) and real images, `softplus(D(fake)) +
-    /// softplus(−D(real))` (or hinge).
+    /// This peer's discriminator gradient of this step: fake images from the updated generator (no
+    /// gradient through it) and real images, `softplus(D(fake)) + softplus(−D(real))` (or hinge),
+    /// on its shard. The returned losses are sums over the shard and the scores sums of logits
+    /// (the D phase turns them into batch means after the all-reduce).
     pub fn discriminator_grads(&self, draws: &StepDraws) -> (GradientsParams, DiscStep) {
         let cfg = &self.state.config;
-        let (chw, per, n) = (draws.chw, draws.per(), cfg.batch_size);
-        let g_inner = self.g.valid();
-        let feats_inner = self.feats.valid();
-        let mut accum = GradientsAccumulator::<MultiScaleD<B>>::new();
-        let (mut l_fakes, mut l_reals, mut s_fakes, mut s_reals) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (i, r) in self.shards().iter().enumerate() {
-            let dev = &self.devices[i];
-            let m = r.len();
-            let (g_i, feats_i, d) = (
-                replica(&g_inner, dev, i),
-                replica(&feats_inner, dev, i),
-                replica(&self.d, dev, i),
-            );
-            let z = rows::<B::InnerBackend>(&draws.d_noise, per, r.clone(), chw, dev);
-            let real = rows::<B::InnerBackend>(&draws.real, per, r.clone(), chw, dev);
-            let f_labels = self.labels_on(&draws.d_fake_labels[r.clone()], dev);
-            let fake = generate(&g_i, z, f_labels.clone().map(|t| t.inner()), &self.one);
-            let both = feats_i.forward(to_rgb(Tensor::cat(vec![fake, real], 0)));
-            let split = |k: usize| -> [Tensor<B, 4>; 4] {
-                both.clone().map(|f| {
-                    let [_, c, h, w] = f.dims();
-                    Tensor::from_inner(f.slice([k * m..(k + 1) * m, 0..c, 0..h, 0..w]))
-                })
-            };
-            let fake_logits = d.forward_grouped(&split(0), f_labels, cfg.d_batch_group);
-            let real_labels = self.labels_on(&draws.real_labels[r.clone()], dev);
-            let real_logits = d.forward_grouped(&split(1), real_labels, cfg.d_batch_group);
-            // Sums of logits (means are taken over the whole batch below).
-            s_fakes.push(fake_logits.clone().mean().mul_scalar(m as f64));
-            s_reals.push(real_logits.clone().mean().mul_scalar(m as f64));
-            let l_fake = disc_fake_loss(cfg.loss, fake_logits);
-            let l_real = disc_real_loss(cfg.loss, real_logits);
-            l_fakes.push(l_fake.clone());
-            l_reals.push(l_real.clone());
-            let grads = GradientsParams::from_grads((l_fake + l_real).backward(), &d);
-            accum.accumulate(&self.d, grads.to_device(&self.device, &d));
-        }
-        let stats = DiscStep {
-            fake_score: scalar_sum(s_fakes) / n as f64,
-            real_score: scalar_sum(s_reals) / n as f64,
-            loss_fake: scalar_sum(l_fakes),
-            loss_real: scalar_sum(l_reals),
+        let (chw, per, r) = (draws.chw, draws.per(), self.shard());
+        let (dev, m) = (&self.device, r.len());
+        let z = rows::<B::InnerBackend>(&draws.d_noise, per, r.clone(), chw, dev);
+        let real = rows::<B::InnerBackend>(&draws.real, per, r.clone(), chw, dev);
+        let f_labels = self.labels_on(&draws.d_fake_labels[r.clone()], dev);
+        let fake = generate(
+            &self.g.valid(),
+            z,
+            f_labels.clone().map(|t| t.inner()),
+            &self.one,
+        );
+        let both = self
+            .feats
+            .valid()
+            .forward(to_rgb(Tensor::cat(vec![fake, real], 0)));
+        let split = |k: usize| -> [Tensor<B, 4>; 4] {
+            both.clone().map(|f| {
+                let [_, c, h, w] = f.dims();
+                Tensor::from_inner(f.slice([k * m..(k + 1) * m, 0..c, 0..h, 0..w]))
+            })
         };
-        (accum.grads(), stats)
+        let fake_logits = self
+            .d
+            .forward_grouped(&split(0), f_labels, cfg.d_batch_group);
+        let real_labels = self.labels_on(&draws.real_labels[r], dev);
+        let real_logits = self
+            .d
+            .forward_grouped(&split(1), real_labels, cfg.d_batch_group);
+        // Sums of logits (means are taken over the whole batch after the all-reduce).
+        let fake_score = scalar(fake_logits.clone().mean().mul_scalar(m as f64));
+        let real_score = scalar(real_logits.clone().mean().mul_scalar(m as f64));
+        let l_fake = disc_fake_loss(cfg.loss, fake_logits);
+        let l_real = disc_real_loss(cfg.loss, real_logits);
+        let stats = DiscStep {
+            loss_fake: scalar(l_fake.clone()),
+            loss_real: scalar(l_real.clone()),
+            fake_score,
+            real_score,
+        };
+        let grads = GradientsParams::from_grads((l_fake + l_real).backward(), &self.d);
+        (grads, stats)
     }
 
     /// Adam on the discriminator with the lazily adjusted rate dlr·c, β₂^c (c = k/(k+1), k the R1
@@ -589,10 +600,20 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         self.d = self.d_opt.step(dlr, self.d.clone(), grads);
     }
 
-    /// The D phase: [`Self::discriminator_grads`], a finiteness check,
-    /// [`Self::apply_discriminator_grads`].
+    /// The D phase: [`Self::discriminator_grads`], summed over the peers, a finiteness check,
+    /// [`Self::apply_discriminator_grads`]. Returns the losses (sums over the batch) and the mean
+    /// logits over the batch.
     pub fn discriminator_step(&mut self, draws: &StepDraws) -> Result<DiscStep> {
-        let (grads, stats) = self.discriminator_grads(draws);
+        let (grads, st) = self.discriminator_grads(draws);
+        let local = [st.loss_fake, st.loss_real, st.fake_score, st.real_score];
+        let (grads, s) = self.all_reduce("discriminator gradients", grads, &self.d, &local)?;
+        let n = self.state.config.batch_size as f64;
+        let stats = DiscStep {
+            loss_fake: s[0],
+            loss_real: s[1],
+            fake_score: s[2] / n,
+            real_score: s[3] / n,
+        };
         self.check("discriminator loss", stats.loss_fake + stats.loss_real)?;
         self.apply_discriminator_grads(grads);
         Ok(stats)
@@ -606,64 +627,61 @@ impl<B: AutodiffBackend> GddTrainer<B> {
             && self.state.step.is_multiple_of(cfg.r1_interval as u64)
     }
 
-    /// The R1 gradient on this step's real images (gain `r1_interval`, see [`crate::r1`]), summed
-    /// over the shards, and the penalty mean ‖∇ₓD‖². Runs in exact float32 when
-    /// [`GddConfig::r1_exact_f32`] is set.
+    /// This peer's share of the R1 gradient on this step's real images (gain `r1_interval`, see
+    /// [`crate::r1`]) and of the penalty mean ‖∇ₓD‖²: the shard's terms are means over its `m`
+    /// samples, weighted by `m / N`, so their sum over the peers is the global batch's. Runs in
+    /// exact float32 when [`GddConfig::r1_exact_f32`] is set.
     pub fn r1_grads(&self, draws: &StepDraws) -> (GradientsParams, f64) {
         let cfg = &self.state.config;
-        let (chw, per, n) = (draws.chw, draws.per(), cfg.batch_size);
+        let (chw, per, n, r) = (draws.chw, draws.per(), cfg.batch_size, self.shard());
         let _exact = cfg.r1_exact_f32.then(exact_f32::ExactGuard::new);
-        let shards = self.shards();
-        let mut accum = GradientsAccumulator::<MultiScaleD<B>>::new();
-        let mut penalty = 0.0;
-        for (i, r) in shards.iter().enumerate() {
-            let dev = &self.devices[i];
-            let (d, feats) = (replica(&self.d, dev, i), replica(&self.feats, dev, i));
-            let labels = self.labels_on(&draws.real_labels[r.clone()], dev);
-            let real = rows::<B::InnerBackend>(&draws.real, per, r.clone(), chw, dev);
-            let dfn = |x: Tensor<B, 4>| {
-                d.forward_grouped(&feats.forward(to_rgb(x)), labels.clone(), cfg.d_batch_group)
-            };
-            let t = r1_terms(
-                &dfn,
-                real,
-                cfg.r1_gamma,
-                cfg.r1_interval as f64,
-                cfg.r1_fd_step,
-            );
-            // Each shard's terms are means over its m samples: weight them by m / n.
-            let w = r.len() as f64 / n as f64;
-            penalty += t.penalty * w;
-            let surrogate = if shards.len() == 1 {
-                t.surrogate
-            } else {
-                t.surrogate.mul_scalar(w)
-            };
-            let grads = GradientsParams::from_grads(surrogate.backward(), &d);
-            accum.accumulate(&self.d, grads.to_device(&self.device, &d));
-        }
-        (accum.grads(), penalty)
+        let dev = &self.device;
+        let labels = self.labels_on(&draws.real_labels[r.clone()], dev);
+        let w = r.len() as f64 / n as f64;
+        let real = rows::<B::InnerBackend>(&draws.real, per, r, chw, dev);
+        let dfn = |x: Tensor<B, 4>| {
+            self.d.forward_grouped(
+                &self.feats.forward(to_rgb(x)),
+                labels.clone(),
+                cfg.d_batch_group,
+            )
+        };
+        let t = r1_terms(
+            &dfn,
+            real,
+            cfg.r1_gamma,
+            cfg.r1_interval as f64,
+            cfg.r1_fd_step,
+        );
+        // The whole batch (one peer) keeps the surrogate as is: w = 1 exactly.
+        let surrogate = if self.peer.is_none() {
+            t.surrogate
+        } else {
+            t.surrogate.mul_scalar(w)
+        };
+        let grads = GradientsParams::from_grads(surrogate.backward(), &self.d);
+        (grads, t.penalty * w)
     }
 
-    /// The lazy R1 phase: [`Self::r1_grads`], a finiteness check, and its own step of the
-    /// discriminator's optimizer. Returns the penalty.
+    /// The lazy R1 phase: [`Self::r1_grads`], summed over the peers, a finiteness check, and its
+    /// own step of the discriminator's optimizer. Returns the penalty.
     pub fn r1_step(&mut self, draws: &StepDraws) -> Result<f64> {
         let (grads, penalty) = self.r1_grads(draws);
-        self.check("R1 penalty", penalty)?;
+        let (grads, s) = self.all_reduce("R1 gradients", grads, &self.d, &[penalty])?;
+        self.check("R1 penalty", s[0])?;
         self.apply_discriminator_grads(grads);
-        Ok(penalty)
+        Ok(s[0])
     }
 
-    /// The generator EMA with EDM's half-life ramp at the images seen before this step.
+    /// The generator EMA with EDM's half-life ramp at the images seen before this step. Every
+    /// peer updates its own EMA from its own generator; the generators are identical (same
+    /// reduced gradients, same Adam state), so the EMAs are too (checked by the data-parallel
+    /// tests, which compare every peer's EMA bit for bit).
     pub fn ema_step(&mut self) {
         let beta = self.state.config.ema_beta(self.state.cur_nimg);
         self.ema = edm_core::ema_update(self.ema.clone(), &self.g.valid(), beta);
     }
 
-    /// The data-parallel shards of a batch (one per device).
-    fn shards(&self) -> Vec<Range<usize>> {
-        shard_ranges(self.state.config.batch_size, self.devices.len())
-    }
     fn check(&self, what: &str, v: f64) -> Result<()> {
         if v.is_finite() {
             Ok(())
