@@ -141,6 +141,39 @@ fn default_resample_filter() -> Vec<f64> {
     vec![1.0, 1.0]
 }
 
+/// The largest `img_resolution` a config may declare (EDM's largest networks are 512²).
+pub const MAX_RESOLUTION: usize = 4096;
+/// The largest `img_channels` a config may declare.
+pub const MAX_CHANNELS: usize = 64;
+/// The default largest network, in parameters (2·10⁹, 8 GiB of f32; EDM's largest is 296·10⁶).
+pub const MAX_PARAMETERS: u64 = 2_000_000_000;
+
+/// [`MAX_PARAMETERS`] unless `EDM_MAX_PARAMETERS` holds a positive integer.
+pub fn max_parameters() -> u64 {
+    std::env::var("EDM_MAX_PARAMETERS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(MAX_PARAMETERS)
+}
+
+/// The memory one denoiser forward pass may plan: 3/4 of the physical memory (8 GiB when it cannot
+/// be read), or `EDM_MAX_MEMORY_BYTES` (`K`/`M`/`G` suffixes accepted).
+pub fn max_forward_bytes() -> formats::Limit {
+    formats::Limit::from_env(
+        "EDM_MAX_MEMORY_BYTES",
+        physical_memory().map_or(8 << 30, |m| m / 4 * 3),
+    )
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+fn physical_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Resolved U-Net hyper-parameters (EDM's defaults filled in).
 #[derive(Clone, Debug, PartialEq)]
 pub struct UNetConfig {
@@ -163,19 +196,74 @@ pub struct UNetConfig {
     pub resample_filter: Vec<f64>,
 }
 
+impl UNetConfig {
+    /// An upper estimate of the parameter count, from the sizes alone (before anything is
+    /// allocated): every block as two 3×3 convolutions at its level's width plus a skip and an
+    /// embedding projection, encoder and decoder, and the embedding MLP. Within 2× of the true count
+    /// for EDM's networks, which is all a limit needs.
+    pub fn parameter_estimate(&self) -> u64 {
+        let mc = self.model_channels as u64;
+        let emb = mc * self.channel_mult_emb as u64;
+        let blocks = self.num_blocks as u64;
+        let mut total = emb * (mc * self.channel_mult_noise as u64 + emb) + emb * emb;
+        let mut prev = mc;
+        for &mult in &self.channel_mult {
+            let c = mc * mult as u64;
+            let block = 9 * c * (prev.max(c) + c) + prev * c + 2 * emb * c;
+            // Encoder blocks plus a downsampling block, decoder blocks plus one and an upsampler.
+            total = total.saturating_add(block.saturating_mul(2 * blocks + 3));
+            prev = c;
+        }
+        total.saturating_add(9 * mc * (self.in_channels + self.out_channels) as u64)
+    }
+
+    /// An estimate of the activation memory of one forward pass over `n` images, in bytes: at every
+    /// level, each block's input, output, skip connection and normalised copies (about six maps of
+    /// the level's width), times two for burn's temporaries. Used to refuse a batch up front.
+    pub fn forward_bytes(&self, n: usize) -> u64 {
+        let mc = self.model_channels as u64;
+        let mut res = self.img_resolution as u64;
+        let mut per_image: u64 = 0;
+        for &mult in &self.channel_mult {
+            let c = mc * mult as u64;
+            let maps = 6 * (2 * self.num_blocks as u64 + 3);
+            per_image = per_image.saturating_add(maps.saturating_mul(c * res * res));
+            res = (res / 2).max(1);
+        }
+        per_image.saturating_mul(4 * 2).saturating_mul(n as u64)
+    }
+}
+
 impl EdmConfig {
     /// Reads and validates `config.json`.
+    ///
+    /// `precond` and `model_type` must be present: they pick different networks, and a file that
+    /// leaves them out is more likely the wrong file than a wish for EDM's defaults. Every other key
+    /// left out takes EDM's default. The file must be a regular file of at most 16 MiB
+    /// (`EDM_MAX_CONFIG_BYTES` raises it): a FIFO or `/dev/zero` given as a config is refused.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| EdmError::io(path, e))?;
-        let config: EdmConfig = serde_json::from_str(&text).map_err(|e| EdmError::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        config.validate().map_err(|message| EdmError::Config {
+        let limit = formats::Limit::from_env("EDM_MAX_CONFIG_BYTES", 16 << 20);
+        let text = formats::read_input_to_string(path, Some(limit))?;
+        let config_err = |message: String| EdmError::Config {
             path: path.to_path_buf(),
             message,
-        })?;
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| config_err(e.to_string()))?;
+        for (key, choices) in [
+            ("precond", "EDMPrecond, VPPrecond or VEPrecond"),
+            ("model_type", "SongUNet or DhariwalUNet"),
+        ] {
+            if value.get(key).is_none() {
+                return Err(config_err(format!(
+                    "missing `{key}` ({choices}); it is not guessed, because it selects the network"
+                )));
+            }
+        }
+        let config: EdmConfig =
+            serde_json::from_value(value).map_err(|e| config_err(e.to_string()))?;
+        config.validate().map_err(config_err)?;
         Ok(config)
     }
 
@@ -290,34 +378,149 @@ impl EdmConfig {
         }
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    /// Everything a forward pass or a sampler relies on, checked once: positive sizes, a resolution
+    /// the U-Net can halve at every level, finite noise parameters with `sigma_min < sigma_max`,
+    /// `sigma_data > 0`, and a network small enough to allocate ([`MAX_PARAMETERS`]).
+    pub fn validate(&self) -> std::result::Result<(), String> {
         let u = self.unet();
         if u.img_resolution == 0 || u.in_channels == 0 {
             return Err("img_resolution and img_channels must be positive".into());
         }
+        if u.img_resolution > MAX_RESOLUTION || u.in_channels > MAX_CHANNELS {
+            return Err(format!(
+                "img_resolution {} or img_channels {} is over the limits {MAX_RESOLUTION} and \
+                 {MAX_CHANNELS}",
+                u.img_resolution, u.in_channels
+            ));
+        }
         if u.channel_mult.is_empty() || u.model_channels == 0 || u.channel_mult.contains(&0) {
             return Err("model_channels and channel_mult entries must be positive".into());
         }
-        if !u
-            .img_resolution
-            .is_multiple_of(1 << (u.channel_mult.len() - 1))
-        {
+        if u.channel_mult.len() > 16 || u.num_blocks > 64 {
             return Err(format!(
-                "img_resolution {} is not divisible by 2^{}",
-                u.img_resolution,
-                u.channel_mult.len() - 1
+                "{} levels and {} blocks per level: at most 16 and 64",
+                u.channel_mult.len(),
+                u.num_blocks
             ));
         }
-        if u.resample_filter.is_empty() || u.resample_filter.iter().sum::<f64>() == 0.0 {
-            return Err("resample_filter must be non-empty with a non-zero sum".into());
+        let levels = u.channel_mult.len() - 1;
+        if !u.img_resolution.is_multiple_of(1 << levels) {
+            return Err(format!(
+                "img_resolution {} is not divisible by 2^{levels} (channel_mult has {} levels, \
+                 each halving the image)",
+                u.img_resolution,
+                levels + 1
+            ));
+        }
+        if u.channel_mult_emb == 0 || u.channel_mult_noise == 0 {
+            return Err("channel_mult_emb and channel_mult_noise must be positive".into());
+        }
+        if u.resample_filter.is_empty()
+            || u.resample_filter.iter().any(|v| !v.is_finite())
+            || u.resample_filter.iter().sum::<f64>() == 0.0
+        {
+            return Err("resample_filter must be finite and non-empty with a non-zero sum".into());
         }
         if !(0.0..1.0).contains(&u.dropout) {
             return Err(format!("dropout {} not in [0, 1)", u.dropout));
+        }
+        if !(0.0..1.0).contains(&u.label_dropout) {
+            return Err(format!("label_dropout {} not in [0, 1)", u.label_dropout));
         }
         if self.model_type == ModelType::SongUNet
             && !(u.model_channels * u.channel_mult_noise).is_multiple_of(2)
         {
             return Err("noise embedding channels must be even".into());
+        }
+        if !(self.sigma_data.is_finite() && self.sigma_data > 0.0) {
+            return Err(format!(
+                "sigma_data {} must be a positive finite number (EDM divides by it)",
+                self.sigma_data
+            ));
+        }
+        if let Some(lo) = self.sigma_min {
+            if lo.is_nan() || lo < 0.0 || lo.is_infinite() {
+                return Err(format!("sigma_min {lo} must be finite and >= 0"));
+            }
+        }
+        if let Some(hi) = self.sigma_max {
+            if hi.is_nan() || hi <= 0.0 {
+                return Err(format!("sigma_max {hi} must be positive"));
+            }
+            if let Some(lo) = self.sigma_min.filter(|&lo| lo >= hi) {
+                return Err(format!(
+                    "sigma_min {lo} is not below sigma_max {hi} (an inverted noise range)"
+                ));
+            }
+        }
+        for (name, v) in [("beta_d", self.beta_d), ("beta_min", self.beta_min)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("{name} {v} must be finite and >= 0"));
+            }
+        }
+        if !(self.m.is_finite() && self.m >= 1.0) {
+            return Err(format!("M {} must be a finite number >= 1", self.m));
+        }
+        if !(self.epsilon_t > 0.0 && self.epsilon_t < 1.0) {
+            return Err(format!("epsilon_t {} must lie in (0, 1)", self.epsilon_t));
+        }
+        let params = u.parameter_estimate();
+        let limit = max_parameters();
+        if params > limit {
+            return Err(format!(
+                "the network would have about {params} parameters ({:.1} GiB of f32), over the \
+                 limit of {limit} (set EDM_MAX_PARAMETERS to raise it)",
+                params as f64 * 4.0 / (1u64 << 30) as f64
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a batch for the denoiser before any tensor is built: `x` `[N, C, H, W]` with the
+    /// network's channels and resolution, `sigma` `[N]` positive and finite, and a forward pass whose
+    /// estimated memory ([`UNetConfig::forward_bytes`]) fits [`max_forward_bytes`]. Without it, a
+    /// wrong channel count or a 1×1 image panics inside a convolution and a 2048² image aborts on
+    /// allocation.
+    pub fn check_denoise_input(&self, x_shape: &[usize], sigma: &[f32]) -> Result<()> {
+        let [n, c, h, w] = x_shape else {
+            return Err(EdmError::Input(format!(
+                "`x` must have 4 dimensions [N, C, H, W], got {x_shape:?}"
+            )));
+        };
+        let (n, c, h, w) = (*n, *c, *h, *w);
+        let res = self.img_resolution;
+        if c != self.img_channels || h != res || w != res {
+            return Err(EdmError::Input(format!(
+                "`x` is [{n}, {c}, {h}, {w}] but the network takes [N, {}, {res}, {res}] images \
+                 (img_channels {}, img_resolution {res} in its config.json)",
+                self.img_channels, self.img_channels
+            )));
+        }
+        if n == 0 {
+            return Err(EdmError::Input("`x` holds no images (N = 0)".into()));
+        }
+        if sigma.len() != n {
+            return Err(EdmError::Input(format!(
+                "`sigma` has {} values for {n} images",
+                sigma.len()
+            )));
+        }
+        if let Some(i) = sigma.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(EdmError::Input(format!(
+                "sigma[{i}] = {} is not a positive finite noise level",
+                sigma[i]
+            )));
+        }
+        let need = self.unet().forward_bytes(n);
+        let limit = max_forward_bytes();
+        if need > limit.bytes {
+            return Err(EdmError::Input(format!(
+                "a forward pass over {n} images needs about {} of memory, over the limit of {} \
+                 (split the input into smaller batches, or set {} to raise it)",
+                formats::input::human(need),
+                formats::input::human(limit.bytes),
+                limit.env
+            )));
         }
         Ok(())
     }
@@ -399,6 +602,96 @@ mod tests {
         assert!(EdmConfig::fashion_mnist("unet", 0).is_none());
         for c in [dd, nc, gdd, EdmConfig::adm_imagenet64(), fm] {
             c.validate().unwrap();
+        }
+    }
+
+    fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+        let p = dir.join("config.json");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The nonsense the adversarial pass of issue #20 found accepted without a word.
+    #[test]
+    fn nonsense_configs_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""precond": "EDMPrecond", "model_type": "SongUNet", "img_resolution": 32, "img_channels": 3"#;
+        let ok = write_config(dir.path(), &format!("{{{base}}}"));
+        EdmConfig::from_file(&ok).unwrap();
+        for (extra, expect) in [
+            (r#""sigma_data": 0"#, "sigma_data 0"),
+            (r#""sigma_data": -1"#, "sigma_data -1"),
+            (r#""sigma_min": -0.5"#, "sigma_min -0.5"),
+            (r#""sigma_min": 5, "sigma_max": 1"#, "inverted"),
+            (r#""sigma_max": 0"#, "sigma_max 0"),
+            (r#""M": 0"#, "M 0"),
+            (r#""epsilon_t": 2"#, "epsilon_t 2"),
+            (r#""label_dropout": 1.5"#, "label_dropout"),
+            (r#""channel_mult": [1, 2, 2, 2, 2, 2, 2]"#, "not divisible"),
+            (r#""model_channels": 1000000"#, "EDM_MAX_PARAMETERS"),
+            (r#""resample_filter": [1, -1]"#, "resample_filter"),
+            (r#""channel_mult_noise": 0"#, "channel_mult_noise"),
+        ] {
+            let p = write_config(dir.path(), &format!("{{{base}, {extra}}}"));
+            let err = EdmConfig::from_file(&p).unwrap_err().to_string();
+            assert!(err.contains(expect), "{extra}: {err}");
+            assert!(err.contains("config.json"), "{err}");
+        }
+        // A missing precond or model_type is not silently defaulted.
+        for key in ["precond", "model_type"] {
+            let text = format!("{{{base}}}").replace(&format!("\"{key}\""), "\"unused\"");
+            let text = text
+                .replace(r#""unused": "EDMPrecond", "#, "")
+                .replace(r#", "unused": "SongUNet""#, "");
+            let p = write_config(dir.path(), &text);
+            let err = EdmConfig::from_file(&p).unwrap_err().to_string();
+            assert!(err.contains(&format!("missing `{key}`")), "{text}: {err}");
+        }
+        // A NaN cannot be written in JSON: a string or a bare NaN is a parse error.
+        let p = write_config(dir.path(), &format!("{{{base}, \"sigma_data\": NaN}}"));
+        assert!(EdmConfig::from_file(&p).is_err());
+    }
+
+    #[test]
+    fn denoise_inputs_are_checked_against_the_network() {
+        let c = EdmConfig::tiny(ModelType::SongUNet, 16, 1, 0);
+        c.check_denoise_input(&[2, 1, 16, 16], &[1.0, 0.5]).unwrap();
+        for (shape, sigma, expect) in [
+            (vec![1, 3, 16, 16], vec![1.0], "[N, 1, 16, 16]"),
+            (vec![1, 1, 1, 1], vec![1.0], "[N, 1, 16, 16]"),
+            (vec![1, 1, 15, 15], vec![1.0], "[N, 1, 16, 16]"),
+            (vec![1, 1, 2048, 2048], vec![1.0], "[N, 1, 16, 16]"),
+            (vec![1, 16, 16], vec![1.0], "4 dimensions"),
+            (vec![0, 1, 16, 16], vec![], "no images"),
+            (vec![1, 1, 16, 16], vec![f32::NAN], "sigma[0]"),
+            (vec![1, 1, 16, 16], vec![0.0], "sigma[0]"),
+            (vec![2, 1, 16, 16], vec![1.0], "1 values for 2"),
+            (vec![1 << 40, 1, 16, 16], vec![1.0; 0], "values for"),
+        ] {
+            let err = c
+                .check_denoise_input(&shape, &sigma)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expect), "{shape:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn parameter_estimate_is_within_twice_the_true_count() {
+        type B = burn::backend::Flex;
+        let dev = Default::default();
+        for c in [
+            EdmConfig::tiny(ModelType::SongUNet, 16, 1, 0),
+            EdmConfig::tiny(ModelType::DhariwalUNet, 16, 3, 10),
+        ] {
+            let net = crate::precond::EdmPrecond::<B>::init(&c, 0, &dev).unwrap();
+            let real: u64 = net
+                .named_tensors()
+                .iter()
+                .map(|t| t.shape.iter().product::<usize>() as u64)
+                .sum();
+            let est = c.unet().parameter_estimate();
+            assert!(est >= real / 2 && est <= real * 2, "{est} vs {real}");
         }
     }
 

@@ -25,6 +25,12 @@ pub enum EdmError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    #[error("tensor `{name}` has {bad} non-finite values (NaN or infinity) of {total}: the weights are corrupt or come from a diverged run")]
+    NonFiniteWeights {
+        name: String,
+        bad: usize,
+        total: usize,
+    },
     #[error("invalid input: {0}")]
     Input(String),
     #[error("invalid data file {path}: {message}")]

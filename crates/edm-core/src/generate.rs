@@ -207,6 +207,9 @@ pub fn denoise_file<B: Backend>(
             .ok_or_else(|| EdmError::Input(format!("input has no tensor `{name}`")))
     };
     let (x, sigma) = (get("x")?, get("sigma")?);
+    // Channels, resolution, noise levels and memory against the network before any tensor is
+    // built: a wrong shape panicked inside a convolution, a 2048² image aborted (#20).
+    net.config.check_denoise_input(&x.shape, &sigma.data)?;
     if x.shape.len() != 4 || sigma.shape != [x.shape[0]] {
         return Err(EdmError::Input(format!(
             "`x` must be [N,C,H,W] and `sigma` [N]; got {:?} and {:?}",

@@ -67,7 +67,79 @@ impl Default for SamplerConfig {
     }
 }
 
+/// The most sampler steps accepted by default (EDM uses 18 to 256; 100,000 steps of a small network
+/// are hours of work already). `EDM_MAX_STEPS` raises it.
+pub const MAX_STEPS: usize = 100_000;
+/// The most seeds one run takes by default (EDM's FID needs 50,000). `EDM_MAX_SEEDS` raises it.
+pub const MAX_SEEDS: u64 = 10_000_000;
+
+fn env_limit(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
+}
+
 impl SamplerConfig {
+    /// Refuses settings that make no sense or cannot be run, before anything is allocated: 0 steps
+    /// or more than [`MAX_STEPS`] (`edm_sigma_steps` allocates one f64 per step), noise levels that
+    /// are not finite and positive, `sigma_max <= sigma_min`, `rho <= 0`, negative churn.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(EdmError::Input(m));
+        let max_steps = env_limit("EDM_MAX_STEPS", MAX_STEPS as u64);
+        if self.num_steps == 0 || self.num_steps as u64 > max_steps {
+            return bad(format!(
+                "--steps {} is not in 1..={max_steps} (set EDM_MAX_STEPS to raise the limit)",
+                self.num_steps
+            ));
+        }
+        if !(self.sigma_min.is_finite() && self.sigma_min > 0.0) {
+            return bad(format!(
+                "--sigma-min {} must be a positive finite number",
+                self.sigma_min
+            ));
+        }
+        if !(self.sigma_max.is_finite() && self.sigma_max > 0.0) {
+            return bad(format!(
+                "--sigma-max {} must be a positive finite number",
+                self.sigma_max
+            ));
+        }
+        if self.sigma_max <= self.sigma_min {
+            return bad(format!(
+                "--sigma-max {} is not above --sigma-min {} (an inverted noise range)",
+                self.sigma_max, self.sigma_min
+            ));
+        }
+        if !(self.rho.is_finite() && self.rho > 0.0) {
+            return bad(format!(
+                "--rho {} must be a positive finite number",
+                self.rho
+            ));
+        }
+        if !(self.s_churn.is_finite() && self.s_churn >= 0.0) {
+            return bad(format!(
+                "--s-churn {} must be finite and >= 0",
+                self.s_churn
+            ));
+        }
+        if !(self.s_noise.is_finite() && self.s_noise >= 0.0) {
+            return bad(format!(
+                "--s-noise {} must be finite and >= 0",
+                self.s_noise
+            ));
+        }
+        if self.s_min.is_nan() || self.s_max.is_nan() || self.s_min < 0.0 || self.s_min > self.s_max
+        {
+            return bad(format!(
+                "--s-min {} and --s-max {} must satisfy 0 <= s_min <= s_max",
+                self.s_min, self.s_max
+            ));
+        }
+        Ok(())
+    }
+
     /// The noise levels clamped to what the network supports, as EDM's sampler does.
     pub fn clamped<B: Backend>(&self, net: &impl Denoiser<B>) -> (f64, f64) {
         (
@@ -144,23 +216,37 @@ impl StackedRng {
 }
 
 /// Parses EDM's seed lists: "0-63", "1,2,5-10".
+///
+/// At most [`MAX_SEEDS`] seeds (`EDM_MAX_SEEDS` raises it): the count is checked before the list is
+/// built, so `0-4000000000` is an error naming the limit, not a 32 GB allocation.
 pub fn parse_seeds(s: &str) -> Result<Vec<u64>> {
-    let mut out = Vec::new();
+    let max = env_limit("EDM_MAX_SEEDS", MAX_SEEDS);
+    let mut ranges = Vec::new();
+    let mut count: u64 = 0;
     for part in s.split(',').filter(|p| !p.is_empty()) {
         let bad = || EdmError::Input(format!("bad seed list `{s}`"));
-        if let Some((a, b)) = part.split_once('-') {
-            let (a, b): (u64, u64) = (
+        let (a, b): (u64, u64) = match part.split_once('-') {
+            Some((a, b)) => (
                 a.trim().parse().map_err(|_| bad())?,
                 b.trim().parse().map_err(|_| bad())?,
-            );
-            if b < a {
-                return Err(bad());
+            ),
+            None => {
+                let v = part.trim().parse().map_err(|_| bad())?;
+                (v, v)
             }
-            out.extend(a..=b);
-        } else {
-            out.push(part.trim().parse().map_err(|_| bad())?);
+        };
+        if b < a {
+            return Err(bad());
         }
+        count = count.saturating_add((b - a).saturating_add(1));
+        if count > max {
+            return Err(EdmError::Input(format!(
+                "seed list `{s}` has more than {max} seeds (set EDM_MAX_SEEDS to raise the limit)"
+            )));
+        }
+        ranges.push((a, b));
     }
+    let out: Vec<u64> = ranges.into_iter().flat_map(|(a, b)| a..=b).collect();
     if out.is_empty() {
         return Err(EdmError::Input(format!("empty seed list `{s}`")));
     }
@@ -182,6 +268,7 @@ pub fn sample<B: Backend>(
     noise: Option<&mut StackedRng>,
     on_step: &mut dyn FnMut(usize, &Tensor<B, 4>),
 ) -> Result<Tensor<B, 4>> {
+    cfg.validate()?;
     let (sigma_min, sigma_max) = cfg.clamped(net);
     let n = latents.dims()[0];
     let device = latents.device();
@@ -278,6 +365,16 @@ mod tests {
         assert_eq!(parse_seeds("1,2,5-6").unwrap(), vec![1, 2, 5, 6]);
         assert!(parse_seeds("5-1").is_err());
         assert!(parse_seeds("a").is_err());
+        // Issue #20: a huge range is refused before the list is built (it was a 32 GB allocation).
+        for huge in [
+            "0-4000000000",
+            "0-18446744073709551615",
+            "0-9999999,0-9999999",
+        ] {
+            let err = parse_seeds(huge).unwrap_err().to_string();
+            assert!(err.contains("EDM_MAX_SEEDS"), "{huge}: {err}");
+        }
+        assert_eq!(parse_seeds("7").unwrap(), vec![7]);
     }
 
     #[test]
@@ -289,6 +386,29 @@ mod tests {
         let a1: Vec<f32> = a.narrow(0, 1, 1).into_data().into_vec().unwrap();
         let b0: Vec<f32> = b.into_data().into_vec().unwrap();
         assert_eq!(a1, b0);
+    }
+
+    #[test]
+    fn sampler_settings_are_validated() {
+        SamplerConfig::default().validate().unwrap();
+        let with = |f: &dyn Fn(&mut SamplerConfig)| {
+            let mut c = SamplerConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(with(&|c| c.num_steps = 0).contains("--steps 0"));
+        assert!(with(&|c| c.num_steps = 2_000_000_000).contains("EDM_MAX_STEPS"));
+        assert!(with(&|c| c.sigma_max = 0.001).contains("inverted"));
+        assert!(with(&|c| c.sigma_min = f64::NAN).contains("--sigma-min NaN"));
+        assert!(with(&|c| c.sigma_min = -1.0).contains("--sigma-min -1"));
+        assert!(with(&|c| c.sigma_max = f64::INFINITY).contains("--sigma-max inf"));
+        assert!(with(&|c| c.rho = 0.0).contains("--rho"));
+        assert!(with(&|c| c.s_churn = -1.0).contains("--s-churn"));
+        assert!(with(&|c| {
+            c.s_min = 5.0;
+            c.s_max = 1.0;
+        })
+        .contains("--s-min"));
     }
 
     #[test]

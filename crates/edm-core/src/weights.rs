@@ -91,6 +91,16 @@ impl<'d, B: Backend> TensorSource<'d, B> {
                         found: t.shape.clone(),
                     });
                 }
+                // A NaN or infinity in a weight poisons every output; checked once, here, at load
+                // (one pass over memory already read).
+                let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+                if bad > 0 {
+                    return Err(EdmError::NonFiniteWeights {
+                        name: name.to_string(),
+                        bad,
+                        total: t.data.len(),
+                    });
+                }
                 used.insert(name.to_string());
                 Ok(t.data.clone())
             }

@@ -7,8 +7,6 @@
 
 use std::path::Path;
 
-use ndarray::{Array1, Array2};
-use ndarray_npy::NpzReader;
 use rayon::prelude::*;
 
 use crate::error::{FidError, Result};
@@ -119,34 +117,53 @@ impl RefStats {
         self.mu.len()
     }
 
-    /// Reads an `.npz` with `mu` `[d]` and `sigma` `[d, d]` (float64, or float32 widened).
+    /// Reads an `.npz` with `mu` `[d]` and `sigma` `[d, d]` (float64, or float32 widened). Declared
+    /// shapes are checked against the bytes and members inflate at most to their declared size
+    /// ([`formats::npz::read_npz_f64`]): a header claiming a huge `sigma` is an error, not an abort.
     pub fn load_npz(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(crate::error::io_err(path))?;
-        Self::read_npz(file).map_err(|reason| FidError::Npz {
+        let mut arrays = formats::npz::read_npz_f64(path, &["mu", "sigma"])?;
+        let npz_err = |reason: String| FidError::Npz {
             path: path.to_path_buf(),
             reason,
-        })
+        };
+        let (Some(mu), Some(sigma)) = (arrays.remove("mu"), arrays.remove("sigma")) else {
+            return Err(npz_err("no `mu` or `sigma`".into()));
+        };
+        Self::from_arrays(mu, sigma).map_err(npz_err)
     }
 
-    /// Reads the statistics from any seekable `.npz` stream.
-    pub fn read_npz<R: std::io::Read + std::io::Seek>(
-        reader: R,
+    fn from_arrays(
+        mu: formats::npz::NpyArray,
+        sigma: formats::npz::NpyArray,
     ) -> std::result::Result<Self, String> {
-        let mut npz = NpzReader::new(reader).map_err(|e| format!("not an npz archive: {e}"))?;
-        let mu: Array1<f64> = read_f64(&mut npz, "mu")?;
-        let sigma: Array2<f64> = read_f64(&mut npz, "sigma")?;
-        let d = mu.len();
-        if sigma.dim() != (d, d) {
+        if mu.shape.len() != 1 {
+            return Err(format!("mu has shape {:?}, expected [d]", mu.shape));
+        }
+        let d = mu.shape[0];
+        if sigma.shape != [d, d] {
             return Err(format!(
                 "sigma has shape {:?}, expected [{d}, {d}] to match mu",
-                sigma.shape()
+                sigma.shape
             ));
         }
         Ok(Self {
-            mu: mu.iter().copied().collect(),
-            sigma: sigma.iter().copied().collect(),
+            mu: mu.data,
+            sigma: sigma.data,
         })
+    }
+
+    /// Reads the statistics from any seekable `.npz` stream, bounded like [`Self::load_npz`].
+    pub fn read_npz<R: std::io::Read + std::io::Seek>(
+        reader: R,
+    ) -> std::result::Result<Self, String> {
+        let mut arrays =
+            formats::npz::read_npz_f64_from(reader, Path::new("<stream>"), &["mu", "sigma"])
+                .map_err(|e| e.to_string())?;
+        match (arrays.remove("mu"), arrays.remove("sigma")) {
+            (Some(mu), Some(sigma)) => Self::from_arrays(mu, sigma),
+            _ => Err("no `mu` or `sigma`".into()),
+        }
     }
 
     /// Writes `mu` and `sigma` as float64 (`np.savez` layout, readable by EDM's `fid.py`),
@@ -164,23 +181,6 @@ impl RefStats {
             &[("mu", &[d], &self.mu), ("sigma", &[d, d], &self.sigma)],
         )?;
         Ok(())
-    }
-}
-
-fn read_f64<R, D>(
-    npz: &mut NpzReader<R>,
-    name: &str,
-) -> std::result::Result<ndarray::Array<f64, D>, String>
-where
-    R: std::io::Read + std::io::Seek,
-    D: ndarray::Dimension,
-{
-    match npz.by_name::<ndarray::OwnedRepr<f64>, D>(name) {
-        Ok(a) => Ok(a),
-        Err(first) => npz
-            .by_name::<ndarray::OwnedRepr<f32>, D>(name)
-            .map(|a| a.mapv(|v| v as f64))
-            .map_err(|_| format!("array `{name}`: {first}")),
     }
 }
 
@@ -248,6 +248,9 @@ mod tests {
         r.save_npz(&p).unwrap();
         assert_eq!(RefStats::load_npz(&p).unwrap(), r);
         std::fs::write(&p, b"not a zip").unwrap();
-        assert!(matches!(RefStats::load_npz(&p), Err(FidError::Npz { .. })));
+        assert!(matches!(
+            RefStats::load_npz(&p),
+            Err(FidError::Format(formats::FormatError::Corrupt { .. }))
+        ));
     }
 }

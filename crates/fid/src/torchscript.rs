@@ -7,7 +7,6 @@
 //! recipe with our own strided copy.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::Path;
 
 use formats::HostTensor;
@@ -47,7 +46,7 @@ pub fn torchscript_allows(module: &str, name: &str) -> bool {
 
 /// Opens a TorchScript archive and rebuilds every tensor in its module tree.
 pub fn read_script_module(path: &Path) -> Result<ScriptModule> {
-    let file = std::fs::File::open(path).map_err(crate::error::io_err(path))?;
+    let file = formats::open_input(path)?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| FidError::Zip {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -81,21 +80,19 @@ pub fn read_script_module(path: &Path) -> Result<ScriptModule> {
     Ok(module)
 }
 
+/// One member, inflated at most to its declared size and [`formats::zipped::member_limit`]: a storage
+/// that decompresses to gigabytes is refused after one byte past what the archive declares.
 fn read_member<R: std::io::Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     path: &Path,
     name: &str,
 ) -> Result<Vec<u8>> {
-    let mut f = zip.by_name(name).map_err(|_| FidError::MissingMember {
-        path: path.to_path_buf(),
-        member: name.to_string(),
-    })?;
-    let mut buf = Vec::with_capacity(f.size().min(1 << 30) as usize);
-    f.read_to_end(&mut buf).map_err(|e| FidError::Zip {
-        path: path.to_path_buf(),
-        reason: format!("{name}: {e}"),
-    })?;
-    Ok(buf)
+    formats::zipped::read_member(zip, name, formats::zipped::member_limit(), path)?.ok_or_else(
+        || FidError::MissingMember {
+            path: path.to_path_buf(),
+            member: name.to_string(),
+        },
+    )
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -310,7 +307,7 @@ impl ScriptModule {
 
     /// Reads float32 tensors from a safetensors file (no attributes: those live only in TorchScript).
     pub fn load_safetensors(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(crate::error::io_err(path))?;
+        let bytes = formats::read_input(path, None)?;
         let st_err = |reason: String| FidError::Safetensors {
             path: path.to_path_buf(),
             reason,

@@ -9,9 +9,9 @@ use std::path::Path;
 use crate::error::{FormatError, Result};
 use crate::input::{read_bounded, Limit};
 
-/// The largest zip member read by default: 4 GiB (Inception's largest storage is 8 MiB, an FID
+/// The largest zip member read by default: 1 GiB (Inception's largest storage is 8 MiB, an FID
 /// reference `sigma` 32 MiB). `ICLGDD_MAX_ZIP_MEMBER_BYTES` raises it.
-pub const MAX_MEMBER_BYTES: u64 = 4 << 30;
+pub const MAX_MEMBER_BYTES: u64 = 1 << 30;
 
 /// The default member limit, with its environment override.
 pub fn member_limit() -> Limit {

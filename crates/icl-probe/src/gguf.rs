@@ -306,7 +306,11 @@ impl AsRef<[u8]> for GgufFile {
 impl GgufFile {
     /// Memory-map and parse a file.
     pub fn open(path: &Path) -> std::result::Result<Self, GgufError> {
-        let file = std::fs::File::open(path)?;
+        // A FIFO or device is refused without blocking (the workspace's one check).
+        let file = formats::open_input(path).map_err(|e| match e {
+            formats::FormatError::Io { source, .. } => GgufError::Io(source),
+            other => GgufError::Io(std::io::Error::other(other.to_string())),
+        })?;
         // SAFETY: the map is read-only and lives as long as the GgufFile; model files are not
         // expected to be modified while loaded (the same contract as safetensors/candle).
         let mmap = unsafe { memmap2::Mmap::map(&file)? };

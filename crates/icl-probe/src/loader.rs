@@ -34,7 +34,7 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
         if !meta.is_file() && !meta.is_dir() {
             return Err(ProbeError::NotRegularFile {
                 path: p.to_path_buf(),
-                kind: file_kind(&meta),
+                kind: formats::input::file_kind(&meta),
             });
         }
     }
@@ -68,46 +68,21 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
     )))
 }
 
-/// What a non-regular path is, in words, for [`ProbeError::NotRegularFile`].
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_dir() {
-        return "a folder";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO (named pipe)";
-        }
-        if t.is_char_device() {
-            return "a character device";
-        }
-        if t.is_block_device() {
-            return "a block device";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-    }
-    "not a file"
-}
-
 /// Refuse anything but a regular file (links followed) before it is opened for reading: opening
 /// a FIFO blocks until a writer appears, reading a device may never end, and a folder gives an
-/// `EISDIR` far from the cause.
+/// `EISDIR` far from the cause. The check is the workspace's one ([`formats::check_regular_file`]);
+/// only the error is icl-probe's.
 pub fn check_regular_file(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|err| ProbeError::Io {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    if meta.is_file() {
-        Ok(())
-    } else {
-        Err(ProbeError::NotRegularFile {
+    match formats::check_regular_file(path) {
+        Ok(_) => Ok(()),
+        Err(formats::FormatError::NotRegularFile { path, kind }) => {
+            Err(ProbeError::NotRegularFile { path, kind })
+        }
+        Err(formats::FormatError::Io { path, source }) => Err(ProbeError::Io { path, err: source }),
+        Err(other) => Err(ProbeError::Io {
             path: path.to_path_buf(),
-            kind: file_kind(&meta),
-        })
+            err: std::io::Error::other(other.to_string()),
+        }),
     }
 }
 

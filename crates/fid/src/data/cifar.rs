@@ -65,7 +65,9 @@ fn read_batches_from_dir(dir: &Path) -> Result<BTreeMap<u32, (String, Vec<u8>)>>
         let entry = entry.map_err(io_err(dir))?;
         let name = entry.file_name().to_string_lossy().to_string();
         if let Some(i) = batch_index(&name) {
-            let bytes = std::fs::read(entry.path()).map_err(io_err(entry.path()))?;
+            let limit = batch_limit();
+            let path = entry.path();
+            let bytes = formats::read_input(&path, Some(limit))?;
             out.insert(i, (name, bytes));
         }
     }
@@ -73,10 +75,10 @@ fn read_batches_from_dir(dir: &Path) -> Result<BTreeMap<u32, (String, Vec<u8>)>>
 }
 
 fn read_batches_from_tar(path: &Path) -> Result<BTreeMap<u32, (String, Vec<u8>)>> {
-    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let file = formats::open_input(path)?;
     let mut head = [0u8; 2];
     let gz = {
-        let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+        let mut f = formats::open_input(path)?;
         f.read_exact(&mut head).is_ok() && head == [0x1f, 0x8b]
     };
     let reader: Box<dyn Read> = if gz {
@@ -95,12 +97,26 @@ fn read_batches_from_tar(path: &Path) -> Result<BTreeMap<u32, (String, Vec<u8>)>
         let name = entry.path().map_err(tar_err)?.to_string_lossy().to_string();
         let base = name.rsplit('/').next().unwrap_or(&name).to_string();
         if let Some(i) = batch_index(&base) {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(tar_err)?;
+            // At most the size the tar header declares, and at most the batch limit: a gzip bomb
+            // behind a header claiming gigabytes is refused before it is inflated.
+            let declared = entry.size();
+            let bytes = formats::read_bounded(
+                &mut entry,
+                batch_limit(),
+                Some(declared),
+                path,
+                &format!("tar member `{name}`"),
+            )?;
             out.insert(i, (name, bytes));
         }
     }
     Ok(out)
+}
+
+/// A CIFAR-10 batch is 30 MiB; 256 MiB (`ICLGDD_MAX_CIFAR_BATCH_BYTES` raises it) leaves room for
+/// any honest variant and refuses a member that would fill the memory.
+fn batch_limit() -> formats::Limit {
+    formats::Limit::from_env("ICLGDD_MAX_CIFAR_BATCH_BYTES", 256 << 20)
 }
 
 fn bad(what: &str, reason: impl Into<String>) -> FidError {

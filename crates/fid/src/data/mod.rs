@@ -5,7 +5,6 @@
 pub mod cifar;
 pub mod subset;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -202,7 +201,7 @@ impl Dataset {
     /// An EDM/StyleGAN dataset zip: every PNG/JPEG member, sorted by name (`dataset.json` labels are
     /// not needed for FID).
     pub fn zip(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(io_err(path))?;
+        let file = formats::open_input(path)?;
         let archive = zip::ZipArchive::new(file).map_err(|e| FidError::Zip {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -304,8 +303,8 @@ impl Dataset {
                 .par_iter()
                 .map(|name| {
                     let p = root.join(name);
-                    let r = std::fs::read(&p)
-                        .map_err(io_err(&p))
+                    let r = formats::read_input(&p, None)
+                        .map_err(FidError::from)
                         .and_then(|b| decode_image(&b, &p));
                     (name.clone(), r)
                 })
@@ -313,15 +312,16 @@ impl Dataset {
             Source::Zip { archive } => {
                 let mut raw = Vec::with_capacity(n);
                 for name in &self.names[start..end] {
-                    let mut f = archive.by_name(name).map_err(|e| FidError::Zip {
+                    let f = archive.by_name(name).map_err(|e| FidError::Zip {
                         path: self.path.clone(),
                         reason: format!("{name}: {e}"),
                     })?;
-                    let mut b = Vec::new();
-                    f.read_to_end(&mut b).map_err(|e| FidError::Zip {
-                        path: self.path.clone(),
-                        reason: format!("{name}: {e}"),
-                    })?;
+                    // Inflated at most to its declared size: an image member cannot be a zip bomb.
+                    let b = formats::zipped::read_entry(
+                        f,
+                        formats::zipped::member_limit(),
+                        &self.path,
+                    )?;
                     raw.push((name.clone(), b));
                 }
                 let base = self.path.clone();
