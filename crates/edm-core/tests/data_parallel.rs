@@ -69,7 +69,9 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 const STEPS: usize = 3;
 
 /// Network and EMA after `STEPS` steps, and the losses.
-fn train(mut t: Trainer<AB>, d: &ImageDataset) -> Result<(Vec<f32>, Vec<f32>, Vec<f64>), EdmError> {
+type Outcome = (Vec<f32>, Vec<f32>, Vec<f64>);
+
+fn train(mut t: Trainer<AB>, d: &ImageDataset) -> Result<Outcome, EdmError> {
     let mut losses = Vec::new();
     for _ in 0..STEPS {
         losses.push(t.step(d)?.loss);

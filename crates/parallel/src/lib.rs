@@ -825,11 +825,9 @@ where
             Err(e) => results.push(Err(e)),
         }
     }
-    if failed != usize::MAX {
-        if let Some(Err(_)) = results.get(failed) {
-            let e = results.swap_remove(failed);
-            return Err(e.err().expect("checked"));
-        }
+    if failed < results.len() {
+        // The first failure's own error; the others' are its consequences.
+        results.swap_remove(failed)?;
     }
     for r in results {
         r?;
