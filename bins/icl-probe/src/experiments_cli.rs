@@ -19,7 +19,7 @@ use crate::backend::{BackendTask, DeviceArgs};
 #[derive(clap::Args, Clone, Debug)]
 pub struct DataArgs {
     /// Task name(s), comma-separated, or `all` (built from the asset cache).
-    #[arg(long, conflicts_with = "data")]
+    #[arg(long, conflicts_with = "data", value_parser = crate::choices::task_list())]
     pub task: Option<String>,
     /// A task JSONL file (`input`, `output`, `split` per line) instead of a built task.
     #[arg(long)]
@@ -85,6 +85,7 @@ pub enum Which {
 /// `icl-probe run EXPERIMENT --model PATH --task NAME|--data FILE --shots K --seed S --out DIR`
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
+    /// Which experiment to run.
     #[arg(value_enum)]
     pub experiment: Which,
     /// A `.gguf` file or a Hugging Face model folder.
@@ -95,8 +96,10 @@ pub struct RunArgs {
     /// Demonstrations per prompt (for `icl` and `transplant`: a comma-separated list).
     #[arg(long, default_value = "5")]
     pub shots: String,
+    /// Seed of the demonstration draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Folder of the result JSON files, the result cache and the report.
     #[arg(long, default_value = "out/icl")]
     pub out: PathBuf,
     /// Test queries per task.
@@ -132,7 +135,7 @@ pub struct RunArgs {
     pub ab_layers: Option<String>,
     /// `transplant`: dummy kinds, comma-separated (rotated, shuffled, random-labels); the first
     /// one also serves the a/b grid and the other-task, mean and random controls.
-    #[arg(long, default_value = "rotated,shuffled,random-labels")]
+    #[arg(long, default_value = "rotated,shuffled,random-labels", value_parser = crate::choices::dummy_list())]
     pub dummies: String,
     /// `forms`: surface forms, comma-separated (arrow, colon, fat-arrow, qa, symbols); the first
     /// is the hub of the pairs unless `--all-pairs`.
@@ -148,6 +151,7 @@ pub struct RunArgs {
     /// `dpca`: items per task and trials (fresh fillers) per (task, item, index) cell.
     #[arg(long, default_value_t = 6)]
     pub dpca_items: usize,
+    /// `dpca`: trials (fresh fillers) per (task, item, index) cell.
     #[arg(long, default_value_t = 2)]
     pub dpca_trials: usize,
     #[command(flatten)]
@@ -347,33 +351,53 @@ pub struct TasksArgs {
 pub enum TasksCmd {
     /// Build every task from the asset cache into OUT/<task>.jsonl.
     Build {
+        /// Folder the task files are written into.
         #[arg(long, default_value = "out/tasks")]
         out: PathBuf,
+        /// Seed of the train/dev/test split.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Only these tasks (comma-separated).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::choices::task_list())]
         task: Option<String>,
+        /// Print the counts as one JSON array [{task, train, dev, test, path}] instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn tasks(a: TasksArgs) -> anyhow::Result<()> {
-    let TasksCmd::Build { out, seed, task } = a.cmd;
+    let TasksCmd::Build {
+        out,
+        seed,
+        task,
+        json,
+    } = a.cmd;
     std::fs::create_dir_all(&out)?;
     let sets = load_tasks(&DataArgs {
         task,
         data: None,
         data_seed: seed,
     })?;
+    let mut listed = Vec::new();
     for s in sets {
         let (tr, dv, te) = s.counts();
         let p = out.join(format!("{}.jsonl", s.name));
         s.write_jsonl(&p)?;
-        println!(
-            "{:16} train {tr:5} dev {dv:4} test {te:4}  {}",
-            s.name,
-            p.display()
-        );
+        if json {
+            listed.push(serde_json::json!({
+                "task": s.name, "train": tr, "dev": dv, "test": te, "path": p,
+            }));
+        } else {
+            println!(
+                "{:16} train {tr:5} dev {dv:4} test {te:4}  {}",
+                s.name,
+                p.display()
+            );
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listed)?);
     }
     Ok(())
 }
@@ -381,6 +405,7 @@ pub fn tasks(a: TasksArgs) -> anyhow::Result<()> {
 /// `icl-probe report DIR`
 #[derive(clap::Args, Clone, Debug)]
 pub struct ReportArgs {
+    /// Folder of results written by `icl-probe run` (report.md and the plots go there too).
     pub dir: PathBuf,
 }
 
@@ -394,11 +419,14 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
 /// experiment but the PCA.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DemoArgs {
+    /// A `.gguf` file or a Hugging Face model folder.
     #[arg(long)]
     pub model: PathBuf,
+    /// Folder of the results and the report.
     #[arg(long, default_value = "out/icl-demo")]
     pub out: PathBuf,
-    #[arg(long, default_value = "list_first")]
+    /// The one task the demo runs.
+    #[arg(long, default_value = "list_first", value_parser = crate::choices::one_task())]
     pub task: String,
     #[command(flatten)]
     pub device: DeviceArgs,

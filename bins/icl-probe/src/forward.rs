@@ -25,6 +25,9 @@ pub struct Args {
     /// Comma-separated hook names to cache (`*` globs allowed, e.g. `blocks.*.hook_resid_post`).
     #[arg(long, value_delimiter = ',')]
     pub cache: Vec<String>,
+    /// Print {output, tensors: [{name, shape}]} as JSON on stdout when done.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -67,9 +70,17 @@ impl BackendTask for Args {
             }
         }
         let batch = Batch::from_padded(&ids, shape[0], shape[1], mask.as_ref().map(|m| &m.1[..]))?;
+        // Two steps (load, forward) on stderr; see `--progress`.
+        let bar = icl_experiments::Progress::new("forward", 2);
+        bar.set_message(format!("loading {}", self.model.display()));
         let model = Model::<B>::load(&self.model, &device)
             .with_context(|| format!("loading {}", self.model.display()))?;
+        bar.inc(1);
+        bar.set_message(format!("{} × {} tokens", batch.len(), batch.seq_len()));
         let out = model.forward(&batch, &HookSpec::new().cache(self.cache.clone()))?;
+        bar.add_prompts(batch.len() as u64);
+        bar.inc(1);
+        bar.finish();
 
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         let to_bytes = |v: Vec<f32>| {
@@ -99,6 +110,14 @@ impl BackendTask for Args {
         let bytes = safetensors::serialize(views, None)
             .with_context(|| format!("encoding {}", self.output.display()))?;
         formats::write_atomic(&self.output, &bytes)?;
+        if self.json {
+            let listed: Vec<_> = tensors
+                .iter()
+                .map(|(n, s, _)| serde_json::json!({"name": n, "shape": s}))
+                .collect();
+            let v = serde_json::json!({"output": self.output, "tensors": listed});
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
         Ok(())
     }
 }

@@ -54,6 +54,8 @@ impl BackendTask for Args {
             std::fs::File::create(&self.output)
                 .with_context(|| format!("creating {}", self.output.display()))?,
         );
+        // Progress in prompts (stderr; see `--progress`), the model's rate in the message.
+        let bar = icl_experiments::Progress::new("predict", records.len() as u64);
         for chunk in records.chunks(self.batch_size.max(1)) {
             let prompts: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
             let batch = Batch::from_prompts(&tok, &prompts)?;
@@ -77,7 +79,9 @@ impl BackendTask for Args {
                 obj.insert("top1".into(), serde_json::json!(tok.decode(&ids[..1])?));
                 writeln!(out, "{}", serde_json::to_string(&v)?)?;
             }
+            bar.inc(chunk.len() as u64);
         }
+        bar.finish();
         out.flush()?;
         Ok(())
     }

@@ -27,6 +27,7 @@ pub mod local_global;
 pub mod pca;
 pub mod plot;
 pub mod probe;
+pub mod progress;
 pub mod report;
 pub mod rule_vector;
 pub mod saliency;
@@ -39,6 +40,7 @@ use std::path::PathBuf;
 
 pub use cache::ResultCache;
 pub use probe::{resid_hook, Prepared, Probe, ProbeTokenizer};
+pub use progress::{progress_mode, set_progress_mode, Progress, ProgressMode};
 
 /// Errors of the experiments: the model, the task data, files, plots.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use icl_tasks::{answer_token, tokenize_prompt, Item, PromptSpec, TokenizeOffsets};
 
-use super::{ExperimentError, Result};
+use super::{ExperimentError, Progress, Result};
 use icl_probe::{
     AttentionKnockout, Batch, HookSpec, Intervention, LogitsMode, Model, Op, Tokenizer,
 };
@@ -71,6 +71,8 @@ pub struct Probe<'a, B: Backend> {
     pub model: &'a Model<B>,
     pub tok: &'a Tokenizer,
     pub batch_size: usize,
+    /// Where forward passes are counted ([`Probe::with_progress`]); none by default.
+    progress: Option<&'a Progress>,
 }
 
 impl<'a, B: Backend> Probe<'a, B> {
@@ -79,6 +81,31 @@ impl<'a, B: Backend> Probe<'a, B> {
             model,
             tok,
             batch_size: batch_size.max(1),
+            progress: None,
+        }
+    }
+
+    /// Count every prompt this probe runs in `progress`'s message (prompts and prompts/s), so a
+    /// bar over coarse work items still shows the model moving.
+    pub fn with_progress(mut self, progress: &'a Progress) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// This probe with its forward passes counted in `progress` (for a function that was handed
+    /// a `&Probe` and makes its own bar).
+    pub fn counting<'b>(&'b self, progress: &'b Progress) -> Probe<'b, B> {
+        Probe {
+            model: self.model,
+            tok: self.tok,
+            batch_size: self.batch_size,
+            progress: Some(progress),
+        }
+    }
+
+    fn ran(&self, prompts: usize) {
+        if let Some(p) = self.progress {
+            p.add_prompts(prompts as u64);
         }
     }
 
@@ -126,6 +153,7 @@ impl<'a, B: Backend> Probe<'a, B> {
             let batch = self.batch(chunk)?;
             let hooks = spec(c * self.batch_size, chunk)?.logits(LogitsMode::Last);
             let o = self.model.forward(&batch, &hooks)?;
+            self.ran(chunk.len());
             let logits = o
                 .logits
                 .ok_or_else(|| ExperimentError::Invalid("forward returned no logits".into()))?;
@@ -286,6 +314,7 @@ impl<'a, B: Backend> Probe<'a, B> {
                 .cache(names.clone())
                 .logits(LogitsMode::None);
             let o = self.model.forward(&batch, &spec)?;
+            self.ran(chunk.len());
             let mut per_layer = Vec::with_capacity(names.len());
             for name in &names {
                 let t = o

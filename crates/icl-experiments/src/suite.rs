@@ -15,7 +15,7 @@ use super::knockout::run_knockout;
 use super::pca::run_pca;
 use super::rule_vector::run_rule_vector;
 use super::task_vector::{extract, run_task_vector};
-use super::{Probe, Result, ResultCache, RunConfig};
+use super::{Probe, Progress, Result, ResultCache, RunConfig};
 
 /// One experiment of the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +96,23 @@ pub fn run_experiments<B: Backend>(
     out: &Path,
 ) -> Result<()> {
     let cache = ResultCache::new(out.join("cache"));
+    // One item per (task, experiment) cell, plus the PCA over all tasks.
+    let per_task = experiments
+        .iter()
+        .filter(|&&e| e != Experiment::Pca)
+        .count();
+    let has_pca = experiments.contains(&Experiment::Pca);
+    let bar = Progress::new(
+        format!("[{}]", cfg.model_id),
+        (tasks.len() * per_task + usize::from(has_pca)) as u64,
+    );
+    let probe = &probe.counting(&bar);
     for task in tasks {
         let t0 = Instant::now();
         let mut extraction = None;
         for &exp in experiments {
             let t = Instant::now();
+            bar.set_message(format!("{} {}", task.name, exp.name()));
             match exp {
                 Experiment::Baseline => save(
                     out,
@@ -156,23 +168,25 @@ pub fn run_experiments<B: Backend>(
                 )?,
                 Experiment::Pca => continue,
             }
-            eprintln!(
+            bar.log(format!(
                 "[{}] {} {}: {:.1}s",
                 cfg.model_id,
                 task.name,
                 exp.name(),
                 t.elapsed().as_secs_f64()
-            );
+            ));
+            bar.inc(1);
         }
-        eprintln!(
+        bar.log(format!(
             "[{}] {} done in {:.1}s",
             cfg.model_id,
             task.name,
             t0.elapsed().as_secs_f64()
-        );
+        ));
     }
     if experiments.contains(&Experiment::Pca) {
         let t = Instant::now();
+        bar.set_message(format!("pca over {} tasks", tasks.len()));
         let layer = opts.pca_layer.unwrap_or(probe.n_layers() * 2 / 3);
         let r = run_pca(probe, tasks, cfg, layer, opts.pca_prompts, &cache)?;
         let name = if tasks.len() == 1 {
@@ -181,13 +195,15 @@ pub fn run_experiments<B: Backend>(
             format!("{}tasks", tasks.len())
         };
         save(out, cfg, &name, Experiment::Pca, &r)?;
-        eprintln!(
+        bar.log(format!(
             "[{}] pca over {} tasks: {:.1}s",
             cfg.model_id,
             tasks.len(),
             t.elapsed().as_secs_f64()
-        );
+        ));
+        bar.inc(1);
     }
+    bar.finish();
     Ok(())
 }
 

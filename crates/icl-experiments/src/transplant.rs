@@ -33,7 +33,7 @@ use super::plot::{interval_plot, IntervalSeries};
 use super::stats::{
     accuracy_interval, bootstrap_paired_difference, Interval, BOOTSTRAP_RESAMPLES, LEVEL,
 };
-use super::{ExperimentError, Prepared, Probe, Result};
+use super::{ExperimentError, Prepared, Probe, Progress, Result};
 
 /// Draws of Q's items before a dummy that breaks the rule is given up.
 pub const DUMMY_ATTEMPTS: usize = 200;
@@ -676,6 +676,22 @@ pub fn run_transplant<B: Backend>(
         )));
     }
     let (mut computed, mut skipped) = (0, 0);
+    let done = |task: &TaskSet, seed: u64| {
+        records
+            .iter()
+            .any(|r: &UnitRecord| r.task == task.name && r.seed == seed)
+    };
+    // One item per (task, seed) unit still to run, so the ETA counts only real work.
+    let todo = tasks
+        .iter()
+        .flat_map(|t| cfg.seeds.iter().map(move |&s| (t, s)))
+        .filter(|&(t, s)| !done(t, s))
+        .count();
+    let bar = Progress::new(
+        format!("[{}] transplant k={}", cfg.model_id, cfg.k),
+        todo as u64,
+    );
+    let probe = &probe.counting(&bar);
     for (ti, task) in tasks.iter().enumerate() {
         let other = (tasks.len() > 1).then(|| &tasks[(ti + 1) % tasks.len()]);
         for &seed in &cfg.seeds {
@@ -686,11 +702,13 @@ pub fn run_transplant<B: Backend>(
                 skipped += 1;
                 continue;
             }
+            bar.set_message(format!("{} seed {seed}", task.name));
             let r = run_unit(probe, task, other, cfg, seed)?;
-            eprintln!(
+            bar.log(format!(
                 "[{}] transplant {} seed {}: {:.1}s",
                 cfg.model_id, task.name, seed, r.seconds
-            );
+            ));
+            bar.inc(1);
             journal.append(&r)?;
             records.push(r);
             computed += 1;
