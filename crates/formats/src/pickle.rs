@@ -14,6 +14,11 @@
 //!
 //! Memo semantics differ from CPython in one way: the memo keeps a snapshot of the value, so a container
 //! memoised before it was filled reads back as it was then. Neither file kind relies on that identity.
+//! Python's pickler memoises every object, but reads back only the shared ones; a first pass over the
+//! opcodes collects the memo keys that are ever read, and only those are copied into the memo (a network
+//! pickle nests each tensor's bytes under a dozen memoised objects, so copying them all would cost a dozen
+//! times the file in memory). A set (`EMPTY_SET`/`ADDITEMS`/`FROZENSET`) reads as a [`Value::List`] of its
+//! items.
 //! Limits on nesting depth and on total cloned size keep hostile inputs from exhausting the stack or
 //! memory (a `BINGET` doubling loop grows exponentially otherwise).
 
@@ -179,7 +184,10 @@ struct Machine<'a, A: Allow> {
     op_pos: usize,
     opcode: u8,
     stack: Vec<Entry>,
-    memo: HashMap<u32, Slot>,
+    /// `None`: a key that is stored but never read (see [`read_memo_keys`]).
+    memo: HashMap<u32, Option<Slot>>,
+    /// The memo keys the stream reads; `None` when the first pass could not tell (then all are kept).
+    read_keys: Option<std::collections::HashSet<u32>>,
     allow: &'a A,
     cloned: usize,
     clone_limit: usize,
@@ -194,6 +202,25 @@ pub fn load(data: &[u8], allow: &impl Allow) -> Result<Value, PickleError> {
 /// (through `STOP`), for files that hold several pickles, or a pickle and then raw data, in a row.
 /// Offsets in errors are relative to `data`.
 pub fn load_prefix(data: &[u8], allow: &impl Allow) -> Result<(Value, usize), PickleError> {
+    load_prefix_with_limit(data, allow, 4 * data.len() + (1 << 20))
+}
+
+/// [`load`] with the memo copy budget set by the caller (default: 4 x the stream + 1 MiB). EDM's
+/// network pickles read one shared string back per persistent object (the ~100 KB module source of
+/// each class), so their budget must grow with the object count rather than with the file size.
+pub fn load_with_limit(
+    data: &[u8],
+    allow: &impl Allow,
+    clone_limit: usize,
+) -> Result<Value, PickleError> {
+    load_prefix_with_limit(data, allow, clone_limit).map(|(value, _)| value)
+}
+
+fn load_prefix_with_limit(
+    data: &[u8],
+    allow: &impl Allow,
+    clone_limit: usize,
+) -> Result<(Value, usize), PickleError> {
     let mut m = Machine {
         data,
         pos: 0,
@@ -201,12 +228,84 @@ pub fn load_prefix(data: &[u8], allow: &impl Allow) -> Result<(Value, usize), Pi
         opcode: 0,
         stack: Vec::new(),
         memo: HashMap::new(),
+        read_keys: read_memo_keys(data),
         allow,
         cloned: 0,
-        clone_limit: 4 * data.len() + (1 << 20),
+        clone_limit,
     };
     let value = m.run()?;
     Ok((value, m.pos))
+}
+
+/// The memo keys that `BINGET`/`LONG_BINGET` read anywhere in the first pickle of `data`, found by
+/// stepping over the opcodes without running them. `None` when the stream holds an opcode outside the
+/// reader's subset or is cut short: the interpreter then keeps every memo entry (and reports the error
+/// itself when it gets there).
+fn read_memo_keys(data: &[u8]) -> Option<std::collections::HashSet<u32>> {
+    let mut keys = std::collections::HashSet::new();
+    let mut pos = 0usize;
+    let le = |at: usize, n: usize| -> Option<u64> {
+        let b = data.get(at..at.checked_add(n)?)?;
+        Some(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
+    };
+    loop {
+        let op = *data.get(pos)?;
+        pos += 1;
+        // Bytes of argument after the opcode: a fixed count, or a length prefix of `n` bytes plus that many.
+        let skip = match op {
+            b'.' => return Some(keys),
+            b'('
+            | b'0'
+            | b'1'
+            | b'2'
+            | b'N'
+            | 0x88
+            | 0x89
+            | b')'
+            | b']'
+            | b'}'
+            | b't'
+            | 0x85..=0x87
+            | b'l'
+            | b'd'
+            | b'a'
+            | b'e'
+            | b's'
+            | b'u'
+            | 0x93
+            | 0x94
+            | b'Q'
+            | b'R'
+            | 0x81
+            | b'b'
+            | 0x8f..=0x91 => 0,
+            0x80 | b'K' | b'q' => 1,
+            b'M' => 2,
+            b'J' | b'r' => 4,
+            0x95 | b'G' => 8,
+            b'h' => {
+                keys.insert(*data.get(pos)? as u32);
+                1
+            }
+            b'j' => {
+                keys.insert(le(pos, 4)? as u32);
+                4
+            }
+            0x8a | 0x8c | b'U' | b'C' => 1 + le(pos, 1)? as usize,
+            0x8b | b'X' | b'T' | b'B' => 4usize.checked_add(le(pos, 4)? as usize)?,
+            0x8d | 0x8e => 8usize.checked_add(usize::try_from(le(pos, 8)?).ok()?)?,
+            b'c' => {
+                let first = data.get(pos..)?.iter().position(|&c| c == b'\n')?;
+                let second = data
+                    .get(pos + first + 1..)?
+                    .iter()
+                    .position(|&c| c == b'\n')?;
+                first + second + 2
+            }
+            _ => return None,
+        };
+        pos = pos.checked_add(skip)?;
+    }
 }
 
 impl<A: Allow> Machine<'_, A> {
@@ -347,9 +446,18 @@ impl<A: Allow> Machine<'_, A> {
     }
 
     fn memo_put(&mut self, key: u32) -> Result<(), PickleError> {
+        if self
+            .read_keys
+            .as_ref()
+            .is_some_and(|keys| !keys.contains(&key))
+        {
+            self.top_mut()?;
+            self.memo.insert(key, None);
+            return Ok(());
+        }
         let slot = self.top_mut()?.clone();
         self.charge(&slot)?;
-        self.memo.insert(key, slot);
+        self.memo.insert(key, Some(slot));
         Ok(())
     }
 
@@ -358,6 +466,7 @@ impl<A: Allow> Machine<'_, A> {
             .memo
             .get(&key)
             .cloned()
+            .flatten()
             .ok_or(PickleError::MemoMissing {
                 key,
                 offset: self.op_pos,
@@ -558,9 +667,14 @@ impl<A: Allow> Machine<'_, A> {
                     let item = self.pop()?;
                     self.append(vec![item])?
                 }
-                b'e' => {
+                b'e' | 0x90 => {
                     let items = self.pop_mark()?;
                     self.append(items)?
+                }
+                0x8f => self.push_leaf(Value::List(Vec::new()))?,
+                0x91 => {
+                    let items = self.pop_mark()?;
+                    self.push(Self::container(items, Value::List))?
                 }
                 b's' => {
                     let v = self.pop()?;
@@ -771,6 +885,56 @@ mod tests {
         assert!(matches!(
             load(&p, &no),
             Err(PickleError::ForbiddenGlobal { .. })
+        ));
+    }
+
+    #[test]
+    fn sets_read_as_lists() {
+        // pickle.dumps(({1, 2}, frozenset(), set()), protocol=4) minus FRAME/MEMOIZE
+        let p = [
+            0x80, 4, 0x8f, b'(', b'K', 1, b'K', 2, 0x90, b'(', 0x91, 0x8f, 0x87, b'.',
+        ];
+        let v = load(&p, &any).unwrap();
+        assert_eq!(
+            v,
+            Value::Tuple(vec![
+                Value::List(vec![Value::Int(1), Value::Int(2)]),
+                Value::List(vec![]),
+                Value::List(vec![]),
+            ])
+        );
+        // ADDITEMS on something that is not a set is an error, not a panic.
+        let p = [0x80, 4, b'K', 1, b'(', b'K', 2, 0x90, b'.'];
+        assert!(matches!(load(&p, &any), Err(PickleError::WrongType { .. })));
+    }
+
+    #[test]
+    fn unread_memo_entries_cost_nothing_read_ones_still_count() {
+        // A 256-byte string wrapped 64 times in a 1-tuple, each level MEMOIZEd as Python's pickler does:
+        // copying every level into the memo would cost 64 x 256 bytes, past the 4 x len + 1 MiB budget
+        // only with a larger string, so check the bookkeeping directly: the unread keys hold nothing.
+        let mut p = vec![0x80, 4, b'X', 0, 1, 0, 0];
+        p.extend(std::iter::repeat_n(b'a', 256));
+        p.push(0x94);
+        for _ in 0..64 {
+            p.extend_from_slice(&[0x85, 0x94]);
+        }
+        // Read key 3 back once: it must be there, with its value.
+        p.extend_from_slice(&[b'h', 3, 0x86, b'.']);
+        let keys = read_memo_keys(&p).unwrap();
+        assert_eq!(keys.into_iter().collect::<Vec<_>>(), vec![3]);
+        let v = load(&p, &any).unwrap();
+        let Value::Tuple(pair) = v else { panic!() };
+        let mut inner = &pair[1];
+        for _ in 0..3 {
+            inner = &inner.as_seq().unwrap()[0];
+        }
+        assert_eq!(inner.as_str().map(str::len), Some(256));
+        // A stream the first pass cannot step over keeps every entry (and fails where the opcode is).
+        assert_eq!(read_memo_keys(&[0x80, 4, 0xff]), None);
+        assert!(matches!(
+            load(&[0x80, 4, 0xff], &any),
+            Err(PickleError::UnsupportedOpcode { opcode: 0xff, .. })
         ));
     }
 
