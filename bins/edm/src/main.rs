@@ -29,6 +29,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert an NVlabs/edm snapshot (network-snapshot-*.pkl) into OUTDIR/config.json +
+    /// model.safetensors, without Python: the pickle is read as data, its embedded code never runs.
+    Convert {
+        pkl: PathBuf,
+        outdir: PathBuf,
+        /// The snapshot entry holding the network (EDM's snapshots: ema).
+        #[arg(long, default_value = "ema")]
+        key: String,
+    },
     /// D(x; sigma): IN holds `x` [N,C,H,W], `sigma` [N], optional `class_labels` [N,L]; OUT gets `denoised`.
     Denoise {
         #[arg(long)]
@@ -120,6 +129,21 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Convert { pkl, outdir, key } = &cli.command {
+        for name in ["config.json", "model.safetensors"] {
+            formats::check_output(&outdir.join(name), [pkl])?;
+        }
+        let r = edm_core::convert::convert(pkl, outdir, key)?;
+        println!(
+            "{}/{:?}: {} tensors, {} parameters -> {}",
+            r.class_name,
+            r.model_type,
+            r.tensors,
+            r.parameters,
+            outdir.display()
+        );
+        return Ok(());
+    }
     let cuda = cli.device == DeviceKind::Cuda;
     device::dispatch(cli.device, Task(cli.command, cuda))?
 }
@@ -159,6 +183,7 @@ impl BackendTask for Task {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let (device, cuda) = (&device, self.1);
         match self.0 {
+            Command::Convert { .. } => Ok(()),
             Command::Denoise {
                 model,
                 input,

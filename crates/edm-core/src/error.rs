@@ -41,6 +41,17 @@ pub enum EdmError {
     /// An image could not be encoded or written.
     #[error("image output {path}: {message}")]
     Output { path: PathBuf, message: String },
+    /// An EDM snapshot pickle (`edm convert`) that is not what EDM writes.
+    #[error("EDM snapshot {path}: {message}")]
+    Snapshot { path: PathBuf, message: String },
+    /// The pickle reader refused or could not read a snapshot (a forbidden global is code the file
+    /// wanted run).
+    #[error("EDM snapshot {path}: {source}")]
+    Pickle {
+        path: PathBuf,
+        #[source]
+        source: formats::pickle::PickleError,
+    },
     #[error("training diverged: {0}")]
     NonFinite(String),
     /// Data-parallel training: a peer or node failed, hung past the timeout, or the setup is

@@ -9,6 +9,7 @@
 //! - [`train`]: Adam with learning-rate ramp, EMA, atomic resumable checkpoints.
 
 pub mod config;
+pub mod convert;
 pub mod data;
 pub mod dhariwal_unet;
 pub mod error;
