@@ -5,10 +5,10 @@
 //! [`ProgressMode`] (set once by the command line, e.g. `--quiet`):
 //! - [`ProgressMode::Auto`] (default): an indicatif bar when stderr is a terminal, nothing
 //!   otherwise (a redirected log stays clean);
-//! - [`ProgressMode::Always`]: the bar on a terminal, and plain lines `label: 3/10 (30%), 12s
+//! - [`ProgressMode::Always`] draws the bar on a terminal, and plain lines `label: 3/10 (30%), 12s
 //!   elapsed, ETA 28s` at most every few seconds when stderr is a file or pipe (long runs under
 //!   `nohup`);
-//! - [`ProgressMode::Never`]: nothing.
+//! - [`ProgressMode::Never`] draws nothing.
 //!
 //! Use from an experiment: one bar per loop over work items of similar cost, then
 //! [`Progress::inc`] after each:
