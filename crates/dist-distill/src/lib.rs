@@ -9,6 +9,7 @@
 //! - [`freeze`]: GDD-I's freezing policies by EDM parameter name and the frozen-fraction report.
 
 pub mod analyze;
+pub mod data;
 pub mod disc;
 pub mod effnet;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod eval;
 pub mod freeze;
 pub mod generator;
 pub mod loss;
+pub mod presets;
 pub mod pth;
 pub mod r1;
 pub mod train;
