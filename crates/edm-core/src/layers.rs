@@ -277,8 +277,8 @@ impl<B: Backend> Conv2d<B> {
             }
         }
         if let Some(b) = &self.bias {
-            let c = b.dims()[0];
-            x = x + to_dtype(b.val(), dtype).reshape([1, c, 1, 1]);
+            let n = x.dims()[0];
+            x = x + exact_f32::per_channel(to_dtype(b.val(), dtype), n);
         }
         x
     }
@@ -332,10 +332,18 @@ impl<B: Backend> GroupNorm<B> {
         let mean = xg.clone().mean_dim(2);
         let xc = xg - mean;
         let var = xc.clone().square().mean_dim(2);
-        let xn = (xc / (var + self.eps).sqrt()).reshape([n, c, h, w]);
-        let weight = to_dtype(self.weight.val(), dtype).reshape([1, c, 1, 1]);
-        let bias = to_dtype(self.bias.val(), dtype).reshape([1, c, 1, 1]);
-        xn * weight + bias
+        // One scale and one shift per (sample, channel), applied in two passes over the
+        // activation instead of three (divide, scale, shift); `[N, C, 1, 1]` operands take
+        // burn-flex's vectorised broadcast (see `exact_f32::per_channel`).
+        let inv_std = (var + self.eps)
+            .sqrt()
+            .recip()
+            .repeat_dim(2, c / g)
+            .reshape([n, c]);
+        let weight = to_dtype(self.weight.val(), dtype).reshape([1, c]);
+        let scale = (inv_std * weight).reshape([n, c, 1, 1]);
+        let bias = exact_f32::per_channel(to_dtype(self.bias.val(), dtype), n);
+        xc.reshape([n, c, h, w]) * scale + bias
     }
 }
 

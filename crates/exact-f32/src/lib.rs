@@ -117,12 +117,27 @@ pub fn matmul<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> T
     four_products(a, b, |x, y| x.matmul(y))
 }
 
+/// A per-channel vector `[C]` as `[N, C, 1, 1]`, materialised for every batch row, ready to be
+/// broadcast against an `[N, C, H, W]` activation.
+///
+/// Why not `v.reshape([1, C, 1, 1])`: burn-flex 0.21 (the CPU backend) runs a binary op whose
+/// right-hand side broadcasts with strides `[0, 1, 0, 0]` through its scalar strided iterator,
+/// because that pattern is neither of the two it vectorises (a shared innermost row, or one
+/// scalar per contiguous outer row). `[N, C, 1, 1]` has strides `[C, 1, 0, 0]`, the second
+/// pattern, and takes the SIMD path. Measured on EDM's DDPM++ one-step forward (batch 8, 2-core
+/// CPU): the strided iterator was 17 % of all samples, from exactly these bias adds and
+/// GroupNorm affines. Repeating `C` values `N` times costs `N·C` floats.
+pub fn per_channel<B: Backend>(v: Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
+    let c = v.dims()[0];
+    v.reshape([1, c, 1, 1]).repeat_dim(0, n)
+}
+
 /// Adds a per-channel bias `[C]` to `[N, C, H, W]`.
 fn add_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
     match bias {
         Some(b) => {
-            let c = b.dims()[0];
-            y + b.reshape([1, c, 1, 1])
+            let n = y.dims()[0];
+            y + per_channel(b, n)
         }
         None => y,
     }
@@ -175,6 +190,18 @@ mod tests {
 
     fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         t.into_data().into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn per_channel_equals_the_broadcast_it_replaces() {
+        let dev = Default::default();
+        let x = Tensor::<B, 4>::random([3, 5, 4, 2], Distribution::Normal(0.0, 1.0), &dev);
+        let v = Tensor::<B, 1>::random([5], Distribution::Normal(0.0, 1.0), &dev);
+        let fast = per_channel(v.clone(), 3);
+        assert_eq!(fast.dims(), [3, 5, 1, 1]);
+        let want = host(x.clone() * v.reshape([1, 5, 1, 1]));
+        let got = host(x * fast);
+        assert_eq!(want, got, "same products, bit for bit");
     }
 
     #[test]
