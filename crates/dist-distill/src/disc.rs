@@ -335,10 +335,12 @@ impl<B: Backend> BatchNormTrain<B> {
         let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
         let mean = flat.clone().mean_dim(1);
         let var = (flat - mean.clone()).square().mean_dim(1);
-        let mean = mean.reshape([1, c, 1, 1]);
-        let inv = (var + 1e-5).sqrt().recip().reshape([1, c, 1, 1]);
-        (x - mean) * inv * self.gamma.val().reshape([1, c, 1, 1])
-            + self.beta.val().reshape([1, c, 1, 1])
+        // Per-channel operands as [N, C, 1, 1] (see `exact_f32::per_channel`: burn-flex runs a
+        // [1, C, 1, 1] broadcast element by element) and one scale per channel: three passes
+        // over the activation instead of four.
+        let scale = (var.reshape([c]) + 1e-5).sqrt().recip() * self.gamma.val();
+        let per_channel = |v: Tensor<B, 1>| exact_f32::per_channel(v, n);
+        (x - per_channel(mean.reshape([c]))) * per_channel(scale) + per_channel(self.beta.val())
     }
 }
 
