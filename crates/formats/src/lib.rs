@@ -34,9 +34,9 @@ pub mod metrics;
 #[cfg(feature = "npz")]
 pub mod npz;
 pub mod pickle;
+pub mod run;
 #[cfg(feature = "zip")]
 pub mod zipped;
-pub mod run;
 
 pub use atomic::{
     clean_leftovers, resume_dir, write_atomic, write_atomic_with, AtomicWriter, CheckpointSwap,
