@@ -261,3 +261,32 @@ fn train_with_zero_kimg_is_refused() {
         .join("one/checkpoint/model.safetensors")
         .is_file());
 }
+
+/// `--batch 0` is refused with a message that names it, before any image is written (it used to
+/// run with batch 1 without a word).
+#[test]
+fn sample_with_batch_zero_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("out.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_edm"))
+        .args([
+            "sample",
+            "--model",
+            fixture("edm_ddpmpp_tiny").to_str().unwrap(),
+            "--seeds",
+            "0-3",
+            "--steps",
+            "2",
+            "--batch",
+            "0",
+            "--output",
+            out_path.to_str().unwrap(),
+        ])
+        .output()
+        .expect("edm runs");
+    assert!(!out.status.success());
+    assert_ne!(out.status.code(), Some(101), "a typed error, not a panic");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--batch is 0"), "{err}");
+    assert!(!out_path.exists());
+}

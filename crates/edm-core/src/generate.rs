@@ -152,7 +152,12 @@ pub fn sample_latents<B: Backend>(
     let [ch, res, _] = latents.chw;
     let per = ch * res * res;
     let label_dim = net.config.label_dim;
-    let batch = batch.max(1);
+    if batch == 0 {
+        // Not silently 1: a user who typed 0 meant something else (say, "all at once").
+        return Err(EdmError::Input(
+            "--batch is 0: the batch size must be at least 1".into(),
+        ));
+    }
     let mut samples = Vec::with_capacity(n * per);
     for start in (0..n).step_by(batch) {
         let end = (start + batch).min(n);

@@ -11,7 +11,7 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{backend::Backend, DType, Distribution, Tensor};
 use exact_f32::{conv2d, conv_transpose2d, matmul};
 
-use crate::error::Result;
+use crate::error::{EdmError, Result};
 use crate::weights::{join, Init, InitMode, TensorRef, TensorSource, VisitNamed};
 
 /// Casts `t` to `dtype` unless it already has it.
@@ -316,6 +316,15 @@ impl<B: Backend> GroupNorm<B> {
         eps: f64,
     ) -> Result<Self> {
         let num_groups = 32.min(num_channels / 4).max(1);
+        if num_channels % num_groups != 0 {
+            // torch.nn.GroupNorm refuses these at construction too, so EDM cannot build such a
+            // network; here it is a typed error instead of a reshape panic in the first forward.
+            return Err(EdmError::Unsupported(format!(
+                "`{name}`: GroupNorm over {num_channels} channels in {num_groups} groups (EDM's \
+                 min(32, C / 4)): the channel count must be a multiple of the group count; \
+                 change model_channels or channel_mult"
+            )));
+        }
         Ok(GroupNorm {
             weight: src.param(&join(name, "weight"), [num_channels], Init::Constant(1.0))?,
             bias: src.param(&join(name, "bias"), [num_channels], Init::Constant(0.0))?,

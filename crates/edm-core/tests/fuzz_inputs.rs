@@ -133,12 +133,31 @@ proptest! {
         c.check_denoise_input(&[2, ch, res, res], &[1.0, 0.5]).unwrap();
         let run = catch_unwind(AssertUnwindSafe(|| {
             let dev = Default::default();
-            let net = EdmPrecond::<B>::init(&c, 0, &dev).unwrap();
+            // A network that cannot be built (say, a GroupNorm whose channels do not split
+            // into its groups, which torch refuses too) must say so as a typed error at
+            // construction, before any forward: that counts as refused, not as a panic.
+            let Ok(net) = EdmPrecond::<B>::init(&c, 0, &dev) else { return None; };
             let labels = (label_dim > 0).then(|| Tensor::<B, 2>::zeros([2, label_dim], &dev));
-            net.forward(input(&c, 2), Tensor::from_data(TensorData::new(vec![1.0f32, 0.5], [2]), &dev), labels).dims()
+            Some(net.forward(input(&c, 2), Tensor::from_data(TensorData::new(vec![1.0f32, 0.5], [2]), &dev), labels).dims())
         }));
         prop_assert!(run.is_ok(), "a validated config panicked: {:?}", serde_json::to_string(&c));
     }
+}
+
+/// A proptest case that panicked in the first forward (18 channels, 4 groups): now a typed
+/// error when the network is built.
+#[test]
+fn regression_groupnorm_channels_not_a_multiple_of_groups() {
+    let mut c = EdmConfig::tiny(ModelType::SongUNet, 8, 3, 0);
+    c.model_channels = Some(18);
+    c.channel_mult = Some(vec![1]);
+    c.num_blocks = Some(1);
+    c.attn_resolutions = Some(vec![]);
+    let err = EdmPrecond::<B>::init(&c, 0, &Default::default())
+        .err()
+        .expect("refused at construction")
+        .to_string();
+    assert!(err.contains("GroupNorm") && err.contains("groups"), "{err}");
 }
 
 /// #20's panics: wrong channel count, 1×1 and 15×15 inputs, and the 2048² abort, refused by

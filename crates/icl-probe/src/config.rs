@@ -241,6 +241,66 @@ pub(crate) fn layer_count(n: usize, key: &str, origin: &str) -> Result<usize> {
     Ok(n)
 }
 
+/// The fields this parser reads as numbers. One of them present with another JSON type (say
+/// `"rope_theta": "NaN"`) is an error: the readers above treat a wrong type like an absent field,
+/// which would silently run the model with the default instead of what the file says. `null` stays
+/// "not set", as transformers writes it.
+const NUMERIC_FIELDS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "num_hidden_layers",
+    "intermediate_size",
+    "head_dim",
+    "max_position_embeddings",
+    "rope_theta",
+    "rotary_emb_base",
+    "rope_local_base_freq",
+    "partial_rotary_factor",
+    "rotary_pct",
+    "rms_norm_eps",
+    "layer_norm_eps",
+    "layer_norm_epsilon",
+    "query_pre_attn_scalar",
+    "final_logit_softcapping",
+    "sliding_window",
+    "sliding_window_pattern",
+    "n_embd",
+    "n_head",
+    "n_layer",
+    "n_inner",
+    "n_positions",
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+];
+
+fn check_numeric_fields(v: &Value) -> Result<()> {
+    let blocks = [
+        Some(v),
+        v.get("rope_parameters").filter(|p| p.is_object()),
+        v.get("rope_scaling").filter(|p| p.is_object()),
+    ];
+    for (block, key) in blocks
+        .into_iter()
+        .flatten()
+        .flat_map(|b| NUMERIC_FIELDS.iter().map(move |k| (b, *k)))
+    {
+        match block.get(key) {
+            None | Some(Value::Null) | Some(Value::Number(_)) => {}
+            Some(other) => {
+                return Err(ProbeError::Config {
+                    origin: "config.json".into(),
+                    msg: format!("`{key}` must be a number, found {other}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 fn need_usize(v: &Value, key: &str) -> Result<usize> {
     get_usize(v, key).ok_or_else(|| ProbeError::Config {
         origin: "config.json".into(),
@@ -492,6 +552,7 @@ impl ModelConfig {
             }
         }
         let architecture = Architecture::from_model_type(model_type)?;
+        check_numeric_fields(v)?;
         let vocab_size = need_usize(v, "vocab_size")?;
         let bos_token_id = get_token_id(v, "bos_token_id");
         let eos_token_id = get_token_id(v, "eos_token_id");
@@ -721,6 +782,26 @@ mod tests {
             ModelConfig::from_hf_json(&v),
             Err(ProbeError::UnknownArchitecture(a)) if a == "mamba"
         ));
+    }
+
+    #[test]
+    fn a_number_field_of_another_type_is_an_error_not_the_default() {
+        let mut v: Value = serde_json::json!({
+            "model_type": "llama", "vocab_size": 10, "hidden_size": 8, "num_attention_heads": 2,
+            "num_hidden_layers": 1, "intermediate_size": 16, "rope_theta": "NaN",
+            "rope_scaling": null
+        });
+        let err = ModelConfig::from_hf_json(&v).unwrap_err().to_string();
+        assert!(err.contains("rope_theta") && err.contains("NaN"), "{err}");
+        v["rope_theta"] = serde_json::json!(10000.0);
+        v["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": "8"});
+        let err = ModelConfig::from_hf_json(&v).unwrap_err().to_string();
+        assert!(err.contains("factor"), "{err}");
+        v["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": 8.0});
+        assert_eq!(
+            ModelConfig::from_hf_json(&v).unwrap().rope.unwrap().theta,
+            10000.0
+        );
     }
 
     #[test]
