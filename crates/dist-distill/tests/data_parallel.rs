@@ -16,8 +16,20 @@ use dist_distill::train::{run, GddConfig, GddTrainer, RunOptions, StepMetrics};
 use dist_distill::DistillError;
 use edm_core::{EdmConfig, EdmPrecond, ImageDataset, ModelType};
 use parallel::{run_peers, ParallelConfig};
+use std::sync::{Mutex, MutexGuard};
 
 type AB = Autodiff<Flex>;
+
+/// burn-collective keeps one server per backend type per process, so the tests of this binary
+/// (which cargo runs on parallel threads) take turns; `parallel::reset` clears what a failed one
+/// left behind.
+static COLLECTIVE: Mutex<()> = Mutex::new(());
+
+fn take_turn() -> MutexGuard<'static, ()> {
+    let guard = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    parallel::reset::<Flex>();
+    guard
+}
 
 fn teacher() -> EdmPrecond<AB> {
     let mut c = EdmConfig::tiny(ModelType::SongUNet, 16, 1, 0);
@@ -105,6 +117,7 @@ fn train(mut tr: GddTrainer<AB>, data: &ImageDataset) -> Result<Outcome, Distill
 
 #[test]
 fn two_local_peers_match_one_device_for_three_steps() {
+    let _turn = take_turn();
     let data = dataset(16);
     let dev = Default::default();
     let start = flat(&teacher().valid());
@@ -213,6 +226,7 @@ fn drive(out: &std::path::Path, total_kimg: f64, peers: usize) -> GddTrainer<AB>
 /// peers resumes on one peer to end where an uninterrupted one-device run ends.
 #[test]
 fn driver_on_two_peers_resumes_on_one() {
+    let _turn = take_turn();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     // 0.0159 kimg at batch 4: 4 steps (0.0079: 2).
