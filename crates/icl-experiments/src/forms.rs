@@ -35,7 +35,7 @@ use icl_tasks::{Item, PromptSpec, TaskSet};
 use serde::{Deserialize, Serialize};
 
 use super::cache::{sanitize, write_json};
-use super::journal::{run_units, UnitLine};
+use super::journal::{run_task_seeds, UnitLine};
 use super::local_global::seed_of;
 use super::plot::{interval_plot, IntervalSeries};
 use super::stats::{
@@ -396,13 +396,9 @@ pub fn run_forms<B: Backend>(
     cfg: &FormsConfig,
     out: &Path,
 ) -> Result<Vec<FormsUnit>> {
-    let keys: Vec<(String, u64)> = tasks
-        .iter()
-        .flat_map(|t| cfg.seeds.iter().map(move |&s| (t.name.clone(), s)))
-        .collect();
     let path = out.join(format!("{}.jsonl", stem(&cfg.model_id, cfg.k)));
-    let units = run_units(&path, cfg, &keys, |i, seed| {
-        run_unit(probe, &tasks[i / cfg.seeds.len()], cfg, seed)
+    let units = run_task_seeds(&path, cfg, tasks, &cfg.seeds, |task, seed| {
+        run_unit(probe, task, cfg, seed)
     })?;
     eprintln!(
         "forms: {} units computed, {} already done",

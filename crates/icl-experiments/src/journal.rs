@@ -91,6 +91,24 @@ pub struct Units<T> {
     pub path: PathBuf,
 }
 
+/// [`run_units`] over every `(task, seed)` pair, tasks outer, seeds inner: `compute(task, seed)`.
+/// The shape every per-task experiment (forms, local-global, saliency) runs in.
+pub fn run_task_seeds<T: UnitLine>(
+    path: &Path,
+    config: &T::Config,
+    tasks: &[icl_tasks::TaskSet],
+    seeds: &[u64],
+    mut compute: impl FnMut(&icl_tasks::TaskSet, u64) -> Result<T>,
+) -> Result<Units<T>> {
+    let keys: Vec<(String, u64)> = tasks
+        .iter()
+        .flat_map(|t| seeds.iter().map(move |&s| (t.name.clone(), s)))
+        .collect();
+    run_units(path, config, &keys, |i, seed| {
+        compute(&tasks[i / seeds.len()], seed)
+    })
+}
+
 /// Runs `compute(task_index, seed)` for every `(task, seed)` of `keys` not yet in the journal at
 /// `path`, appending each as it finishes. A journal line with settings other than `config` is an
 /// error (a different run wrote there).

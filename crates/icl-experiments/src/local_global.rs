@@ -35,7 +35,7 @@ use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{sanitize, write_json};
-use super::journal::{run_units, UnitLine};
+use super::journal::{run_task_seeds, UnitLine};
 use super::plot::{interval_plot, interval_plot_y, IntervalSeries};
 use super::stats::{
     accuracy_interval, bootstrap_mean, bootstrap_paired_difference, Interval, BOOTSTRAP_RESAMPLES,
@@ -290,13 +290,9 @@ pub fn run_local_global<B: Backend>(
     cfg: &LocalGlobalConfig,
     out: &Path,
 ) -> Result<Vec<LocalGlobalUnit>> {
-    let keys: Vec<(String, u64)> = tasks
-        .iter()
-        .flat_map(|t| cfg.seeds.iter().map(move |&s| (t.name.clone(), s)))
-        .collect();
     let path = out.join(format!("{}.jsonl", stem(&cfg.model_id, cfg.k)));
-    let units = run_units(&path, cfg, &keys, |i, seed| {
-        run_unit(probe, &tasks[i / cfg.seeds.len()], cfg, seed)
+    let units = run_task_seeds(&path, cfg, tasks, &cfg.seeds, |task, seed| {
+        run_unit(probe, task, cfg, seed)
     })?;
     eprintln!(
         "local-global: {} units computed, {} already done",

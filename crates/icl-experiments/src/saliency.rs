@@ -32,7 +32,7 @@ use icl_tasks::TaskSet;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{sanitize, write_json};
-use super::journal::{run_units, UnitLine};
+use super::journal::{run_task_seeds, UnitLine};
 use super::local_global::seed_of;
 use super::plot::{interval_plot_y, IntervalSeries};
 use super::stats::{
@@ -275,13 +275,9 @@ pub fn run_saliency<B: AutodiffBackend>(
     cfg: &SaliencyConfig,
     out: &Path,
 ) -> Result<Vec<SaliencyUnit>> {
-    let keys: Vec<(String, u64)> = tasks
-        .iter()
-        .flat_map(|t| cfg.seeds.iter().map(move |&s| (t.name.clone(), s)))
-        .collect();
     let path = out.join(format!("{}.jsonl", stem(&cfg.model_id, cfg.k)));
-    let units = run_units(&path, cfg, &keys, |i, seed| {
-        run_unit(probe, &tasks[i / cfg.seeds.len()], cfg, seed)
+    let units = run_task_seeds(&path, cfg, tasks, &cfg.seeds, |task, seed| {
+        run_unit(probe, task, cfg, seed)
     })?;
     Ok(units.records)
 }
