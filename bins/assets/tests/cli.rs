@@ -77,3 +77,38 @@ fn a_killed_fetch_leaves_nothing_after_the_next_start() {
     assert!(!partial.exists(), "{}", text(&out));
     assert!(text(&out).contains("removed the abandoned partial download"));
 }
+
+/// `--version`, shell completions, and `list --json`: one JSON object per catalog asset, its state
+/// read from the cache (the damaged fake `gpt2-bpe` counts as present; an absent one does not).
+#[test]
+fn version_completions_and_json_list() {
+    let cache = damaged_cache();
+    let v = assets(cache.path(), &["--version"]);
+    assert!(
+        String::from_utf8_lossy(&v.stdout).starts_with("assets "),
+        "{}",
+        text(&v)
+    );
+    let c = assets(cache.path(), &["completions", "bash"]);
+    assert!(
+        String::from_utf8_lossy(&c.stdout).contains("verify"),
+        "{}",
+        text(&c)
+    );
+    let l = assets(cache.path(), &["list", "--json"]);
+    assert!(l.status.success(), "{}", text(&l));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&l.stdout)
+        .lines()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    assert_eq!(rows.len(), assets::CATALOG.len());
+    let state = |name: &str| {
+        rows.iter().find(|r| r["name"] == name).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state("gpt2-bpe"), "cached");
+    assert_eq!(state("qwen2.5-coder-1.5b-q4km"), "on demand");
+    assert!(rows.iter().all(|r| r["license"].is_string()));
+}

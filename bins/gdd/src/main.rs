@@ -9,6 +9,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand};
 use device::{BackendTask, DeviceKind};
+use dist_distill::data::{load_training, DataOptions};
 use dist_distill::disc::DiscConfig;
 use dist_distill::effnet::EfficientNetLite0;
 use dist_distill::eval::{self, Sampler};
@@ -17,12 +18,13 @@ use dist_distill::generator::OneStep;
 use dist_distill::loss::LossType;
 use dist_distill::train::{FidSchedule, GddConfig, RunEvent, RunOptions};
 use dist_distill::DistillError;
-use edm_core::{EdmConfig, EdmPrecond, ImageDataset};
+use edm_core::{EdmConfig, EdmPrecond};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
     name = "gdd",
+    version,
     about = "GDD / GDD-I: one-step generators distilled from EDM teachers"
 )]
 struct Cli {
@@ -37,6 +39,12 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
+    /// Print a shell completion script (e.g. `gdd completions bash > /etc/bash_completion.d/gdd`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Distil a one-step generator from an EDM teacher (resumes from OUT/checkpoint if present).
     Train(TrainArgs),
     /// Run the orchestrator of a multi-node `gdd train` / `edm train` (until killed).
@@ -45,26 +53,15 @@ enum Command {
         #[arg(long, default_value_t = 29500)]
         port: u16,
     },
-    /// Write a PNG grid of samples (one-step generator, or the teacher's Heun sampler).
-    Sample {
-        /// EDM network folder (config.json + model.safetensors), e.g. OUT/checkpoint/ema.
-        #[arg(long)]
-        net: PathBuf,
-        /// 0 = one-step map at sigma 80 (GDD); N > 0 = EDM Heun with N steps (18 = Heun-35).
-        #[arg(long, default_value_t = 0)]
-        heun_steps: usize,
-        #[arg(long, default_value_t = 64)]
-        num: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long)]
-        out: PathBuf,
-    },
+    /// Sample a network with EDM's generate.py options: one PNG per seed in --outdir (existing
+    /// PNGs kept, so a stopped run continues) and/or one grid PNG (--grid).
+    Sample(SampleArgs),
     /// FID of a network's samples against a Fashion-MNIST split's own statistics.
     Fid {
-        #[arg(long)]
+        /// EDM network folder (config.json + model.safetensors), e.g. OUTDIR/checkpoint/ema.
+        #[arg(long = "network", visible_alias = "net")]
         net: PathBuf,
-        /// Fashion-MNIST folder (the asset `fashion-mnist`).
+        /// Reference images: any `gdd train --data` source (zip, folder, CIFAR-10, idx, Fashion-MNIST).
         #[arg(long)]
         data: PathBuf,
         /// 0 = one-step map; N > 0 = Heun with N steps.
@@ -83,6 +80,12 @@ enum Command {
         /// GDD's epsilon for the one-step map (2e-3; 0 reproduces EDM's own D(80z; 80)).
         #[arg(long, default_value_t = 2e-3)]
         eps: f64,
+    },
+    /// The reference's training configurations (train.sh), usable as `gdd train --preset NAME`.
+    Presets {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Trainable vs frozen generator parameters under GDD-I's freezing levels.
     ReportFreeze {
@@ -109,31 +112,53 @@ struct TrainArgs {
     /// Teacher folder (config.json + model.safetensors; `DIR/checkpoint` also accepted).
     #[arg(long)]
     teacher: PathBuf,
-    /// Fashion-MNIST folder with the four idx .gz files.
+    /// Training images: an EDM/StyleGAN dataset zip or image folder (labels from dataset.json),
+    /// CIFAR-10's python tarball, an idx image file, or a Fashion-MNIST folder (padded to the teacher's
+    /// resolution).
     #[arg(long)]
     data: PathBuf,
-    #[arg(long)]
+    /// Run folder: checkpoint/ (resumable; checkpoint/ema is the EMA generator), metrics.jsonl,
+    /// grids, ref_stats.npz.
+    #[arg(long = "outdir", visible_alias = "out")]
     out: PathBuf,
+    /// Resume even when the saved run's configuration differs from this one (the saved values are
+    /// kept and the differences printed).
+    #[arg(long)]
+    force: bool,
+    /// Double the data with left-right mirrored copies (EDM's --xflip).
+    #[arg(long)]
+    xflip: bool,
     /// GDD-I freezing level 0..3 (0 = GDD).
     #[arg(long, default_value_t = 0)]
     freeze: u8,
+    /// Training length in kimg (may grow on resume).
+    #[arg(long, required_unless_present = "preset")]
+    kimg: Option<f64>,
+    /// A reference configuration (`gdd presets` lists them): sets batch, lr, dlr, kimg, EMA, freeze,
+    /// cond, precision, R1 gamma, seed and the discriminator's batch-norm groups, except where a flag
+    /// is given on the command line.
     #[arg(long)]
-    kimg: f64,
+    preset: Option<String>,
+    /// Total batch size.
     #[arg(long, default_value_t = 256)]
     batch: usize,
+    /// Generator learning rate.
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
+    /// Discriminator learning rate (before the lazy-R1 adjustment).
     #[arg(long, default_value_t = 1e-4)]
     dlr: f64,
-    /// ns (non-saturating) or hinge.
-    #[arg(long, default_value = "ns")]
+    /// Adversarial loss: ns (non-saturating logistic) or hinge.
+    #[arg(long, default_value = "ns", value_parser = ["ns", "hinge"])]
     loss: String,
+    /// R1 penalty weight gamma.
     #[arg(long, default_value_t = 1e-4)]
     r1_gamma: f64,
+    /// Lazy R1 every this many steps (0: no R1).
     #[arg(long, default_value_t = 16)]
     r1_interval: usize,
     /// EMA half-life in kimg (reference: 500) with ramp-up ratio 0.05.
-    #[arg(long, default_value_t = 500.0)]
+    #[arg(long, visible_alias = "ema-halflife-kimg", default_value_t = 500.0)]
     ema_kimg: f64,
     /// Side the discriminator resizes images to (reference: 224).
     #[arg(long, default_value_t = 224)]
@@ -141,9 +166,10 @@ struct TrainArgs {
     /// Class-conditional (uses the dataset labels and the teacher's label_dim).
     #[arg(long)]
     cond: bool,
-    /// f32, f16 or bf16 (half types on CUDA only).
-    #[arg(long, default_value = "f32")]
+    /// Precision of the generator's U-Net body (half types on CUDA only).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     precision: String,
+    /// Random seed (discriminator initialisation, batches, noise).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use only the first N training images.
@@ -152,20 +178,28 @@ struct TrainArgs {
     /// EfficientNet-Lite0 .pth (default: the cached asset `efficientnet-lite0`).
     #[arg(long)]
     effnet: Option<PathBuf>,
+    /// Steps per resumable checkpoint (and one at the end).
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
+    /// Steps per 8x8 sample grid of the EMA generator (grid-NNNNNN.png).
     #[arg(long, default_value_t = 100)]
     grid_every: u64,
     /// FID of the EMA generator every N steps (0 = only at the end; needs the Inception asset).
     #[arg(long, default_value_t = 0)]
     fid_every: u64,
+    /// Generated images per FID.
     #[arg(long, default_value_t = 1000)]
     fid_num: usize,
+    /// Reference images of the FID (the first N of the training data; cached as ref_stats.npz,
+    /// keyed by the images it was made from).
     #[arg(long, default_value_t = 5000)]
     fid_ref_num: usize,
     /// Skip FID entirely.
     #[arg(long)]
     no_fid: bool,
+    /// Print a summary (steps, kimg, seconds, EMA folder) as one JSON object on stdout at the end.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     parallel: parallel::ParallelArgs,
     /// Discriminator batch-norm statistics over groups of this many samples (0: each device's whole
@@ -175,7 +209,19 @@ struct TrainArgs {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Train(a), Some(m)) = (&mut cli.command, matches.subcommand_matches("train")) {
+        if let Err(e) = apply_preset(a, m) {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "gdd", &mut std::io::stdout());
+        return;
+    }
     let res = device::dispatch(cli.device, cli.command)
         .map_err(anyhow::Error::from)
         .and_then(|r| r);
@@ -186,6 +232,102 @@ fn main() {
             _ => 1,
         });
     }
+}
+
+/// `gdd sample`: EDM's generate.py names (`--network --outdir --seeds --subdirs --batch --steps
+/// --class`), the earlier `--net --heun-steps --num --seed --out` as aliases.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("dest").required(true).multiple(true).args(["outdir", "grid"])))]
+struct SampleArgs {
+    /// EDM network folder (config.json + model.safetensors), e.g. OUTDIR/checkpoint/ema.
+    #[arg(long, visible_alias = "net")]
+    network: PathBuf,
+    /// 0: GDD's one-step map at sigma 80; N > 0: EDM's Heun sampler with N steps (18 = Heun-35).
+    #[arg(long, visible_alias = "heun-steps", default_value_t = 0)]
+    steps: usize,
+    /// Random seeds, one image each (EDM's syntax: `0-63`, `0-999,2000`); default 0-63.
+    #[arg(long, conflicts_with_all = ["num", "seed"])]
+    seeds: Option<String>,
+    /// Number of images, seeds --seed..--seed+N (the earlier form of --seeds).
+    #[arg(long)]
+    num: Option<usize>,
+    /// First seed with --num.
+    #[arg(long, requires = "num")]
+    seed: Option<u64>,
+    /// Folder for one PNG per image, named as EDM names them (`000012.png`).
+    #[arg(long)]
+    outdir: Option<PathBuf>,
+    /// Put each image in a folder per thousand seeds (`000000/`, `001000/`, ...), as EDM's --subdirs.
+    #[arg(long)]
+    subdirs: bool,
+    /// Also write all images as one PNG grid (ceil(sqrt(N)) columns) to this file.
+    #[arg(long, visible_alias = "out")]
+    grid: Option<PathBuf>,
+    /// Images per network batch; images do not depend on it.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Class of every image (conditional networks); drawn per seed when omitted.
+    #[arg(long = "class")]
+    class: Option<usize>,
+    /// GDD's epsilon of the one-step map (0 reproduces EDM's own D(80z; 80)).
+    #[arg(long, default_value_t = 2e-3)]
+    eps: f64,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `gdd sample`: flags to [`eval::sample_to_dir`] and [`eval::write_grid`].
+fn sample<B: Backend>(a: SampleArgs, device: &B::Device) -> Result<()> {
+    // Images written over the network's own files would destroy it (issue 21).
+    let guard = formats::OutputGuard::new([&a.network]);
+    for out in a.outdir.iter().chain(&a.grid) {
+        guard.check(out)?;
+    }
+    let seeds: Vec<u64> = match (&a.seeds, a.num) {
+        (_, Some(n)) => {
+            let s0 = a.seed.unwrap_or(0);
+            (s0..s0 + n as u64).collect()
+        }
+        (Some(list), None) => edm_core::parse_seeds(list)?,
+        (None, None) => (0..64).collect(),
+    };
+    let net = load_net::<B>(&a.network, device)?;
+    let how = sampler(a.steps, a.eps);
+    let mut summary = serde_json::json!({"images": seeds.len()});
+    if let Some(dir) = &a.outdir {
+        let pb = ProgressBar::new(seeds.len() as u64);
+        let r = eval::sample_to_dir(
+            &net,
+            how,
+            &seeds,
+            a.class,
+            a.batch,
+            dir,
+            a.subdirs,
+            device,
+            &mut |done, _| pb.set_position(done as u64),
+        )?;
+        pb.finish_and_clear();
+        eprintln!(
+            "{} images sampled, {} existing PNGs kept, in {}",
+            r.sampled,
+            r.skipped,
+            dir.display()
+        );
+        summary["sampled"] = r.sampled.into();
+        summary["skipped"] = r.skipped.into();
+    }
+    if let Some(grid) = &a.grid {
+        let x = eval::draw_seeds(&net, how, &seeds, a.class, device)?;
+        eval::write_grid(x, (seeds.len() as f64).sqrt().ceil() as usize, grid)?;
+        eprintln!("wrote {}", grid.display());
+        summary["grid"] = serde_json::json!(grid);
+    }
+    if a.json {
+        println!("{summary}");
+    }
+    Ok(())
 }
 
 fn load_net<B: Backend>(p: &Path, device: &B::Device) -> Result<EdmPrecond<B>> {
@@ -211,27 +353,9 @@ impl BackendTask for Command {
         match self {
             Command::Train(a) => train::<B>(a, device),
             Command::Orchestrator { port } => Ok(parallel::run_orchestrator(port)?),
-            Command::Sample {
-                net,
-                heun_steps,
-                num,
-                seed,
-                out,
-            } => {
-                // A grid written over the network's own files would destroy it (issue 21).
-                formats::check_output(&out, [&net])?;
-                let net = load_net::<B>(&net, device)?;
-                let x = eval::draw(
-                    &net,
-                    sampler(heun_steps, OneStep::default().eps),
-                    seed,
-                    num,
-                    device,
-                )?;
-                eval::write_grid(x, (num as f64).sqrt().ceil() as usize, &out)?;
-                eprintln!("wrote {}", out.display());
-                Ok(())
-            }
+            Command::Sample(a) => sample::<B>(a, device),
+            // Printed in `main` before a device is chosen.
+            Command::Completions { .. } => Ok(()),
             Command::Fid {
                 net,
                 data,
@@ -244,7 +368,13 @@ impl BackendTask for Command {
             } => {
                 let net = load_net::<B>(&net, device)?;
                 let res = net.config.img_resolution;
-                let ds = ImageDataset::fashion_mnist(&data, true, res, Some(ref_num))?;
+                let opts = DataOptions {
+                    resolution: res,
+                    cond: false,
+                    xflip: false,
+                    limit: Some(ref_num),
+                };
+                let ds = load_training(&data, &opts)?;
                 if !ref_cache.as_ref().is_some_and(|c| c.exists()) {
                     eprintln!("computing reference statistics of {} images...", ds.len);
                 }
@@ -274,6 +404,17 @@ impl BackendTask for Command {
                 }
                 Ok(())
             }
+            Command::Presets { json } => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&dist_distill::presets::all())?
+                    );
+                } else {
+                    print!("{}", dist_distill::presets::table());
+                }
+                Ok(())
+            }
             Command::Analyze { teacher, out, num } => {
                 let net = load_net::<B>(&teacher, device)?;
                 std::fs::create_dir_all(&out)?;
@@ -284,6 +425,57 @@ impl BackendTask for Command {
             }
         }
     }
+}
+
+/// Fills the flags a `--preset` sets from it, leaving those given on the command line.
+fn apply_preset(a: &mut TrainArgs, m: &clap::ArgMatches) -> Result<()> {
+    let Some(name) = &a.preset else {
+        return Ok(());
+    };
+    let p = dist_distill::presets::get(name)?;
+    let c = p.gdd_config();
+    let unset = |id: &str| m.value_source(id) != Some(clap::parser::ValueSource::CommandLine);
+    if unset("batch") {
+        a.batch = c.batch_size;
+    }
+    if unset("lr") {
+        a.lr = c.lr;
+    }
+    if unset("dlr") {
+        a.dlr = c.dlr;
+    }
+    if unset("kimg") {
+        a.kimg = Some(c.total_kimg);
+    }
+    if unset("ema_kimg") {
+        a.ema_kimg = c.ema_halflife_kimg;
+    }
+    if unset("freeze") {
+        a.freeze = c.freeze;
+    }
+    if unset("cond") {
+        a.cond = c.cond;
+    }
+    if unset("precision") {
+        a.precision = c.precision.clone();
+    }
+    if unset("r1_gamma") {
+        a.r1_gamma = c.r1_gamma;
+    }
+    if unset("seed") {
+        a.seed = c.seed;
+    }
+    if unset("d_batch_group") {
+        a.d_batch_group = c.d_batch_group;
+    }
+    eprintln!(
+        "preset {name} ({}, teacher {}, data {}; discriminator backbones {})",
+        p.method,
+        p.teacher,
+        p.dataset,
+        p.backbones.join(" + ")
+    );
+    Ok(())
 }
 
 fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
@@ -301,10 +493,23 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
     let teacher = load_net::<Autodiff<B>>(&a.teacher, device)?;
     let backbone = EfficientNetLite0::<Autodiff<B>>::load(a.effnet.as_deref(), device)?;
     let res = teacher.config.img_resolution;
-    let data = ImageDataset::fashion_mnist(&a.data, true, res, a.limit)?;
+    let opts = DataOptions {
+        resolution: res,
+        cond: a.cond,
+        xflip: a.xflip,
+        limit: a.limit,
+    };
+    let data = load_training(&a.data, &opts)?;
+    if a.cond && data.num_classes > teacher.config.label_dim {
+        bail!(
+            "the data has {} classes, the teacher's label_dim is {}",
+            data.num_classes,
+            teacher.config.label_dim
+        );
+    }
     let config = GddConfig {
         batch_size: a.batch,
-        total_kimg: a.kimg,
+        total_kimg: a.kimg.context("--kimg (or --preset) is required")?,
         lr: a.lr,
         dlr: a.dlr,
         loss,
@@ -323,13 +528,23 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         d_batch_group: a.d_batch_group,
         ..GddConfig::default()
     };
+    // A resume with other options is refused before the reference statistics are computed.
+    if let Some(changed) = dist_distill::train::check_resume(&a.out, &config, a.force)? {
+        eprintln!("--force: continuing with the saved values; {changed}");
+    }
     let fid = if a.no_fid {
         None
     } else {
         std::fs::create_dir_all(&a.out)?;
         let cache = a.out.join("ref_stats.npz");
-        let ds = ImageDataset::fashion_mnist(&a.data, true, res, Some(a.fid_ref_num))?;
-        if !cache.exists() {
+        let ref_opts = DataOptions {
+            cond: false,
+            xflip: false,
+            limit: Some(a.fid_ref_num),
+            ..opts
+        };
+        let ds = load_training(&a.data, &ref_opts)?;
+        if !eval::RefStatsKey::of(&ds, a.fid_ref_num).matches(&cache) {
             eprintln!("computing reference statistics of {} images...", ds.len);
         }
         Some(FidSchedule {
@@ -419,5 +634,16 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         started.elapsed().as_secs_f64(),
         a.out.join("checkpoint/ema").display()
     );
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "step": tr.state.step,
+                "kimg": tr.state.cur_nimg as f64 / 1000.0,
+                "seconds": started.elapsed().as_secs_f64(),
+                "ema": a.out.join("checkpoint/ema"),
+            })
+        );
+    }
     Ok(())
 }

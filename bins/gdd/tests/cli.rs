@@ -87,3 +87,198 @@ fn train_refuses_a_run_folder_inside_its_inputs() {
         assert!(!out.exists());
     }
 }
+
+/// An EDM-style command line (`--network --outdir --seeds --subdirs --batch`) writes one PNG per
+/// seed under EDM's names; a second run keeps them and samples nothing; `--version`, completions
+/// and the sampler choices in `--help` are there.
+#[test]
+fn sample_takes_edm_options_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = fixture("edm_ddpmpp_tiny");
+    let outdir = tmp.path().join("images");
+    let run = || {
+        let out = gdd(&[
+            "sample",
+            "--network",
+            net.to_str().unwrap(),
+            "--outdir",
+            outdir.to_str().unwrap(),
+            "--seeds",
+            "998-1000",
+            "--subdirs",
+            "--batch",
+            "2",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    assert_eq!(
+        (first["sampled"].as_u64(), first["skipped"].as_u64()),
+        (Some(3), Some(0))
+    );
+    for p in [
+        "000000/000998.png",
+        "000000/000999.png",
+        "001000/001000.png",
+    ] {
+        let (w, h) = image::image_dimensions(outdir.join(p)).unwrap();
+        assert_eq!((w, h), (16, 16), "{p}");
+    }
+    let second = run();
+    assert_eq!(
+        (second["sampled"].as_u64(), second["skipped"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let text = |args: &[&str]| String::from_utf8(gdd(args).stdout).unwrap();
+    assert!(text(&["--version"]).starts_with("gdd "));
+    assert!(text(&["completions", "bash"]).contains("sample"));
+    let help = text(&["sample", "--help"]);
+    for s in [
+        "--network",
+        "--outdir",
+        "--subdirs",
+        "--seeds",
+        "[alias: --net]",
+    ] {
+        assert!(help.contains(s), "{s} missing:\n{help}");
+    }
+}
+
+/// Four 16x16 RGB PNGs: an image folder `load_training` reads.
+fn tiny_image_folder(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..4u32 {
+        let img = image::RgbImage::from_fn(16, 16, |x, y| {
+            image::Rgb([(x * 16) as u8, (y * 16) as u8, (i * 60) as u8])
+        });
+        img.save(dir.join(format!("img{i}.png"))).unwrap();
+    }
+}
+
+/// `gdd train` like `edm train`: resuming with another learning rate is refused naming it and the
+/// checkpoint stays as it was; `--force` continues with the saved values; a longer `--kimg` is a
+/// plain resume. `--preset` fills what the command line leaves out (the saved configuration has
+/// the preset's lr, dlr and seed, the given batch), and `gdd presets` lists every preset.
+#[test]
+fn train_refuses_a_changed_resume_and_takes_presets() {
+    let presets = String::from_utf8(gdd(&["presets"]).stdout).unwrap();
+    for name in [
+        "cifar10-uncond",
+        "cifar10-cond",
+        "afhqv2-64",
+        "ffhq-64",
+        "imagenet-64",
+        "afhqv2-64-i",
+    ] {
+        assert!(presets.contains(name), "{name} missing:\n{presets}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&gdd(&["presets", "--json"]).stdout).unwrap();
+    assert_eq!(json.as_array().map(|a| a.len()), Some(10), "{json}");
+    let Some(effnet) = assets::cached("efficientnet-lite0") else {
+        eprintln!("skipped: asset efficientnet-lite0 not in cache, run `cargo run --release -p assets-cli -- fetch efficientnet-lite0`");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("images");
+    tiny_image_folder(&data);
+    let teacher = fixture("edm_ddpmpp_tiny");
+    let train = |out: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gdd"))
+            .args(["train", "--teacher"])
+            .arg(&teacher)
+            .arg("--data")
+            .arg(&data)
+            .arg("--outdir")
+            .arg(out)
+            .arg("--effnet")
+            .arg(&effnet)
+            .args([
+                "--d-res=32",
+                "--no-fid",
+                "--checkpoint-every=1",
+                "--grid-every=100",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let saved = |out: &Path| -> serde_json::Value {
+        let s = std::fs::read(out.join("checkpoint/state.json")).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&s).unwrap()["config"].clone()
+    };
+    let run = tmp.path().join("run");
+    let o = train(&run, &["--batch=2", "--kimg=0.002", "--lr=0.001"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let state = run.join("checkpoint/state.json");
+    let before = std::fs::read(&state).unwrap();
+
+    let o = train(&run, &["--batch=2", "--kimg=0.004", "--lr=0.002"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "accepted: {err}");
+    assert!(
+        err.contains("lr (saved 0.001, given 0.002)") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+
+    let o = train(
+        &run,
+        &["--batch=2", "--kimg=0.004", "--lr=0.002", "--force"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("--force") && err.contains("resumed"), "{err}");
+    assert_eq!(saved(&run)["lr"], 0.001);
+    assert_eq!(saved(&run)["total_kimg"], 0.004);
+
+    let o = train(&run, &["--batch=2", "--kimg=0.006", "--lr=0.001", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(saved(&run)["total_kimg"], 0.006);
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (summary["step"].as_u64(), summary["kimg"].as_f64()),
+        (Some(3), Some(0.006)),
+        "{summary}"
+    );
+
+    let pre = tmp.path().join("preset");
+    let o = train(
+        &pre,
+        &[
+            "--preset=afhqv2-64",
+            "--batch=2",
+            "--kimg=0.002",
+            "--precision=f32",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("preset afhqv2-64"), "{err}");
+    let c = saved(&pre);
+    assert_eq!(
+        (c["lr"].as_f64(), c["dlr"].as_f64()),
+        (Some(2e-5), Some(4e-5)),
+        "{c}"
+    );
+    assert_eq!(
+        (c["batch_size"].as_u64(), c["seed"].as_u64()),
+        (Some(2), Some(42)),
+        "{c}"
+    );
+    let o = gdd(&[
+        "train",
+        "--preset=nonesuch",
+        "--teacher=x",
+        "--data=y",
+        "--outdir=z",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("nonesuch"), "{err}");
+}

@@ -38,6 +38,16 @@ pub enum DistillError {
         step: u64,
         last_good: String,
     },
+    /// `gdd train` resumed a folder whose saved run has another configuration
+    /// ([`crate::train::check_resume`]).
+    #[error(
+        "{dir} holds a run started with other options; {changed}. Resume with the same options, \
+         start a new --outdir, or pass --force to continue with the saved values"
+    )]
+    OptionsChanged {
+        dir: PathBuf,
+        changed: formats::OptionsChanged,
+    },
     /// Checkpoint (de)serialisation failed.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },

@@ -52,6 +52,15 @@ pub enum EdmError {
         #[source]
         source: formats::pickle::PickleError,
     },
+    /// `edm train` resumed a folder whose saved run has other options ([`formats::compare_options`]).
+    #[error(
+        "{dir} holds a run started with other options; {changed}. Resume with the same options, \
+         start a new --outdir, or pass --force to continue with the saved values"
+    )]
+    OptionsChanged {
+        dir: PathBuf,
+        changed: formats::OptionsChanged,
+    },
     #[error("training diverged: {0}")]
     NonFinite(String),
     /// Data-parallel training: a peer or node failed, hung past the timeout, or the setup is

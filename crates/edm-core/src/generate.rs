@@ -2,7 +2,7 @@
 //! from a file, batched sampling whose images do not depend on the batch they fall in, the denoiser
 //! applied to a file of inputs, and EDM's PNG conversion.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -198,6 +198,186 @@ pub fn sample_latents<B: Backend>(
     Ok(samples)
 }
 
+/// Where EDM's `generate.py` writes the image of `seed` under `outdir`: `%06d.png`, and with
+/// `subdirs` in a folder per thousand seeds (`000000/`, `001000/`, ...), so 50,000 images do not land
+/// in one directory.
+pub fn image_path(outdir: &Path, seed: u64, subdirs: bool) -> PathBuf {
+    let name = format!("{seed:06}.png");
+    if subdirs {
+        outdir.join(format!("{:06}", seed - seed % 1000)).join(name)
+    } else {
+        outdir.join(name)
+    }
+}
+
+/// What a generation run samples: one image per seed (latents and classes drawn per batch, from
+/// each seed's own generator), or latents read from a file (image i named and seeded by i).
+#[derive(Clone, Debug)]
+pub enum LatentSource {
+    Seeds {
+        seeds: Vec<u64>,
+        /// One class for every image (conditional networks); drawn per seed when `None`.
+        class: Option<usize>,
+    },
+    File(Latents),
+}
+
+impl LatentSource {
+    /// The seed of every image, in order (a file's images are seeded by their index).
+    pub fn seeds(&self) -> &[u64] {
+        match self {
+            LatentSource::Seeds { seeds, .. } => seeds,
+            LatentSource::File(l) => &l.seeds,
+        }
+    }
+
+    /// The latents of the images at `idx` (indices into [`Self::seeds`]).
+    fn select<B: Backend>(
+        &self,
+        config: &EdmConfig,
+        idx: &[usize],
+        device: &B::Device,
+    ) -> Result<Latents> {
+        match self {
+            LatentSource::Seeds { seeds, class } => {
+                let s: Vec<u64> = idx.iter().map(|&i| seeds[i]).collect();
+                Latents::from_seeds::<B>(config, &s, *class, device)
+            }
+            LatentSource::File(l) => {
+                let per: usize = l.chw.iter().product();
+                let label_dim = config.label_dim;
+                Ok(Latents {
+                    chw: l.chw,
+                    z: idx
+                        .iter()
+                        .flat_map(|&i| l.z[i * per..(i + 1) * per].iter().copied())
+                        .collect(),
+                    labels: l.labels.as_ref().map(|lab| {
+                        idx.iter()
+                            .flat_map(|&i| lab[i * label_dim..(i + 1) * label_dim].iter().copied())
+                            .collect()
+                    }),
+                    names: idx.iter().map(|&i| l.names[i].clone()).collect(),
+                    seeds: idx.iter().map(|&i| l.seeds[i]).collect(),
+                })
+            }
+        }
+    }
+}
+
+/// How [`generate_images`] batches and where it writes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOptions {
+    /// Images per network batch (EDM's `--batch`, `max_batch_size`).
+    pub batch: usize,
+    /// Folder of one PNG per image ([`image_path`]); `None` writes no PNGs.
+    pub outdir: Option<PathBuf>,
+    /// EDM's `--subdirs`: a folder per thousand seeds.
+    pub subdirs: bool,
+    /// Return every image (for a safetensors file). Then nothing is skipped: the file needs all.
+    pub keep_samples: bool,
+    /// Skip the seeds whose PNG already exists (an interrupted run continues where it stopped).
+    pub skip_existing: bool,
+}
+
+impl GenerateOptions {
+    /// Whether [`generate_images`] skips `seed`: its PNG exists, skipping is on, and no
+    /// safetensors file needs every image.
+    pub fn skips(&self, seed: u64) -> bool {
+        match &self.outdir {
+            Some(dir) if self.skip_existing && !self.keep_samples => {
+                image_path(dir, seed, self.subdirs).is_file()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What [`generate_images`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateReport {
+    /// Images sampled (and written when there is an `outdir`).
+    pub sampled: usize,
+    /// Images skipped because their PNG existed.
+    pub skipped: usize,
+    /// `[N, C, H, W]` flattened, in the source's order, when `keep_samples` was set.
+    pub samples: Option<Vec<f32>>,
+}
+
+/// EDM's `generate.py` loop: the images of `source`, `opts.batch` at a time, each batch's PNGs
+/// written before the next batch starts, so memory holds one batch (plus, with `keep_samples`, the
+/// finished images) and an interrupted run keeps what it wrote. An image depends only on its seed
+/// ([`sample_latents`]), so skipping existing PNGs or changing the batch size changes no pixel.
+/// `progress(evaluations, images_done)` as in [`sample_latents`], counted over the images to sample.
+pub fn generate_images<B: Backend>(
+    net: &EdmPrecond<B>,
+    source: &LatentSource,
+    solver: Solver,
+    cfg: &SamplerConfig,
+    opts: &GenerateOptions,
+    device: &B::Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<GenerateReport> {
+    let seeds = source.seeds();
+    let todo: Vec<usize> = (0..seeds.len())
+        .filter(|&i| !opts.skips(seeds[i]))
+        .collect();
+    let batch = opts.batch;
+    if batch == 0 {
+        return Err(EdmError::Input(
+            "--batch is 0: the batch size must be at least 1".into(),
+        ));
+    }
+    let mut kept = opts.keep_samples.then(Vec::new);
+    let mut done = 0;
+    for idx in todo.chunks(batch) {
+        let latents = source.select::<B>(&net.config, idx, device)?;
+        let samples = sample_latents(net, &latents, solver, cfg, batch, device, &mut |e, d| {
+            progress(e, done + d)
+        })?;
+        if let Some(dir) = &opts.outdir {
+            let [ch, res, _] = latents.chw;
+            let per = ch * res * res;
+            for (k, &seed) in latents.seeds.iter().enumerate() {
+                let path = image_path(dir, seed, opts.subdirs);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| EdmError::io(parent, e))?;
+                }
+                write_png(&path, &samples[k * per..(k + 1) * per], ch, res)?;
+            }
+        }
+        if let Some(all) = kept.as_mut() {
+            all.extend_from_slice(&samples);
+        }
+        done += idx.len();
+    }
+    Ok(GenerateReport {
+        sampled: todo.len(),
+        skipped: seeds.len() - todo.len(),
+        samples: kept,
+    })
+}
+
+/// One image `[C, H, W]` as EDM writes it: `(x·127.5 + 128)` clipped to [0, 255], grayscale for
+/// one channel, RGB for three.
+pub fn write_png(path: &Path, img: &[f32], ch: usize, res: usize) -> Result<()> {
+    let to_u8 = |v: f32| (v * 127.5 + 128.0).clamp(0.0, 255.0) as u8;
+    if ch == 1 {
+        let px: Vec<u8> = img.iter().map(|&v| to_u8(v)).collect();
+        let gray =
+            image::GrayImage::from_raw(res as u32, res as u32, px).expect("res x res pixels");
+        return save_png(&gray, path);
+    }
+    let mut rgb = image::RgbImage::new(res as u32, res as u32);
+    for y in 0..res {
+        for x in 0..res {
+            let px = |c: usize| to_u8(img[c.min(ch - 1) * res * res + y * res + x]);
+            rgb.put_pixel(x as u32, y as u32, image::Rgb([px(0), px(1), px(2)]));
+        }
+    }
+    save_png(&rgb, path)
+}
+
 /// D(x; σ) for the tensors of a safetensors file: `x` `[N,C,H,W]`, `sigma` `[N]`, optional
 /// `class_labels` `[N, label_dim]` (used by conditional networks). Writes `denoised` to `output`.
 pub fn denoise_file<B: Backend>(
@@ -333,6 +513,85 @@ mod tests {
         let fixed = Latents::from_seeds::<Flex>(&c, &[5, 6], Some(2), &dev).unwrap();
         assert_eq!(fixed.labels.unwrap(), [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
         assert!(Latents::from_seeds::<Flex>(&c, &[0], Some(3), &dev).is_err());
+    }
+
+    /// Per-batch generation writes EDM's names (`%06d.png`, thousand-seed folders with `subdirs`),
+    /// returns the images that one whole-list [`sample_latents`] call gives (bit for bit, whatever
+    /// the batch), writes the pixels [`write_pngs`] writes, and a second run skips what exists.
+    #[test]
+    fn generate_images_per_batch_matches_one_call_and_resumes() {
+        let c = EdmConfig::tiny(ModelType::SongUNet, 8, 1, 3);
+        let dev = Default::default();
+        let net = EdmPrecond::<Flex>::init(&c, 1, &dev).unwrap();
+        let cfg = SamplerConfig {
+            num_steps: 2,
+            s_churn: 10.0,
+            ..SamplerConfig::default()
+        };
+        let seeds = vec![3, 999, 1000, 1001, 2500];
+        let all = Latents::from_seeds::<Flex>(&c, &seeds, None, &dev).unwrap();
+        let want = sample_latents(
+            &net,
+            &all,
+            Solver::Stochastic,
+            &cfg,
+            5,
+            &dev,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let old = tmp.path().join("old");
+        write_pngs(&old, &want, &all.names, 1, 8).unwrap();
+        let source = LatentSource::Seeds {
+            seeds: seeds.clone(),
+            class: None,
+        };
+        let out = tmp.path().join("out");
+        let mut opts = GenerateOptions {
+            batch: 2,
+            outdir: Some(out.clone()),
+            subdirs: true,
+            keep_samples: true,
+            skip_existing: true,
+        };
+        let run = |opts: &GenerateOptions| {
+            generate_images(
+                &net,
+                &source,
+                Solver::Stochastic,
+                &cfg,
+                opts,
+                &dev,
+                &mut |_, _| {},
+            )
+            .unwrap()
+        };
+        let r = run(&opts);
+        assert_eq!(r.samples.as_deref(), Some(&want[..]));
+        assert_eq!((r.sampled, r.skipped), (5, 0));
+        for (s, dir) in seeds
+            .iter()
+            .zip(["000000", "000000", "001000", "001000", "002000"])
+        {
+            let new = out.join(dir).join(format!("{s:06}.png"));
+            assert_eq!(new, image_path(&out, *s, true));
+            let a = image::open(&new).unwrap().to_luma8();
+            let b = image::open(old.join(format!("seed{s:06}.png")))
+                .unwrap()
+                .to_luma8();
+            assert_eq!(a, b, "seed {s}");
+        }
+        // Resume: one image removed, only it is sampled again (without keep_samples).
+        std::fs::remove_file(image_path(&out, 1000, true)).unwrap();
+        opts.keep_samples = false;
+        let r = run(&opts);
+        assert_eq!((r.sampled, r.skipped, r.samples), (1, 4, None));
+        assert!(image_path(&out, 1000, true).is_file());
+        assert_eq!(
+            image_path(Path::new("o"), 7, false),
+            PathBuf::from("o/000007.png")
+        );
     }
 
     #[test]

@@ -316,7 +316,7 @@ impl<B: Backend> GroupNorm<B> {
         eps: f64,
     ) -> Result<Self> {
         let num_groups = 32.min(num_channels / 4).max(1);
-        if num_channels % num_groups != 0 {
+        if !num_channels.is_multiple_of(num_groups) {
             // torch.nn.GroupNorm refuses these at construction too, so EDM cannot build such a
             // network; here it is a typed error instead of a reshape panic in the first forward.
             return Err(EdmError::Unsupported(format!(

@@ -27,7 +27,10 @@ pub use data::ImageDataset;
 pub use dhariwal_unet::DhariwalUNet;
 pub use error::{EdmError, Result};
 pub use formats::{read_idx, read_safetensors, write_safetensors, HostTensor};
-pub use generate::{denoise_file, sample_latents, write_pngs, Latents};
+pub use generate::{
+    denoise_file, generate_images, image_path, sample_latents, write_png, write_pngs,
+    GenerateOptions, GenerateReport, LatentSource, Latents,
+};
 pub use loss::{
     edm_loss, edm_loss_weight, inverse_variance_loss, DenoisingLoss, EdmLossConfig, VeLossConfig,
     VpLossConfig,
@@ -37,5 +40,8 @@ pub use precond::{
 };
 pub use sampler::{edm_sigma_steps, nfe, parse_seeds, sample, SamplerConfig, Solver, StackedRng};
 pub use song_unet::SongUNet;
-pub use train::{ema_beta, ema_update, train, StepReport, TrainOptions, Trainer, TrainingState};
+pub use train::{
+    ema_beta, ema_update, train, train_run, StepReport, TickReport, TrainEvent, TrainOptions,
+    Trainer, TrainingState, RESUMABLE_OPTIONS,
+};
 pub use weights::{NamedTensor, TensorRef, VisitNamed};

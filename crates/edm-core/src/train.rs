@@ -46,7 +46,24 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Write a checkpoint every this many steps (and at the end).
     pub checkpoint_every: usize,
+    /// Progress tick in kimg (EDM's `--tick`): one `stats.jsonl` record and one `log.txt` line per
+    /// tick.
+    #[serde(default = "default_tick_kimg")]
+    pub tick_kimg: f64,
+    /// Save the EMA network as `network-snapshot-KKKKKK/` every this many ticks and at the end
+    /// (EDM's `--snap`; 0: never).
+    #[serde(default)]
+    pub snap_ticks: usize,
 }
+
+fn default_tick_kimg() -> f64 {
+    50.0
+}
+
+/// The options a resumed run may change ([`train_run`]): its length and how often it reports,
+/// snapshots and checkpoints. Every other option, and the network, must match the saved run.
+pub const RESUMABLE_OPTIONS: &[&str] =
+    &["total_kimg", "checkpoint_every", "tick_kimg", "snap_ticks"];
 
 impl Default for TrainOptions {
     fn default() -> Self {
@@ -60,6 +77,8 @@ impl Default for TrainOptions {
             loss: EdmLossConfig::default(),
             seed: 0,
             checkpoint_every: 500,
+            tick_kimg: default_tick_kimg(),
+            snap_ticks: 50,
         }
     }
 }
@@ -225,6 +244,8 @@ pub struct Trainer<B: AutodiffBackend> {
     optim: burn::optim::adaptor::OptimizerAdaptor<burn::optim::Adam, EdmPrecond<B>, B>,
     pub state: TrainingState,
     device: B::Device,
+    /// What a forced resume kept despite differing options (logged once by [`train_run`]).
+    resume_note: Option<String>,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -249,6 +270,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 last_loss: f64::NAN,
             },
             device: device.clone(),
+            resume_note: None,
         }
     }
 
@@ -446,13 +468,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             optim,
             state,
             device: device.clone(),
+            resume_note: None,
         })
     }
 }
 
-/// Trains to `options.total_kimg` (resuming from `out_dir/checkpoint` when present), checkpointing every
-/// `checkpoint_every` steps and at the end, holding `out_dir/run.lock` throughout (a second run on the
-/// same folder is refused). `on_step` sees every step's report.
+/// [`train_run`] without `--force`, reporting only the steps.
 pub fn train<B: AutodiffBackend>(
     config: &EdmConfig,
     data: &ImageDataset,
@@ -461,19 +482,142 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<Trainer<B>> {
+    train_run(config, data, options, out_dir, false, device, &mut |e| {
+        if let TrainEvent::Step(r) = e {
+            on_step(r)
+        }
+    })
+}
+
+/// What [`train_run`] reports to its caller.
+#[derive(Debug)]
+pub enum TrainEvent<'a> {
+    /// After every step.
+    Step(&'a StepReport),
+    /// A line the run also appended to `out_dir/log.txt` (the options, resume notes, each tick).
+    Log(&'a str),
+    /// After every tick (also a line of `out_dir/stats.jsonl`).
+    Tick(&'a TickReport),
+}
+
+/// One progress tick (EDM's `--tick`): a line of `stats.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TickReport {
+    /// The step the tick ended at.
+    pub step: usize,
+    /// Tick number: ⌈images seen / images per tick⌉, so a resumed run numbers ticks as the
+    /// uninterrupted one would.
+    pub tick: u64,
+    pub kimg: f64,
+    /// Mean of the steps' losses in this tick (since the resume, for a resumed run's first tick).
+    pub loss: f64,
+    /// Steps the mean is over.
+    pub steps: usize,
+    pub lr: f64,
+    pub sec_per_tick: f64,
+    pub sec_per_kimg: f64,
+    /// Seconds since this process started training.
+    pub total_sec: f64,
+    /// Unix time in seconds.
+    pub timestamp: f64,
+}
+
+impl TickReport {
+    /// The tick as one line of `log.txt` (EDM's progress line).
+    pub fn line(&self) -> String {
+        format!(
+            "tick {:<5} step {:<7} kimg {:<9.3} loss {:<8.4} lr {:<9.2e} sec/tick {:<7.1} sec/kimg {:<8.2} total {:.0}s",
+            self.tick,
+            self.step,
+            self.kimg,
+            self.loss,
+            self.lr,
+            self.sec_per_tick,
+            self.sec_per_kimg,
+            self.total_sec
+        )
+    }
+}
+
+/// `out_dir/log.txt`: what the run prints, appended to by a resumed run, emptied by a fresh one.
+struct LogTxt {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl LogTxt {
+    fn open(path: PathBuf, append: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&path)
+            .map_err(|e| EdmError::io(&path, e))?;
+        Ok(LogTxt { file, path })
+    }
+
+    fn line(&mut self, line: &str) -> Result<()> {
+        use std::io::Write;
+        writeln!(self.file, "{line}").map_err(|e| EdmError::io(&self.path, e))
+    }
+}
+
+/// The saved or given options and network of a run, as [`formats::compare_options`] compares them
+/// (the network's config under `network`).
+fn run_options(config: &EdmConfig, options: &TrainOptions) -> serde_json::Value {
+    let mut v = serde_json::to_value(options).expect("options serialise");
+    v["network"] = serde_json::to_value(config).expect("config serialises");
+    v
+}
+
+/// Trains to `options.total_kimg`, holding `out_dir/run.lock` throughout (a second run on the same
+/// folder is refused). Resumes from `out_dir/checkpoint` when present: the saved options and
+/// network must equal `options` and `config` except [`RESUMABLE_OPTIONS`], or the run is refused
+/// with [`EdmError::OptionsChanged`] naming every difference; with `force` it continues with the
+/// saved values and logs the differences. Writes checkpoints every `checkpoint_every` steps and at
+/// the end, `stats.jsonl` (one [`TickReport`] per tick; a resume drops the records after its
+/// checkpoint), `log.txt` (every [`TrainEvent::Log`] line) and, every `snap_ticks` ticks and at the
+/// end, `network-snapshot-KKKKKK/` (the EMA network, KKKKKK its kimg, EDM's name).
+pub fn train_run<B: AutodiffBackend>(
+    config: &EdmConfig,
+    data: &ImageDataset,
+    options: TrainOptions,
+    out_dir: &Path,
+    force: bool,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(TrainEvent<'_>),
+) -> Result<Trainer<B>> {
     // One writer per output folder for the whole run ([`formats::RunLock`]); what an interrupted
     // write left is removed only under that lock.
     let lock = formats::RunLock::acquire(out_dir)?;
     lock.clean_leftovers("training_state.json")?;
-    let mut trainer =
-        if out_dir.join("checkpoint").exists() || out_dir.join("checkpoint.old").exists() {
-            let mut t = Trainer::<B>::resume(out_dir, device)?;
-            // A resumed run may be extended; everything else must match the checkpoint.
-            t.state.options.total_kimg = options.total_kimg;
-            t
-        } else {
-            Trainer::<B>::new(config, options, device)?
-        };
+    let resumed = out_dir.join("checkpoint").exists() || out_dir.join("checkpoint.old").exists();
+    let mut trainer = if resumed {
+        let mut t = Trainer::<B>::resume(out_dir, device)?;
+        let saved = run_options(&t.net.config, &t.state.options);
+        if let Err(changed) =
+            formats::compare_options(&saved, &run_options(config, &options), RESUMABLE_OPTIONS)
+        {
+            if !force {
+                return Err(EdmError::OptionsChanged {
+                    dir: out_dir.to_path_buf(),
+                    changed,
+                });
+            }
+            t.resume_note = Some(format!(
+                "--force: continuing with the saved values; {changed}"
+            ));
+        }
+        let o = &mut t.state.options;
+        o.total_kimg = options.total_kimg;
+        o.checkpoint_every = options.checkpoint_every;
+        o.tick_kimg = options.tick_kimg;
+        o.snap_ticks = options.snap_ticks;
+        t
+    } else {
+        Trainer::<B>::new(config, options, device)?
+    };
     let total = trainer.state.options.total_steps();
     if trainer.state.options.batch_size == 0 {
         return Err(EdmError::Input(
@@ -487,13 +631,83 @@ pub fn train<B: AutodiffBackend>(
             trainer.state.options.total_kimg, trainer.state.options.batch_size
         )));
     }
-    let every = trainer.state.options.checkpoint_every.max(1);
+    let mut log = LogTxt::open(out_dir.join("log.txt"), resumed)?;
+    let mut say = |line: &str, on_event: &mut dyn FnMut(TrainEvent<'_>)| -> Result<()> {
+        log.line(line)?;
+        on_event(TrainEvent::Log(line));
+        Ok(())
+    };
+    let opts = trainer.state.options.clone();
+    if resumed {
+        say(
+            &format!(
+                "resumed from {} at step {} ({:.3} kimg)",
+                out_dir.join("checkpoint").display(),
+                trainer.state.step,
+                trainer.state.cur_nimg as f64 / 1000.0
+            ),
+            on_event,
+        )?;
+        if let Some(note) = trainer.resume_note.take() {
+            say(&note, on_event)?;
+        }
+    }
+    say(
+        &format!(
+            "training options: {}",
+            serde_json::to_string(&opts).expect("options serialise")
+        ),
+        on_event,
+    )?;
+    let stats_path = out_dir.join("stats.jsonl");
+    let mut stats = if resumed {
+        formats::MetricsLog::resume(&stats_path, trainer.state.step as u64)?.0
+    } else {
+        formats::MetricsLog::create(&stats_path)?
+    };
+    let every = opts.checkpoint_every.max(1);
+    let tick_nimg = ((opts.tick_kimg * 1000.0).round() as u64).max(1);
+    let started = std::time::Instant::now();
+    let (mut tick_started, mut tick_nimg0) = (started, trainer.state.cur_nimg);
+    let (mut tick_loss, mut tick_steps) = (0.0, 0usize);
     while trainer.state.step < total {
+        let before = trainer.state.cur_nimg;
         let report = trainer.step(data)?;
-        on_step(&report);
-        if trainer.state.step % every == 0 || trainer.state.step == total {
+        on_event(TrainEvent::Step(&report));
+        let (step, nimg) = (trainer.state.step, trainer.state.cur_nimg);
+        if step % every == 0 || step == total {
             trainer.checkpoint(out_dir)?;
         }
+        tick_loss += report.loss;
+        tick_steps += 1;
+        if nimg / tick_nimg == before / tick_nimg && step != total {
+            continue;
+        }
+        let now = std::time::Instant::now();
+        let secs = now.duration_since(tick_started).as_secs_f64();
+        let tick = TickReport {
+            step,
+            tick: nimg.div_ceil(tick_nimg),
+            kimg: nimg as f64 / 1000.0,
+            loss: tick_loss / tick_steps as f64,
+            steps: tick_steps,
+            lr: report.lr,
+            sec_per_tick: secs,
+            sec_per_kimg: secs / ((nimg - tick_nimg0) as f64 / 1000.0).max(1e-9),
+            total_sec: now.duration_since(started).as_secs_f64(),
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        };
+        stats.append(&serde_json::to_value(&tick).expect("tick serialises"))?;
+        on_event(TrainEvent::Tick(&tick));
+        say(&tick.line(), on_event)?;
+        if opts.snap_ticks > 0 && (tick.tick.is_multiple_of(opts.snap_ticks as u64) || step == total) {
+            let snap = out_dir.join(format!("network-snapshot-{:06}", nimg / 1000));
+            trainer.ema.save(&snap)?;
+            say(&format!("saved {}", snap.display()), on_event)?;
+        }
+        (tick_started, tick_nimg0, tick_loss, tick_steps) = (now, nimg, 0.0, 0);
     }
     drop(lock);
     Ok(trainer)

@@ -153,10 +153,10 @@ fn regression_groupnorm_channels_not_a_multiple_of_groups() {
     c.channel_mult = Some(vec![1]);
     c.num_blocks = Some(1);
     c.attn_resolutions = Some(vec![]);
-    let err = EdmPrecond::<B>::init(&c, 0, &Default::default())
-        .err()
-        .expect("refused at construction")
-        .to_string();
+    let Err(err) = EdmPrecond::<B>::init(&c, 0, &Default::default()) else {
+        panic!("refused at construction")
+    };
+    let err = err.to_string();
     assert!(err.contains("GroupNorm") && err.contains("groups"), "{err}");
 }
 
@@ -212,9 +212,9 @@ fn regression_all_nan_weights_are_refused_at_load() {
         .collect();
     t.sort_by(|a, b| a.0.cmp(&b.0));
     edm_core::write_safetensors(&w, &t).unwrap();
-    let err = edm_core::load_precond::<B>(dir.path(), &Default::default())
-        .err()
-        .expect("NaN weights loaded");
+    let Err(err) = edm_core::load_precond::<B>(dir.path(), &Default::default()) else {
+        panic!("NaN weights loaded")
+    };
     assert!(err.to_string().contains("non-finite"), "{err}");
 }
 

@@ -14,7 +14,7 @@ use crate::error::{FidError, Result};
 
 /// `pool3 @ weightᵀ` for `pool3` [n, dim] and `weight` [classes, dim] (no bias, as StyleGAN3 uses).
 pub fn logits_from_pool3(pool3: &[f32], weight: &[f32], dim: usize) -> Result<Vec<f64>> {
-    if dim == 0 || pool3.len() % dim != 0 || weight.len() % dim != 0 {
+    if dim == 0 || !pool3.len().is_multiple_of(dim) || !weight.len().is_multiple_of(dim) {
         return Err(FidError::Stats(format!(
             "pool3 ({} values) and output weight ({} values) are not rows of {dim}",
             pool3.len(),
@@ -32,7 +32,7 @@ pub fn logits_from_pool3(pool3: &[f32], weight: &[f32], dim: usize) -> Result<Ve
 
 /// (mean, std) of the Inception Score over `splits` splits of `logits` [n, classes].
 pub fn inception_score(logits: &[f64], classes: usize, splits: usize) -> Result<(f64, f64)> {
-    if classes == 0 || logits.len() % classes != 0 {
+    if classes == 0 || !logits.len().is_multiple_of(classes) {
         return Err(FidError::Stats(format!(
             "{} logits are not rows of {classes}",
             logits.len()

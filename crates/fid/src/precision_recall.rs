@@ -17,7 +17,7 @@ use crate::error::{FidError, Result};
 /// Precision and recall of `gen` against `real`, both row-major `[n, dim]`.
 pub fn precision_recall(real: &[f32], gen: &[f32], dim: usize, k: usize) -> Result<(f64, f64)> {
     let bad = FidError::Stats;
-    if dim == 0 || real.len() % dim != 0 || gen.len() % dim != 0 {
+    if dim == 0 || !real.len().is_multiple_of(dim) || !gen.len().is_multiple_of(dim) {
         return Err(bad(format!(
             "feature buffers of {} and {} values are not rows of {dim}",
             real.len(),

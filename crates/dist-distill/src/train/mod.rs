@@ -46,9 +46,11 @@ use crate::loss::{disc_fake_loss, disc_real_loss, generator_loss, lazy_adam_adju
 use crate::r1::r1_terms;
 
 mod driver;
+mod resume_check;
 pub use driver::{
     data_parallel_devices, has_checkpoint, run, FidRecord, FidSchedule, RunEvent, RunOptions,
 };
+pub use resume_check::{check_resume, RESUMABLE_OPTIONS};
 
 /// Hyper-parameters of a GDD run (defaults: the reference's CIFAR-10 recipe, `train.sh`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
