@@ -466,6 +466,16 @@ fn train_takes_edm_options_and_refuses_a_changed_resume() {
         log.contains("training options") && log.contains("tick 2"),
         "{log}"
     );
+    // TensorBoard's copy: a loss per step and a record per tick.
+    let events: Vec<_> = std::fs::read_dir(&outdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("events.out.tfevents."))
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ev = std::fs::read(&events[0]).unwrap();
+    let count = |needle: &[u8]| ev.windows(needle.len()).filter(|w| *w == needle).count();
+    assert_eq!((count(b"Loss/step"), count(b"Loss/tick_mean")), (2, 2));
     assert!(outdir
         .join("network-snapshot-000000/model.safetensors")
         .is_file());

@@ -577,8 +577,9 @@ fn run_options(config: &EdmConfig, options: &TrainOptions) -> serde_json::Value 
 /// with [`EdmError::OptionsChanged`] naming every difference; with `force` it continues with the
 /// saved values and logs the differences. Writes checkpoints every `checkpoint_every` steps and at
 /// the end, `stats.jsonl` (one [`TickReport`] per tick; a resume drops the records after its
-/// checkpoint), `log.txt` (every [`TrainEvent::Log`] line) and, every `snap_ticks` ticks and at the
-/// end, `network-snapshot-KKKKKK/` (the EMA network, KKKKKK its kimg, EDM's name).
+/// checkpoint), `log.txt` (every [`TrainEvent::Log`] line), `events.out.tfevents.*` (the same
+/// numbers for TensorBoard: `tensorboard --logdir OUT` while the run goes) and, every `snap_ticks`
+/// ticks and at the end, `network-snapshot-KKKKKK/` (the EMA network, KKKKKK its kimg, EDM's name).
 pub fn train_run<B: AutodiffBackend>(
     config: &EdmConfig,
     data: &ImageDataset,
@@ -665,6 +666,8 @@ pub fn train_run<B: AutodiffBackend>(
     } else {
         formats::MetricsLog::create(&stats_path)?
     };
+    // TensorBoard's live view of the same numbers: each step's loss, each tick's record.
+    let mut board = formats::EventWriter::create(out_dir)?;
     let every = opts.checkpoint_every.max(1);
     let tick_nimg = ((opts.tick_kimg * 1000.0).round() as u64).max(1);
     let started = std::time::Instant::now();
@@ -675,6 +678,7 @@ pub fn train_run<B: AutodiffBackend>(
         let report = trainer.step(data)?;
         on_event(TrainEvent::Step(&report));
         let (step, nimg) = (trainer.state.step, trainer.state.cur_nimg);
+        board.scalar("Loss/step", step as i64, report.loss as f32)?;
         if step % every == 0 || step == total {
             trainer.checkpoint(out_dir)?;
         }
@@ -700,9 +704,19 @@ pub fn train_run<B: AutodiffBackend>(
                 .map_or(0.0, |d| d.as_secs_f64()),
         };
         stats.append(&serde_json::to_value(&tick).expect("tick serialises"))?;
+        for (tag, v) in [
+            ("Loss/tick_mean", tick.loss),
+            ("Progress/kimg", tick.kimg),
+            ("Progress/lr", tick.lr),
+            ("Timing/sec_per_kimg", tick.sec_per_kimg),
+        ] {
+            board.scalar(tag, step as i64, v as f32)?;
+        }
         on_event(TrainEvent::Tick(&tick));
         say(&tick.line(), on_event)?;
-        if opts.snap_ticks > 0 && (tick.tick.is_multiple_of(opts.snap_ticks as u64) || step == total) {
+        if opts.snap_ticks > 0
+            && (tick.tick.is_multiple_of(opts.snap_ticks as u64) || step == total)
+        {
             let snap = out_dir.join(format!("network-snapshot-{:06}", nimg / 1000));
             trainer.ema.save(&snap)?;
             say(&format!("saved {}", snap.display()), on_event)?;

@@ -15,6 +15,7 @@
 //! - [`guard`]: [`OutputGuard`], outputs that are (or resolve to, or lie inside) an input refused.
 //! - [`metrics`]: [`MetricsLog`], a JSONL log truncated to the resumed step on resume.
 //! - [`run`]: [`compare_options`], a resumed run's options checked against the saved run's.
+//! - [`tfevents`]: [`EventWriter`], TensorBoard event files (scalars, PNG images) for a live view.
 //! - `npz` (feature `npz`): float64 arrays written as an `np.savez` archive, atomically, and read
 //!   back with every declared shape checked against the bytes before anything is allocated.
 //! - `zipped` (feature `zip`): zip members read with their inflated size bounded.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod npz;
 pub mod pickle;
 pub mod run;
+pub mod tfevents;
 #[cfg(feature = "zip")]
 pub mod zipped;
 
@@ -51,3 +53,4 @@ pub use input::{
 pub use lock::{Holder, LockError, RunLock};
 pub use metrics::{MetricsError, MetricsLog};
 pub use run::{compare_options, OptionsChanged};
+pub use tfevents::EventWriter;

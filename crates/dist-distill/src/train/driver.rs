@@ -10,6 +10,8 @@
 //! - `run.lock`: held for the whole run ([`formats::RunLock`]): a second run on the same folder is
 //!   refused.
 //! - `grid-NNNNNN.png`: 8×8 one-step samples of the EMA generator (seeds 0..64).
+//! - `events.out.tfevents.*` (one per process): the step metrics, the FID and the grids for
+//!   TensorBoard ([`formats::EventWriter`]), so `tensorboard --logdir OUT` shows the run live.
 //!
 //! Data-parallel ([`RunOptions::parallel`], crate `parallel`): one peer per device (and node), each
 //! with its own trainer ([`GddTrainer::set_peer`]); only global rank 0 takes the lock and writes
@@ -231,17 +233,27 @@ fn train_peer<B: AutodiffBackend>(
             None => Ok(()),
         }
     };
+    // TensorBoard's view of the same records (rank 0 only).
+    let board = std::cell::RefCell::new(match writer {
+        true => Some(formats::EventWriter::create(out)?),
+        false => None,
+    });
+    let to_board = |f: &mut dyn FnMut(&mut formats::EventWriter) -> formats::Result<()>| match board
+        .borrow_mut()
+        .as_mut()
+    {
+        Some(w) => Ok::<(), DistillError>(f(w)?),
+        None => Ok(()),
+    };
     let grid_seeds: Vec<u64> = (0..GRID_SEEDS).collect();
     let grid = |tr: &GddTrainer<B>| {
         if !writer {
             return Ok(());
         }
         let s = tr.state.step;
-        eval::write_grid(
-            tr.sample_ema(&grid_seeds, None),
-            8,
-            &out.join(format!("grid-{s:06}.png")),
-        )
+        let path = out.join(format!("grid-{s:06}.png"));
+        eval::write_grid(tr.sample_ema(&grid_seeds, None), 8, &path)?;
+        to_board(&mut |w| board_png(w, "samples/ema_grid", s, &path))
     };
     let fid = options.fid.as_ref().filter(|_| writer);
     let evaluate = |tr: &GddTrainer<B>,
@@ -249,6 +261,7 @@ fn train_peer<B: AutodiffBackend>(
                     emit: &mut dyn FnMut(RunEvent<'_>)| {
         if let Some(rec) = fid_of_ema(tr, fid, &tr.device)? {
             log_line(to_json(&rec))?;
+            to_board(&mut |w| w.scalar("fid/ema", rec.step as i64, rec.fid_ema as f32))?;
             emit(RunEvent::Fid(&rec));
         }
         Ok::<(), DistillError>(())
@@ -261,6 +274,7 @@ fn train_peer<B: AutodiffBackend>(
     while tr.state.step < total {
         let m = tr.step(data)?;
         log_line(to_json(&m))?;
+        to_board(&mut |w| board_step(w, &m))?;
         emit(RunEvent::Step(&m));
         let s = tr.state.step;
         if s.is_multiple_of(options.grid_every.max(1)) || s == total {
@@ -315,6 +329,50 @@ pub fn has_checkpoint(out: &Path) -> bool {
 /// CPU is shared by the peers).
 pub fn data_parallel_devices<B: Backend>(device: &B::Device, n: usize) -> Result<Vec<B::Device>> {
     Ok(parallel::devices::<B>(device, n)?)
+}
+
+/// A step's metrics as TensorBoard scalars (the same numbers as its `metrics.jsonl` line).
+fn board_step(w: &mut formats::EventWriter, m: &StepMetrics) -> formats::Result<()> {
+    let s = m.step as i64;
+    for (tag, v) in [
+        ("loss/G", m.g_loss),
+        ("loss/D_fake", m.d_loss_fake),
+        ("loss/D_real", m.d_loss_real),
+        ("score/D_fake", m.d_fake_score),
+        ("score/D_real", m.d_real_score),
+        ("speed/images_per_sec", m.images_per_sec),
+        ("progress/kimg", m.kimg),
+    ] {
+        w.scalar(tag, s, v as f32)?;
+    }
+    if let Some(r1) = m.r1_penalty {
+        w.scalar("loss/R1_penalty", s, r1 as f32)?;
+    }
+    Ok(())
+}
+
+/// A PNG file written a moment ago, as a TensorBoard image.
+fn board_png(
+    w: &mut formats::EventWriter,
+    tag: &str,
+    step: u64,
+    path: &Path,
+) -> formats::Result<()> {
+    let png = std::fs::read(path).map_err(|e| formats::io_error(path, e))?;
+    let (width, height, channels) = match image::load_from_memory(&png) {
+        Ok(img) => (
+            img.width(),
+            img.height(),
+            img.color().channel_count() as u32,
+        ),
+        Err(e) => {
+            return Err(formats::FormatError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+            })
+        }
+    };
+    w.png(tag, step as i64, &png, height, width, channels)
 }
 
 fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
