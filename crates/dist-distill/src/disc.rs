@@ -9,6 +9,11 @@
 //! spectral-norm 4×4 conv to one logit per position, or, when labels exist, to a 64-d map projected
 //! onto a class embedding (`SingleDiscCond`).
 //!
+//! The feature network is a [`BackboneKind`]: EfficientNet-Lite0 (every reference setting) or
+//! torchvision's vgg16_bn ([`crate::vgg`], which the reference's CIFAR-10 setting `--backbone=1` uses
+//! beside Lite0, with ImageNet input normalisation instead of Lite0's identity). The heads take the
+//! CSM output, whose widths do not depend on the backbone, so [`MultiScaleD`] is the same for both.
+//!
 //! The feature network, CCM and CSM are frozen ([`ProjectedFeatures`]); only [`MultiScaleD`] is
 //! trained. Random mixing weights use PyTorch's default conv init (U(±1/√fan_in)) from a seeded RNG.
 
@@ -24,7 +29,137 @@ use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use crate::effnet::{EfficientNetLite0, EFFNET_CHANNELS};
+use std::path::Path;
+
+use crate::effnet::EfficientNetLite0;
+use crate::error::{DistillError, Result};
+use crate::vgg::{Vgg16Bn, IMAGENET_MEAN, IMAGENET_STD};
+
+/// Which frozen feature network the discriminator projects from (GDD's `backbones`, timm /
+/// torchvision names in JSON).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum BackboneKind {
+    /// timm's `tf_efficientnet_lite0` (the asset `efficientnet-lite0`).
+    #[default]
+    #[serde(rename = "tf_efficientnet_lite0")]
+    EfficientNetLite0,
+    /// torchvision's `vgg16_bn`, from a user-supplied state dict.
+    #[serde(rename = "vgg16_bn")]
+    Vgg16Bn,
+}
+
+impl BackboneKind {
+    /// The reference's name (`tf_efficientnet_lite0`, `vgg16_bn`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EfficientNetLite0 => "tf_efficientnet_lite0",
+            Self::Vgg16Bn => "vgg16_bn",
+        }
+    }
+
+    /// Parses a reference name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "tf_efficientnet_lite0" => Ok(Self::EfficientNetLite0),
+            "vgg16_bn" => Ok(Self::Vgg16Bn),
+            other => Err(DistillError::Config(format!(
+                "unknown discriminator backbone `{other}` (known: tf_efficientnet_lite0, vgg16_bn)"
+            ))),
+        }
+    }
+}
+
+/// A loaded frozen feature network: four feature maps (finest first) of an image in [-1, 1].
+// One value per discriminator: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum FeatureNet<B: Backend> {
+    EfficientNetLite0(EfficientNetLite0<B>),
+    Vgg16Bn(Vgg16Bn<B>),
+}
+
+impl<B: Backend> From<EfficientNetLite0<B>> for FeatureNet<B> {
+    fn from(n: EfficientNetLite0<B>) -> Self {
+        Self::EfficientNetLite0(n)
+    }
+}
+
+impl<B: Backend> From<Vgg16Bn<B>> for FeatureNet<B> {
+    fn from(n: Vgg16Bn<B>) -> Self {
+        Self::Vgg16Bn(n)
+    }
+}
+
+impl<B: Backend> FeatureNet<B> {
+    /// Loads the backbone `kind` from `weights`. EfficientNet-Lite0 falls back to the cached asset
+    /// `efficientnet-lite0` when `weights` is `None`; vgg16_bn has no asset (its torchvision weights
+    /// are the user's), so `None` is a [`DistillError::Config`] saying which file to pass. File
+    /// errors name the file (see [`Vgg16Bn::load_pth`]).
+    pub fn load(kind: BackboneKind, weights: Option<&Path>, device: &B::Device) -> Result<Self> {
+        match kind {
+            BackboneKind::EfficientNetLite0 => Ok(EfficientNetLite0::load(weights, device)?.into()),
+            BackboneKind::Vgg16Bn => {
+                let p = weights.ok_or_else(|| {
+                    DistillError::Config(
+                        "the vgg16_bn discriminator backbone needs torchvision's vgg16_bn state \
+                         dict (e.g. vgg16_bn-6c64b313.pth); none was given"
+                            .into(),
+                    )
+                })?;
+                Ok(Vgg16Bn::load_pth(p, device)?.into())
+            }
+        }
+    }
+
+    pub fn kind(&self) -> BackboneKind {
+        match self {
+            Self::EfficientNetLite0(_) => BackboneKind::EfficientNetLite0,
+            Self::Vgg16Bn(_) => BackboneKind::Vgg16Bn,
+        }
+    }
+
+    /// Channels of the four feature maps.
+    pub fn channels(&self) -> [usize; 4] {
+        match self {
+            Self::EfficientNetLite0(_) => crate::effnet::EFFNET_CHANNELS,
+            Self::Vgg16Bn(n) => n.feature_channels(),
+        }
+    }
+
+    /// GDD's per-backbone input normalisation of `(x + 1) / 2` for `x` in [-1, 1]: Lite0's
+    /// mean 0.5 / std 0.5 is the identity on `x`; torchvision's ImageNet statistics give
+    /// `x·0.5/std + (0.5 − mean)/std` per channel. (It commutes with the bilinear resize, which is
+    /// a convex combination of pixels, so its place before or after the resize does not matter.)
+    pub fn normalise(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Self::EfficientNetLite0(_) => x,
+            Self::Vgg16Bn(_) => {
+                let [n, c, _, _] = x.dims();
+                let device = x.device();
+                let scale: Vec<f32> = IMAGENET_STD.iter().map(|s| (0.5 / s) as f32).collect();
+                let shift: Vec<f32> = IMAGENET_MEAN
+                    .iter()
+                    .zip(IMAGENET_STD)
+                    .map(|(m, s)| ((0.5 - m) / s) as f32)
+                    .collect();
+                let t = |v: Vec<f32>| {
+                    let v = Tensor::<B, 1>::from_data(TensorData::new(v, [3]), &device);
+                    exact_f32::per_channel(v, n)
+                };
+                debug_assert_eq!(c, 3, "RGB input");
+                x * t(scale) + t(shift)
+            }
+        }
+    }
+
+    /// Four feature maps of an already normalised input ([`Self::normalise`]).
+    pub fn forward(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 4] {
+        match self {
+            Self::EfficientNetLite0(n) => n.forward(x),
+            Self::Vgg16Bn(n) => n.forward(x),
+        }
+    }
+}
 
 /// Discriminator configuration (defaults = the reference's CIFAR-10 setting).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -41,6 +176,9 @@ pub struct DiscConfig {
     pub embed_dim: usize,
     /// Seed of the fixed random CCM/CSM weights and of the heads' initialisation.
     pub seed: u64,
+    /// The frozen feature network (absent in configurations saved before it existed: Lite0).
+    #[serde(default)]
+    pub backbone: BackboneKind,
 }
 
 impl Default for DiscConfig {
@@ -52,6 +190,7 @@ impl Default for DiscConfig {
             cmap_dim: 64,
             embed_dim: 320,
             seed: 0,
+            backbone: BackboneKind::EfficientNetLite0,
         }
     }
 }
@@ -130,19 +269,23 @@ impl<B: Backend> PlainConv<B> {
 /// Frozen part: backbone + CCM + CSM.
 #[derive(Module, Debug)]
 pub struct ProjectedFeatures<B: Backend> {
-    pub backbone: EfficientNetLite0<B>,
+    pub backbone: FeatureNet<B>,
     pub ccm: Vec<PlainConv<B>>,
     pub csm: Vec<PlainConv<B>>,
     pub input_res: usize,
 }
 
 impl<B: Backend> ProjectedFeatures<B> {
-    /// Wraps a loaded backbone with fixed random mixing layers drawn from `cfg.seed`.
-    pub fn new(backbone: EfficientNetLite0<B>, cfg: &DiscConfig, device: &B::Device) -> Self {
+    /// Wraps a loaded backbone with fixed random mixing layers drawn from `cfg.seed`. The backbone
+    /// given decides the CCM input widths and the normalisation; `cfg.backbone` is not consulted
+    /// ([`Self::try_new`] checks that they agree).
+    pub fn new(backbone: impl Into<FeatureNet<B>>, cfg: &DiscConfig, device: &B::Device) -> Self {
+        let backbone = backbone.into();
         let mut rng = ChaCha12Rng::seed_from_u64(cfg.seed ^ 0x00cc_aa11);
         let ccm_ch = cfg.ccm_channels();
+        let in_ch = backbone.channels();
         let ccm = (0..4)
-            .map(|i| PlainConv::new(&mut rng, EFFNET_CHANNELS[i], ccm_ch[i], 1, device))
+            .map(|i| PlainConv::new(&mut rng, in_ch[i], ccm_ch[i], 1, device))
             .collect();
         // layer3_csm, layer2_csm, layer1_csm expand (halve); layer0_csm keeps its width.
         let csm = (0..4)
@@ -161,10 +304,28 @@ impl<B: Backend> ProjectedFeatures<B> {
         .no_grad()
     }
 
-    /// Features for the four heads, finest first. `x` is an image batch in [-1, 1].
-    pub fn forward(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 4] {
+    /// [`Self::new`], refusing a backbone other than `cfg.backbone`.
+    pub fn try_new(
+        backbone: impl Into<FeatureNet<B>>,
+        cfg: &DiscConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let backbone = backbone.into();
+        if backbone.kind() != cfg.backbone {
+            return Err(DistillError::Config(format!(
+                "the discriminator is configured for backbone {} but {} was loaded",
+                cfg.backbone.name(),
+                backbone.kind().name()
+            )));
+        }
+        Ok(Self::new(backbone, cfg, device))
+    }
+
+    /// The backbone's four raw feature maps of an image batch in [-1, 1]: normalised for the
+    /// backbone, resized to `input_res` (bilinear, no corner alignment) when it differs.
+    pub fn backbone_features(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 4] {
         let [_, _, h, w] = x.dims();
-        // Normalize((x+1)/2, mean .5, std .5) is the identity on x.
+        let x = self.backbone.normalise(x);
         let x = if h != self.input_res || w != self.input_res {
             interpolate(
                 x,
@@ -174,7 +335,12 @@ impl<B: Backend> ProjectedFeatures<B> {
         } else {
             x
         };
-        let feats = self.backbone.forward(x);
+        self.backbone.forward(x)
+    }
+
+    /// Features for the four heads, finest first. `x` is an image batch in [-1, 1].
+    pub fn forward(&self, x: Tensor<B, 4>) -> [Tensor<B, 4>; 4] {
+        let feats = self.backbone_features(x);
         let mixed: Vec<Tensor<B, 4>> = feats
             .into_iter()
             .zip(&self.ccm)

@@ -132,7 +132,7 @@ pub struct PthSource {
 impl PthSource {
     pub fn open(path: &Path) -> Result<Self> {
         Ok(Self {
-            tensors: crate::pth::read_legacy_state_dict(path)?,
+            tensors: crate::pth::read_state_dict(path)?,
             label: path.display().to_string(),
         })
     }

@@ -21,5 +21,6 @@ pub mod presets;
 pub mod pth;
 pub mod r1;
 pub mod train;
+pub mod vgg;
 
 pub use error::{DistillError, Result};

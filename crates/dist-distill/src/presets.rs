@@ -14,6 +14,7 @@
 
 use serde::Serialize;
 
+use crate::disc::BackboneKind;
 use crate::error::{DistillError, Result};
 use crate::train::GddConfig;
 
@@ -163,9 +164,30 @@ pub fn get(name: &str) -> Result<Preset> {
 }
 
 impl Preset {
-    /// The training configuration this crate runs for the preset. What it cannot reproduce is left as
-    /// the field says: the discriminator here uses EfficientNet-Lite0 only (the reference pairs it with
-    /// [`Preset::backbones`]`[0]`), and half precision needs CUDA.
+    /// The discriminator backbone this crate uses for the preset: `vgg16_bn` when the preset lists it
+    /// and its torchvision weights are available (`vgg16_bn_weights`), EfficientNet-Lite0 otherwise
+    /// (DeiT is not implemented). The reference runs both of [`Preset::backbones`] side by side with
+    /// separate heads; one discriminator here projects from one of them.
+    pub fn disc_backbone(&self, vgg16_bn_weights: bool) -> BackboneKind {
+        if vgg16_bn_weights && self.backbones.contains(&"vgg16_bn") {
+            BackboneKind::Vgg16Bn
+        } else {
+            BackboneKind::EfficientNetLite0
+        }
+    }
+
+    /// [`Self::gdd_config`] with the discriminator backbone [`Self::disc_backbone`] picks (pass
+    /// `true` when the user gave a vgg16_bn weights file).
+    pub fn gdd_config_with(&self, vgg16_bn_weights: bool) -> GddConfig {
+        let mut c = self.gdd_config();
+        c.disc.backbone = self.disc_backbone(vgg16_bn_weights);
+        c
+    }
+
+    /// The training configuration this crate runs for the preset, with the EfficientNet-Lite0
+    /// discriminator ([`Self::gdd_config_with`] picks vgg16_bn where the preset has it). What it
+    /// cannot reproduce is left as the field says: one feature network per discriminator (the
+    /// reference pairs Lite0 with [`Preset::backbones`]`[0]`), and half precision needs CUDA.
     pub fn gdd_config(&self) -> GddConfig {
         let mut c = GddConfig {
             batch_size: self.batch,
@@ -277,6 +299,18 @@ mod tests {
         let c = get("cifar10-cond").unwrap();
         assert_eq!((c.batch, c.lr, c.dlr, c.kimg), (256, 1e-4, 1e-4, 5000.0));
         assert_eq!(c.backbones[0], "vgg16_bn");
+        assert_eq!(
+            c.gdd_config().disc.backbone,
+            BackboneKind::EfficientNetLite0
+        );
+        assert_eq!(c.gdd_config_with(true).disc.backbone, BackboneKind::Vgg16Bn);
+        assert_eq!(
+            c.gdd_config_with(false).disc.backbone,
+            BackboneKind::EfficientNetLite0
+        );
+        // DeiT presets keep Lite0 whatever is given.
+        let ffhq = get("ffhq-64").unwrap().gdd_config_with(true);
+        assert_eq!(ffhq.disc.backbone, BackboneKind::EfficientNetLite0);
         assert_eq!(c.label_dim, 10);
         let f = get("ffhq-64").unwrap();
         assert_eq!((f.lr, f.dlr, f.kimg), (2e-5, 4e-5, 10000.0));

@@ -1,4 +1,5 @@
-//! Reader for PyTorch's legacy (pre-1.6, non-zip) `torch.save` format, enough for state dicts.
+//! Reader for PyTorch `torch.save` state dicts, both formats: the legacy (pre-1.6, non-zip) one and
+//! the zip one (torch ≥ 1.6, what `torch.save(model.state_dict(), path)` writes today).
 //!
 //! Why not burn-store's `PytorchReader`: in burn-store 0.21 it ignores the stride argument of
 //! `_rebuild_tensor_v2`, and the EfficientNet-Lite0 asset stores every conv and the classifier
@@ -6,10 +7,17 @@
 //! scrambled weights; it also accepts a truncated file. This reader honours strides and checks
 //! every byte count.
 //!
-//! Layout of the file: five consecutive pickles/blocks — magic number, protocol version, sys info,
+//! Legacy layout: five consecutive pickles/blocks — magic number, protocol version, sys info,
 //! the state dict (tensors reference storages through persistent ids), the list of storage keys —
 //! followed, for each key in that order, by an 8-byte little-endian element count and the raw
-//! little-endian data. The pickles are read by the workspace's one pickle interpreter
+//! little-endian data.
+//!
+//! Zip layout: `<archive>/data.pkl` (the state dict, same persistent ids), one member
+//! `<archive>/data/<key>` per storage holding its raw bytes, and `<archive>/byteorder` (`little`;
+//! absent in files from before torch 1.10, which were always little-endian). Members are inflated at
+//! most to their declared size ([`formats::zipped`]).
+//!
+//! The pickles are read by the workspace's one pickle interpreter
 //! ([`formats::pickle`], with its depth and size limits): no global is ever imported or called, and
 //! the only globals allowed are `collections.OrderedDict`, `torch._utils._rebuild_tensor_v2` and the
 //! `torch.*Storage` types; anything else is an error.
@@ -103,17 +111,115 @@ fn elem_size(dtype: &str) -> Option<usize> {
     }
 }
 
+/// Reads every float32/float64 tensor of a `torch.save` state dict in either format (zip or
+/// legacy; integer buffers such as `num_batches_tracked` are skipped). A missing file is
+/// [`DistillError::Io`] naming it; anything malformed is [`DistillError::Pytorch`] naming it.
+pub fn read_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>> {
+    let mut head = [0u8; 2];
+    let mut f = std::fs::File::open(path).map_err(|e| DistillError::io(path, e))?;
+    let n = std::io::Read::read(&mut f, &mut head).map_err(|e| DistillError::io(path, e))?;
+    drop(f);
+    if n == 2 && &head == b"PK" {
+        read_zip_state_dict(path)
+    } else {
+        read_legacy_state_dict(path)
+    }
+}
+
+fn pytorch_err(path: &Path) -> impl Fn(String) -> DistillError + '_ {
+    move |m| DistillError::Pytorch {
+        path: path.to_path_buf(),
+        message: m,
+    }
+}
+
+/// The `name → tensor reference` entries of an unpickled state dict.
+fn state_dict_refs(root: Value, path: &Path) -> Result<Vec<(String, TensorRef)>> {
+    let perr = pytorch_err(path);
+    let Value::Dict(entries) = root else {
+        return Err(perr("the checkpoint is not a state dict".into()));
+    };
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (k, v) in &entries {
+        let name = k
+            .as_str()
+            .ok_or_else(|| perr("state dict entry is not name → tensor".into()))?;
+        let t = tensor_ref(v).map_err(|m| perr(format!("`{name}`: {m}")))?;
+        tensors.push((name.to_string(), t));
+    }
+    Ok(tensors)
+}
+
+/// Reads a zip-format (torch ≥ 1.6) state dict.
+pub fn read_zip_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>> {
+    let perr = pytorch_err(path);
+    let mut zip = formats::zipped::open_archive(path)?;
+    // `<archive>/data.pkl`; the archive folder is named after the file at save time.
+    let pkl_name = zip
+        .file_names()
+        .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
+        .map(str::to_string)
+        .ok_or_else(|| perr("zip has no `<archive>/data.pkl`: not a torch.save file".into()))?;
+    let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+    let limit = formats::zipped::member_limit();
+    if let Some(order) =
+        formats::zipped::read_member(&mut zip, &format!("{prefix}byteorder"), limit, path)?
+    {
+        if order.trim_ascii() != b"little" {
+            return Err(perr(format!(
+                "byte order `{}` (only little-endian files are read)",
+                String::from_utf8_lossy(&order)
+            )));
+        }
+    }
+    let pkl = formats::zipped::read_member(&mut zip, &pkl_name, limit, path)?
+        .ok_or_else(|| perr(format!("member `{pkl_name}` unreadable")))?;
+    let root = pickle::load(&pkl, &legacy_allows)
+        .map_err(|e| perr(format!("state dict pickle `{pkl_name}`: {e}")))?;
+    let tensors = state_dict_refs(root, path)?;
+    let mut blobs: HashMap<String, Vec<u8>> = HashMap::new();
+    for (name, t) in &tensors {
+        if blobs.contains_key(&t.storage_key) {
+            continue;
+        }
+        let member = format!("{prefix}data/{}", t.storage_key);
+        let bytes =
+            formats::zipped::read_member(&mut zip, &member, limit, path)?.ok_or_else(|| {
+                perr(format!(
+                    "tensor `{name}`: storage member `{member}` is missing"
+                ))
+            })?;
+        blobs.insert(t.storage_key.clone(), bytes);
+    }
+    let mut storages: HashMap<String, (&[u8], usize)> = HashMap::new();
+    for (name, t) in &tensors {
+        let Some(es) = elem_size(&t.dtype) else {
+            return Err(perr(format!(
+                "tensor `{name}`: unknown storage type `{}`",
+                t.dtype
+            )));
+        };
+        let b = &blobs[&t.storage_key];
+        if !b.len().is_multiple_of(es) {
+            return Err(perr(format!(
+                "storage `{}` has {} bytes, not a whole number of {es}-byte elements",
+                t.storage_key,
+                b.len()
+            )));
+        }
+        storages.insert(t.storage_key.clone(), (b.as_slice(), b.len() / es));
+    }
+    materialise(tensors, &storages, path)
+}
+
 /// Reads every float32/float64 tensor of a legacy-format state dict (integer buffers such as
 /// `num_batches_tracked` are skipped).
 pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>> {
     let data = std::fs::read(path).map_err(|e| DistillError::io(path, e))?;
-    let perr = |m: String| DistillError::Pytorch {
-        path: path.to_path_buf(),
-        message: m,
-    };
+    let perr = pytorch_err(path);
     if data.starts_with(b"PK") {
         return Err(perr(
-            "zip-format (torch >= 1.6) checkpoint: only the legacy format is supported here".into(),
+            "zip-format (torch >= 1.6) checkpoint: read it with `read_state_dict`".into(),
         ));
     }
     // The magic number is a 10-byte LONG1 (it overflows i64): check the raw bytes of its pickle.
@@ -136,22 +242,12 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
     let _sys_info = next("sys info")?;
     let root = next("state dict")?;
     let keys = next("storage keys")?;
-    let Value::Dict(entries) = root else {
-        return Err(perr("the checkpoint is not a state dict".into()));
-    };
+    let tensors = state_dict_refs(root, path)?;
     let Value::List(keys) = keys else {
         return Err(perr("storage key list missing".into()));
     };
-    let mut tensors = Vec::with_capacity(entries.len());
-    for (k, v) in &entries {
-        let name = k
-            .as_str()
-            .ok_or_else(|| perr("state dict entry is not name → tensor".into()))?;
-        let t = tensor_ref(v).map_err(|m| perr(format!("`{name}`: {m}")))?;
-        tensors.push((name.to_string(), t));
-    }
     // Storage blocks in key order: u64 element count, then the bytes.
-    let mut storages: HashMap<String, (usize, usize)> = HashMap::new(); // key -> (byte pos, count)
+    let mut storages: HashMap<String, (&[u8], usize)> = HashMap::new(); // key -> (bytes, count)
     for k in keys {
         let Some(k) = k.as_str().map(str::to_string) else {
             return Err(perr("storage key is not a string".into()));
@@ -170,17 +266,18 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
                     "storage `{k}` has no tensor of a known element type"
                 ))
             })?;
-        storages.insert(k, (pos, n));
-        pos = n
+        let end = n
             .checked_mul(es)
             .and_then(|bytes| pos.checked_add(bytes))
             .filter(|&p| p <= data.len())
             .ok_or_else(|| {
                 perr(format!(
                     "truncated in storage data (needs {} bytes)",
-                    n * es
+                    n.saturating_mul(es)
                 ))
             })?;
+        storages.insert(k, (&data[pos..end], n));
+        pos = end;
     }
     if pos != data.len() {
         return Err(perr(format!(
@@ -188,9 +285,20 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
             data.len() - pos
         )));
     }
+    materialise(tensors, &storages, path)
+}
+
+/// Reads each float tensor out of its storage (`key → (bytes, element count)`), following its
+/// offset and strides, after checking that every index stays inside the storage.
+fn materialise(
+    tensors: Vec<(String, TensorRef)>,
+    storages: &HashMap<String, (&[u8], usize)>,
+    path: &Path,
+) -> Result<HashMap<String, PthTensor>> {
+    let perr = pytorch_err(path);
     let mut out = HashMap::new();
     for (name, t) in tensors {
-        let (start, count) = *storages.get(&t.storage_key).ok_or_else(|| {
+        let (bytes, count) = *storages.get(&t.storage_key).ok_or_else(|| {
             perr(format!(
                 "tensor `{name}`: storage `{}` is not listed",
                 t.storage_key
@@ -206,18 +314,18 @@ pub fn read_legacy_state_dict(path: &Path) -> Result<HashMap<String, PthTensor>>
             t.shape
                 .iter()
                 .zip(&t.stride)
-                .map(|(s, st)| s.saturating_sub(1) * st)
-                .sum(),
+                .map(|(s, st)| s.saturating_sub(1).saturating_mul(*st))
+                .fold(0usize, usize::saturating_add),
         );
         if numel > 0 && max_index >= count {
             return Err(perr(format!("tensor `{name}` reads past its storage")));
         }
         let read = |i: usize| -> f32 {
-            let p = start + i * es;
+            let p = i * es;
             if es == 4 {
-                f32::from_le_bytes(data[p..p + 4].try_into().expect("4 bytes"))
+                f32::from_le_bytes(bytes[p..p + 4].try_into().expect("4 bytes"))
             } else {
-                f64::from_le_bytes(data[p..p + 8].try_into().expect("8 bytes")) as f32
+                f64::from_le_bytes(bytes[p..p + 8].try_into().expect("8 bytes")) as f32
             }
         };
         let mut values = Vec::with_capacity(numel);
