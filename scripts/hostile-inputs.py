@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue #20's proof: drive the CLIs (edm, fid, icl-probe) with the hostile and careless inputs the
+"""Issue #20's proof: drive the CLIs (edm, fid, icl-probe, gdd) with the hostile and careless inputs the
 adversarial pass used, and count how each run ends.
 
 Every case is built here (python3 standard library only, a few MB in a temporary folder) and run
@@ -14,7 +14,7 @@ swapping machine:
 
 Usage: scripts/hostile-inputs.py [--bin-dir target/release] [--timeout 60] [--mem-gib 8] [-k FILTER]
 Exit status 0 only when every case is refused. Build first:
-    cargo build --release -p edm-cli -p fid-cli -p icl-probe-cli
+    cargo build --release -p edm-cli -p fid-cli -p icl-probe-cli -p gdd-cli
 """
 
 import argparse
@@ -179,12 +179,13 @@ def gz_stream(path, head, zero_bytes):
     return path
 
 
-def png(path, w, h, pixels=None):
+def png(path, w, h, pixels=None, rgb=False):
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    raw = pixels if pixels is not None else b"".join(b"\x00" + bytes(w) for _ in range(min(h, 64)))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    per = 3 if rgb else 1
+    raw = pixels if pixels is not None else b"".join(b"\x00" + bytes(w * per) for _ in range(min(h, 64)))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2 if rgb else 0, 0, 0, 0)
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
     )
@@ -319,7 +320,7 @@ def cases(t, bins):
     den("config.json not JSON", str(notjson), ok, None)
     # -- edm sample: flags
     smp = lambda name, extra, expect=None: c.append(  # noqa: E731
-        (f"edm sample: {name}", [edm, "sample", "--model", good, "--output", out(name.replace(" ", "_") + ".st"), "--steps", "2", *extra], expect)
+        (f"edm sample: {name}", [edm, "sample", "--model", good, "--output", out(name.replace(" ", "_") + ".st"), *([] if "--steps" in extra else ["--steps", "2"]), *extra], expect)
     )
     smp("seeds 0-4000000000", ["--seeds", "0-4000000000"], "EDM_MAX_SEEDS")
     smp("seeds 0-max u64", ["--seeds", "0-18446744073709551615"], "EDM_MAX_SEEDS")
@@ -445,6 +446,52 @@ def cases(t, bins):
     fw("input_ids is a FIFO", LLAMA_FIXTURE, fifo(t / "ids.fifo"), "FIFO")
     fw("input_ids float", LLAMA_FIXTURE, safetensors(t / "fids.safetensors", {"input_ids": ("F32", [1, 1], f32([1]))}), "int")
     c.append(("icl-probe predict: prompts FIFO", [icl, "predict", "--model", str(LLAMA_FIXTURE), "--prompts", str(fifo(t / "p.fifo")), "--output", out("p.jsonl")], None))
+    c.extend(resume_cases(t, bins))
+    return c
+
+
+def tiny_fashion_mnist(d, n=4):
+    d.mkdir()
+    (d / "train-images-idx3-ubyte.gz").write_bytes(idx_header([n, 28, 28]) + bytes(i % 251 for i in range(n * 784)))
+    (d / "train-labels-idx1-ubyte.gz").write_bytes(idx_header([n]).replace(bytes([0, 0, 8, 1]), bytes([0, 0, 8, 1])) + bytes(i % 10 for i in range(n)))
+    return d
+
+
+def resume_cases(t, bins):
+    """Resuming `edm train` / `gdd train` on a finished run folder with other options (continued
+    without a word before #20): each must be refused naming what differs. The first runs are made
+    here; gdd's needs the EfficientNet-Lite0 asset in $ICLGDD_CACHE (its cases are skipped without)."""
+    edm, gdd = str(bins / "edm"), str(bins / "gdd")
+    fm = str(tiny_fashion_mnist(t / "fm"))
+    run = str(t / "edm-run")
+    base = ["train", "--outdir", run, "--data", fm, "--arch=tiny", "--batch=2", "--lr=0.001"]
+    env = dict(os.environ, RUST_BACKTRACE="0")
+    subprocess.run([edm] + base + ["--duration=0.000004"], check=True, capture_output=True, env=env)
+    c = [
+        ("edm train: resumed with another lr", [edm] + base[:-1] + ["--lr=0.002", "--duration=0.000008"], "lr (saved 0.001, given 0.002)"),
+        ("edm train: resumed with another batch", [edm] + base[:-2] + ["--batch=4", "--lr=0.001", "--duration=0.000008"], "batch_size (saved 2, given 4)"),
+        ("edm train: resumed with another architecture", [edm] + [a if a != "--arch=tiny" else "--arch=ddpmpp" for a in base] + ["--duration=0.000008"], "network."),
+        ("gdd train: unknown preset", [gdd, "train", "--preset", "nonesuch", "--teacher", str(EDM_FIXTURE), "--data", fm, "--outdir", str(t / "out" / "preset")], "nonesuch"),
+        ("gdd sample: batch 0", [gdd, "sample", "--network", str(EDM_FIXTURE), "--outdir", str(t / "out" / "gb0"), "--batch", "0"], "batch"),
+    ]
+    cache = os.environ.get("ICLGDD_CACHE")
+    effnet = sorted(Path(cache, "efficientnet-lite0").glob("*.pth")) if cache else []
+    if not effnet:
+        print("gdd train resume cases skipped: no efficientnet-lite0 in $ICLGDD_CACHE", file=sys.stderr)
+        return c
+    imgs = t / "gdd-imgs"
+    imgs.mkdir()
+    for i in range(4):
+        png(imgs / f"{i}.png", 16, 16, bytes(b"".join(b"\x00" + bytes((x * 16 + i * 40) % 256 for x in range(48)) for _ in range(16))), rgb=True)
+    grun = str(t / "gdd-run")
+    gbase = ["train", "--teacher", str(EDM_FIXTURE), "--data", str(imgs), "--outdir", grun, "--effnet", str(effnet[0]),
+             "--d-res=32", "--no-fid", "--batch=2", "--lr=0.001"]
+    subprocess.run([gdd] + gbase + ["--kimg=0.002"], check=True, capture_output=True, env=env)
+    c += [
+        ("gdd train: resumed with another lr", [gdd] + gbase[:-1] + ["--lr=0.002", "--kimg=0.004"], "lr (saved 0.001, given 0.002)"),
+        ("gdd train: resumed with another batch", [gdd] + gbase[:-2] + ["--batch=4", "--lr=0.001", "--kimg=0.004"], "batch_size (saved 2, given 4)"),
+        ("gdd train: resumed as GDD-I", [gdd] + gbase + ["--freeze=1", "--kimg=0.004"], "freeze"),
+    ]
     return c
 
 
@@ -472,9 +519,9 @@ def main():
     ap.add_argument("-v", action="store_true", help="print every case's last stderr line")
     args = ap.parse_args()
     bins = Path(args.bin_dir)
-    for b in ["edm", "fid", "icl-probe"]:
+    for b in ["edm", "fid", "icl-probe", "gdd"]:
         if not (bins / b).is_file():
-            sys.exit(f"{bins / b} missing: cargo build --release -p edm-cli -p fid-cli -p icl-probe-cli")
+            sys.exit(f"{bins / b} missing: cargo build --release -p edm-cli -p fid-cli -p icl-probe-cli -p gdd-cli")
     limit = int(args.mem_gib * (1 << 30))
 
     def preexec():

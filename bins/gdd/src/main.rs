@@ -490,23 +490,6 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
             .into_iter()
             .flatten(),
     )?;
-    let teacher = load_net::<Autodiff<B>>(&a.teacher, device)?;
-    let backbone = EfficientNetLite0::<Autodiff<B>>::load(a.effnet.as_deref(), device)?;
-    let res = teacher.config.img_resolution;
-    let opts = DataOptions {
-        resolution: res,
-        cond: a.cond,
-        xflip: a.xflip,
-        limit: a.limit,
-    };
-    let data = load_training(&a.data, &opts)?;
-    if a.cond && data.num_classes > teacher.config.label_dim {
-        bail!(
-            "the data has {} classes, the teacher's label_dim is {}",
-            data.num_classes,
-            teacher.config.label_dim
-        );
-    }
     let config = GddConfig {
         batch_size: a.batch,
         total_kimg: a.kimg.context("--kimg (or --preset) is required")?,
@@ -528,9 +511,26 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         d_batch_group: a.d_batch_group,
         ..GddConfig::default()
     };
-    // A resume with other options is refused before the reference statistics are computed.
+    // A resume with other options is refused before anything is loaded or computed.
     if let Some(changed) = dist_distill::train::check_resume(&a.out, &config, a.force)? {
         eprintln!("--force: continuing with the saved values; {changed}");
+    }
+    let teacher = load_net::<Autodiff<B>>(&a.teacher, device)?;
+    let backbone = EfficientNetLite0::<Autodiff<B>>::load(a.effnet.as_deref(), device)?;
+    let res = teacher.config.img_resolution;
+    let opts = DataOptions {
+        resolution: res,
+        cond: a.cond,
+        xflip: a.xflip,
+        limit: a.limit,
+    };
+    let data = load_training(&a.data, &opts)?;
+    if a.cond && data.num_classes > teacher.config.label_dim {
+        bail!(
+            "the data has {} classes, the teacher's label_dim is {}",
+            data.num_classes,
+            teacher.config.label_dim
+        );
     }
     let fid = if a.no_fid {
         None
