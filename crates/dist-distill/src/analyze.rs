@@ -4,12 +4,17 @@
 //! per-sample cosine similarity with the σ = 80 activation is reported as a table (Markdown and
 //! JSON) and a plot (PNG). High similarity across σ in most blocks is what makes freezing them
 //! (GDD-I) possible.
+//!
+//! `x₀` is either real images ([`AnalysisInput::Dataset`], the paper's setting: what the teacher
+//! sees when it denoises data) or zeros ([`AnalysisInput::PureNoise`]: `x_σ = σ·z`, which at small σ
+//! is nothing the teacher was trained on, so the low-σ columns then describe an off-distribution
+//! input). [`innate_one_step_analysis`] runs either from an [`AnalysisConfig`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use edm_core::song_unet::{DecLayer, EncLayer};
 use edm_core::{EdmConfig, EdmPrecond, SongUNet, UNet};
 use plotters::prelude::*;
@@ -103,17 +108,131 @@ pub struct InnateReport {
     pub blocks: Vec<String>,
     pub similarity: Vec<Vec<f64>>,
     pub num_samples: usize,
+    /// What `x₀` was ([`AnalysisInput::describe`]); empty in reports written before it existed.
+    #[serde(default)]
+    pub input: String,
 }
 
 /// Noise levels analysed (σ_max first).
 pub const ANALYSIS_SIGMAS: [f64; 9] = [80.0, 40.0, 20.0, 10.0, 5.0, 2.0, 1.0, 0.5, 0.1];
 
-/// Runs the analysis with `x₀` = `x0` (e.g. real images) or, if `None`, zeros, and `z` from `seed`.
-pub fn innate_one_step_with<B: Backend>(
+/// Where the clean images `x₀` of `x_σ = x₀ + σ·n` come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalysisInput {
+    /// `x₀ = 0`: the teacher sees pure noise `σ·n` at every σ. At σ = 80 this is what the one-step
+    /// generator sees, but at small σ it is far from any input the teacher was trained on.
+    PureNoise,
+    /// The first images of a dataset (anything [`crate::data::load_training`] reads: EDM dataset
+    /// zip, image folder, CIFAR-10 tarball/folder, idx file, Fashion-MNIST folder), in [−1, 1] at the
+    /// teacher's resolution. This is the paper's setting: the teacher's activations on real images
+    /// noised to each σ.
+    Dataset { path: PathBuf },
+}
+
+impl AnalysisInput {
+    /// One line for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::PureNoise => "pure noise (x0 = 0)".into(),
+            Self::Dataset { path } => format!("real images from {}", path.display()),
+        }
+    }
+}
+
+/// How to run [`innate_one_step_analysis`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisConfig {
+    pub input: AnalysisInput,
+    /// Images analysed (a dataset with fewer images uses all of them).
+    pub num: usize,
+    /// Noise `n` of image `i` is drawn from seed `seed + i` (as `gdd sample` numbers its latents),
+    /// the same `n` at every σ.
+    pub seed: u64,
+    /// Noise levels; activations are compared with those at `sigmas[0]` (80: the generator's).
+    pub sigmas: Vec<f64>,
+    /// Images per forward pass (bounds memory: two σ's activations of one batch are held at once).
+    pub batch: usize,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            input: AnalysisInput::PureNoise,
+            num: 16,
+            seed: 0,
+            sigmas: ANALYSIS_SIGMAS.to_vec(),
+            batch: 16,
+        }
+    }
+}
+
+/// The innate one-step analysis on `net` (a SongUNet teacher) as `cfg` says: for each batch of
+/// images `x₀` (real, or zeros) and noise `n`, the teacher's block outputs on
+/// `c_in(σ)·(x₀ + σ·n)` at every σ of `cfg.sigmas`, compared (cosine, per sample) with those at
+/// `cfg.sigmas[0]`; the report holds the mean over samples. Class labels are not fed (the
+/// instrumented forward has no label embedding), so conditional teachers are analysed as their
+/// unconditional branch would be.
+pub fn innate_one_step_analysis<B: Backend>(
     net: &EdmPrecond<B>,
-    x0: Option<Tensor<B, 4>>,
+    cfg: &AnalysisConfig,
+    device: &B::Device,
+) -> Result<InnateReport> {
+    if cfg.num == 0 || cfg.batch == 0 {
+        return Err(DistillError::Config(
+            "the analysis needs num > 0 images and batch > 0".into(),
+        ));
+    }
+    if cfg.sigmas.is_empty() || cfg.sigmas.iter().any(|s| !s.is_finite() || *s < 0.0) {
+        return Err(DistillError::Config(format!(
+            "analysis sigmas must be finite and >= 0, the first being the reference; got {:?}",
+            cfg.sigmas
+        )));
+    }
+    let c = &net.config;
+    let images = match &cfg.input {
+        AnalysisInput::PureNoise => None,
+        AnalysisInput::Dataset { path } => {
+            let ds = crate::data::load_training(
+                path,
+                &crate::data::DataOptions {
+                    resolution: c.img_resolution,
+                    cond: false,
+                    xflip: false,
+                    limit: Some(cfg.num),
+                },
+            )?;
+            if ds.channels != c.img_channels {
+                return Err(DistillError::Dataset {
+                    path: path.clone(),
+                    message: format!(
+                        "images have {} channels, the teacher wants {}",
+                        ds.channels, c.img_channels
+                    ),
+                });
+            }
+            Some(ds)
+        }
+    };
+    let num = images.as_ref().map_or(cfg.num, |d| d.len.min(cfg.num));
+    let x0 = images.as_ref().map(|d| {
+        let per = d.channels * d.resolution * d.resolution;
+        &d.images[..num * per]
+    });
+    let mut report = block_similarity(net, x0, num, cfg.seed, &cfg.sigmas, cfg.batch, device)?;
+    report.input = cfg.input.describe();
+    Ok(report)
+}
+
+/// The core of the analysis: `x0` holds `num` images (row-major NCHW at the teacher's shape) or is
+/// `None` for zeros; similarity sums are accumulated batch by batch.
+fn block_similarity<B: Backend>(
+    net: &EdmPrecond<B>,
+    x0: Option<&[f32]>,
     num: usize,
     seed: u64,
+    sigmas: &[f64],
+    batch: usize,
     device: &B::Device,
 ) -> Result<InnateReport> {
     let UNet::Song(unet) = &net.model else {
@@ -123,47 +242,112 @@ pub fn innate_one_step_with<B: Backend>(
     };
     let c = &net.config;
     let chw = [c.img_channels, c.img_resolution, c.img_resolution];
-    let z = crate::eval::latents::<B>(seed, num, chw, device);
-    let x0 = x0.unwrap_or_else(|| z.zeros_like());
-    let per_sigma: Vec<Vec<(String, Tensor<B, 2>)>> = ANALYSIS_SIGMAS
-        .iter()
-        .map(|&s| {
-            let sig = Tensor::<B, 1>::full([num], s, device);
+    let per: usize = chw.iter().product();
+    let mut blocks: Vec<String> = Vec::new();
+    let mut sums: Vec<Vec<f64>> = Vec::new();
+    for start in (0..num).step_by(batch) {
+        let m = batch.min(num - start);
+        let z = crate::eval::latents::<B>(seed + start as u64, m, chw, device);
+        let x0 = match x0 {
+            Some(v) => Tensor::<B, 4>::from_data(
+                TensorData::new(
+                    v[start * per..(start + m) * per].to_vec(),
+                    [m, chw[0], chw[1], chw[2]],
+                ),
+                device,
+            ),
+            None => z.zeros_like(),
+        };
+        let acts_at = |s: f64| -> Vec<(String, Tensor<B, 2>)> {
+            let sig = Tensor::<B, 1>::full([m], s, device);
             let k = net.coefficients(sig);
             let x = x0.clone() + z.clone().mul_scalar(s);
             let (acts, _) = song_unet_block_outputs(unet, k.c_in * x, k.c_noise);
             acts.into_iter()
-                .map(|(n, a)| (n, a.reshape([num as i32, -1])))
+                .map(|(n, a)| (n, a.reshape([m as i32, -1])))
                 .collect()
-        })
-        .collect();
-    let blocks: Vec<String> = per_sigma[0].iter().map(|(n, _)| n.clone()).collect();
-    let mut similarity = Vec::with_capacity(blocks.len());
-    for b in 0..blocks.len() {
-        let a0 = per_sigma[0][b].1.clone();
-        let n0 = a0.clone().square().sum_dim(1).sqrt();
-        let row = per_sigma
+        };
+        let reference = acts_at(sigmas[0]);
+        if blocks.is_empty() {
+            blocks = reference.iter().map(|(n, _)| n.clone()).collect();
+            sums = vec![vec![0.0; sigmas.len()]; blocks.len()];
+        }
+        let norms: Vec<Tensor<B, 2>> = reference
             .iter()
-            .map(|acts| {
-                let a = acts[b].1.clone();
+            .map(|(_, a)| a.clone().square().sum_dim(1).sqrt())
+            .collect();
+        for (k, &s) in sigmas.iter().enumerate() {
+            // σ_0 itself is compared with its own activations (1 up to rounding).
+            let acts = if k == 0 {
+                reference.clone()
+            } else {
+                acts_at(s)
+            };
+            for (b, (_, a)) in acts.into_iter().enumerate() {
+                let a0 = &reference[b].1;
                 let dot = (a0.clone() * a.clone()).sum_dim(1);
                 let na = a.square().sum_dim(1).sqrt();
-                let cos = dot / (n0.clone() * na).clamp_min(1e-12);
+                let cos = dot / (norms[b].clone() * na).clamp_min(1e-12);
                 let v: Vec<f32> = cos.into_data().convert::<f32>().into_vec().expect("f32");
-                v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
-            })
-            .collect();
-        similarity.push(row);
+                sums[b][k] += v.iter().map(|&x| x as f64).sum::<f64>();
+            }
+        }
     }
     Ok(InnateReport {
-        sigmas: ANALYSIS_SIGMAS.to_vec(),
+        sigmas: sigmas.to_vec(),
         blocks,
-        similarity,
+        similarity: sums
+            .into_iter()
+            .map(|row| row.into_iter().map(|v| v / num as f64).collect())
+            .collect(),
         num_samples: num,
+        input: String::new(),
     })
 }
 
-/// [`innate_one_step_with`] with `x₀ = 0`.
+/// Runs the analysis on `num` images `x₀` = `x0` (e.g. real images, already a tensor) or, if
+/// `None`, zeros, with noise from `seed` and the σ's of [`ANALYSIS_SIGMAS`].
+pub fn innate_one_step_with<B: Backend>(
+    net: &EdmPrecond<B>,
+    x0: Option<Tensor<B, 4>>,
+    num: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<InnateReport> {
+    let values: Option<Vec<f32>> = x0.map(|t| {
+        t.into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32 image tensor")
+    });
+    let per = net.config.img_channels * net.config.img_resolution * net.config.img_resolution;
+    if let Some(v) = &values {
+        if v.len() != num * per {
+            return Err(DistillError::Config(format!(
+                "x0 holds {} values, {num} images of the teacher's shape need {}",
+                v.len(),
+                num * per
+            )));
+        }
+    }
+    let mut r = block_similarity(
+        net,
+        values.as_deref(),
+        num,
+        seed,
+        &ANALYSIS_SIGMAS,
+        num.max(1),
+        device,
+    )?;
+    r.input = if values.is_some() {
+        "given images".into()
+    } else {
+        AnalysisInput::PureNoise.describe()
+    };
+    Ok(r)
+}
+
+/// [`innate_one_step_with`] with `x₀ = 0` (pure noise).
 pub fn innate_one_step<B: Backend>(
     net: &EdmPrecond<B>,
     num: usize,
@@ -191,7 +375,16 @@ fn ensure_font() -> bool {
 impl InnateReport {
     /// Markdown table: one row per block, one column per σ.
     pub fn markdown(&self) -> String {
-        let mut s = String::from("| block |");
+        let mut s = String::new();
+        if !self.input.is_empty() {
+            s += &format!(
+                "Input: {}, {} samples; cosine similarity to σ = {}.\n\n",
+                self.input,
+                self.num_samples,
+                self.sigmas.first().copied().unwrap_or(f64::NAN)
+            );
+        }
+        s += "| block |";
         for sg in &self.sigmas {
             s += &format!(" σ={sg} |");
         }
