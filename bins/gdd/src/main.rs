@@ -10,8 +10,7 @@ use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand};
 use device::{BackendTask, DeviceKind};
 use dist_distill::data::{load_training, DataOptions};
-use dist_distill::disc::DiscConfig;
-use dist_distill::effnet::EfficientNetLite0;
+use dist_distill::disc::{BackboneKind, DiscConfig, FeatureNet};
 use dist_distill::eval::{self, Sampler};
 use dist_distill::freeze::FreezeReport;
 use dist_distill::generator::OneStep;
@@ -98,12 +97,29 @@ enum Command {
     },
     /// The "innate one-step" analysis: per-block activation similarity of the teacher across sigma.
     Analyze {
+        /// Teacher folder (a SongUNet: DDPM++ or NCSN++).
         #[arg(long)]
         teacher: PathBuf,
-        #[arg(long)]
+        /// Output folder for innate.md, innate.json and innate.png.
+        #[arg(long = "outdir", visible_alias = "out")]
         out: PathBuf,
+        /// Real images noised to each sigma (the paper's setting; any `gdd train --data` source);
+        /// without it the teacher sees pure noise sigma·n at every sigma.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Images analysed.
         #[arg(long, default_value_t = 16)]
         num: usize,
+        /// Noise of image i from seed SEED + i.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Noise levels, comma-separated; activations are compared with those at the first (80: the
+        /// generator's). Default: the analysis' standard ladder.
+        #[arg(long, value_delimiter = ',')]
+        sigmas: Option<Vec<f64>>,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
     },
 }
 
@@ -178,6 +194,14 @@ struct TrainArgs {
     /// EfficientNet-Lite0 .pth (default: the cached asset `efficientnet-lite0`).
     #[arg(long)]
     effnet: Option<PathBuf>,
+    /// The discriminator's frozen feature network (default: vgg16_bn when --vgg16-bn is given,
+    /// else tf_efficientnet_lite0).
+    #[arg(long, value_parser = ["tf_efficientnet_lite0", "vgg16_bn"])]
+    backbone: Option<String>,
+    /// torchvision's vgg16_bn state dict (e.g. vgg16_bn-6c64b313.pth), for `--backbone vgg16_bn`
+    /// (the reference's CIFAR-10 discriminator).
+    #[arg(long = "vgg16-bn")]
+    vgg16_bn: Option<PathBuf>,
     /// Steps per resumable checkpoint (and one at the end).
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
@@ -415,10 +439,30 @@ impl BackendTask for Command {
                 }
                 Ok(())
             }
-            Command::Analyze { teacher, out, num } => {
+            Command::Analyze {
+                teacher,
+                out,
+                data,
+                num,
+                seed,
+                sigmas,
+                batch,
+            } => {
+                use dist_distill::analyze::{AnalysisConfig, AnalysisInput};
+                formats::check_output(&out, [Some(&teacher), data.as_ref()].into_iter().flatten())?;
                 let net = load_net::<B>(&teacher, device)?;
                 std::fs::create_dir_all(&out)?;
-                let report = dist_distill::analyze::innate_one_step(&net, num, 0, device)?;
+                let cfg = AnalysisConfig {
+                    input: match data {
+                        Some(path) => AnalysisInput::Dataset { path },
+                        None => AnalysisInput::PureNoise,
+                    },
+                    num,
+                    seed,
+                    sigmas: sigmas.unwrap_or_else(|| AnalysisConfig::default().sigmas),
+                    batch,
+                };
+                let report = dist_distill::analyze::innate_one_step_analysis(&net, &cfg, device)?;
                 report.write(&out)?;
                 eprintln!("wrote {}/innate.{{md,json,png}}", out.display());
                 Ok(())
@@ -468,12 +512,20 @@ fn apply_preset(a: &mut TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     if unset("d_batch_group") {
         a.d_batch_group = c.d_batch_group;
     }
+    let uses_vgg = a.backbone.as_deref() == Some("vgg16_bn") || a.vgg16_bn.is_some();
     eprintln!(
-        "preset {name} ({}, teacher {}, data {}; discriminator backbones {})",
+        "preset {name} ({}, teacher {}, data {}; the reference's discriminator backbones {}; this run \
+         projects {} features, one backbone per discriminator{})",
         p.method,
         p.teacher,
         p.dataset,
-        p.backbones.join(" + ")
+        p.backbones.join(" + "),
+        if uses_vgg { "vgg16_bn" } else { "tf_efficientnet_lite0" },
+        if p.backbones.contains(&"vgg16_bn") && !uses_vgg {
+            ": give --vgg16-bn FILE for the reference's vgg16_bn"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -486,10 +538,19 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
     // The run folder must not be (or lie inside) the data, the teacher or the backbone (issue 21).
     formats::check_output(
         &a.out,
-        [Some(&a.data), Some(&a.teacher), a.effnet.as_ref()]
-            .into_iter()
-            .flatten(),
+        [
+            Some(&a.data),
+            Some(&a.teacher),
+            a.effnet.as_ref(),
+            a.vgg16_bn.as_ref(),
+        ]
+        .into_iter()
+        .flatten(),
     )?;
+    let backbone_kind = match (a.backbone.as_deref(), &a.vgg16_bn) {
+        (Some("vgg16_bn"), _) | (None, Some(_)) => BackboneKind::Vgg16Bn,
+        _ => BackboneKind::EfficientNetLite0,
+    };
     let config = GddConfig {
         batch_size: a.batch,
         total_kimg: a.kimg.context("--kimg (or --preset) is required")?,
@@ -503,6 +564,7 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         disc: DiscConfig {
             input_res: a.d_res,
             seed: a.seed,
+            backbone: backbone_kind,
             ..DiscConfig::default()
         },
         seed: a.seed,
@@ -516,7 +578,11 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         eprintln!("--force: continuing with the saved values; {changed}");
     }
     let teacher = load_net::<Autodiff<B>>(&a.teacher, device)?;
-    let backbone = EfficientNetLite0::<Autodiff<B>>::load(a.effnet.as_deref(), device)?;
+    let weights = match backbone_kind {
+        BackboneKind::Vgg16Bn => a.vgg16_bn.as_deref(),
+        BackboneKind::EfficientNetLite0 => a.effnet.as_deref(),
+    };
+    let backbone = FeatureNet::<Autodiff<B>>::load(backbone_kind, weights, device)?;
     let res = teacher.config.img_resolution;
     let opts = DataOptions {
         resolution: res,

@@ -282,3 +282,74 @@ fn train_refuses_a_changed_resume_and_takes_presets() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("nonesuch"), "{err}");
 }
+
+/// `--backbone vgg16_bn` needs torchvision's vgg16_bn state dict: without it, and with a file of
+/// other shapes (dist-distill's width/16 golden fixture), a typed error that names the flag or the
+/// tensor and file, before a run folder is written. (Training with vgg16_bn and the configuration
+/// recording it: dist-distill's driver tests, on a width-reduced network.)
+#[test]
+fn train_refuses_a_missing_or_wrong_vgg16_bn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("images");
+    tiny_image_folder(&data);
+    let vgg = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/dist-distill/tests/fixtures/vgg16_bn_w16.pth");
+    let run = tmp.path().join("run");
+    let train = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gdd"))
+            .args(["train", "--teacher"])
+            .arg(fixture("edm_ddpmpp_tiny"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--outdir")
+            .arg(&run)
+            .args(["--d-res=32", "--no-fid", "--batch=2", "--kimg=0.002"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = train(&["--backbone=vgg16_bn"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("vgg16_bn state dict"),
+        "{err}"
+    );
+    let o = train(&["--vgg16-bn", vgg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("features.0.weight") && err.contains("vgg16_bn_w16.pth"),
+        "{err}"
+    );
+    assert!(!run.join("checkpoint").exists());
+}
+
+/// `gdd analyze --data` runs the innate one-step analysis on real images noised to each sigma and
+/// records that input; without `--data` it is the pure-noise analysis, with other numbers.
+#[test]
+fn analyze_on_real_images_and_on_pure_noise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("images");
+    tiny_image_folder(&data);
+    let analyze = |out: &Path, extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_gdd"))
+            .args(["analyze", "--teacher"])
+            .arg(fixture("edm_ddpmpp_tiny"))
+            .arg("--outdir")
+            .arg(out)
+            .args(["--num=2", "--batch=2", "--sigmas=80,1,0.1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out.join("innate.json")).unwrap()
+    };
+    let real = analyze(
+        &tmp.path().join("real"),
+        &["--data", data.to_str().unwrap()],
+    );
+    let noise = analyze(&tmp.path().join("noise"), &[]);
+    assert!(real.contains("images"), "{real}");
+    assert_ne!(real, noise);
+    assert!(tmp.path().join("real/innate.png").is_file());
+}

@@ -179,3 +179,37 @@ fn run_writes_its_outputs_and_resumes_bit_identically() {
     assert_eq!(bits(&a.g.valid()), bits(&b.g.valid()), "generator differs");
     assert_eq!(bits(&a.ema), bits(&b.ema), "EMA differs");
 }
+
+/// The discriminator on vgg16_bn features (a width/16 network of vgg16_bn's layout, random
+/// weights): the run trains, the checkpoint's configuration names the backbone, and a trainer
+/// handed a backbone other than the configuration's is refused (the checkpoint must say what the
+/// discriminator really projects).
+#[test]
+fn run_with_a_vgg16_bn_backbone_records_it() {
+    use dist_distill::disc::BackboneKind;
+    use dist_distill::vgg::{Vgg16Bn, VggConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(0.008);
+    cfg.disc.backbone = BackboneKind::Vgg16Bn;
+    let dev = Default::default();
+    let vgg = || Vgg16Bn::<AB>::random(&VggConfig::width_divided(16), 5, &dev);
+    let tr = run(
+        teacher(),
+        vgg(),
+        cfg.clone(),
+        &dataset(16),
+        &options(dir.path()),
+        &dev,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(tr.state.step, 2);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["config"]["disc"]["backbone"], "vgg16_bn");
+    let Err(err) = GddTrainer::new(teacher(), EfficientNetLite0::random(1, &dev), cfg, &dev) else {
+        panic!("an EfficientNet backbone under a vgg16_bn configuration was accepted")
+    };
+    assert!(err.to_string().contains("Vgg16Bn"), "{err}");
+}

@@ -33,7 +33,7 @@ use serde::Serialize;
 use parallel::{ParallelConfig, Peer, Reduction};
 
 use super::{GddConfig, GddTrainer, StepMetrics};
-use crate::effnet::EfficientNetLite0;
+use crate::disc::FeatureNet;
 use crate::error::{DistillError, Result};
 use crate::eval::{self, Sampler};
 use crate::freeze::FreezeReport;
@@ -102,7 +102,7 @@ const GRID_SEEDS: u64 = 64;
 /// this node's first peer.
 pub fn run<B: AutodiffBackend>(
     teacher: EdmPrecond<B>,
-    backbone: EfficientNetLite0<B>,
+    backbone: impl Into<FeatureNet<B>>,
     config: GddConfig,
     data: &ImageDataset,
     options: &RunOptions<B::InnerBackend>,
@@ -121,6 +121,7 @@ pub fn run<B: AutodiffBackend>(
         None
     };
     let resumed = has_checkpoint(out);
+    let backbone: FeatureNet<B> = backbone.into();
     let devices = data_parallel_devices::<B>(device, pcfg.devices)?;
     let start = Start {
         teacher: &teacher,
@@ -148,7 +149,7 @@ pub fn run<B: AutodiffBackend>(
 /// What every peer starts from.
 struct Start<'a, B: AutodiffBackend> {
     teacher: &'a EdmPrecond<B>,
-    backbone: &'a EfficientNetLite0<B>,
+    backbone: &'a FeatureNet<B>,
     config: &'a GddConfig,
     out: &'a Path,
     resumed: bool,

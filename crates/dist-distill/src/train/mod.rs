@@ -37,8 +37,7 @@ use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use crate::disc::{DiscConfig, MultiScaleD, ProjectedFeatures};
-use crate::effnet::EfficientNetLite0;
+use crate::disc::{DiscConfig, FeatureNet, MultiScaleD, ProjectedFeatures};
 use crate::error::{DistillError, Result};
 use crate::freeze::{is_frozen, FreezeReport};
 use crate::generator::{generate, OneStep};
@@ -337,11 +336,21 @@ impl<B: AutodiffBackend> GddTrainer<B> {
     /// A fresh run: the generator and its EMA start as copies of `teacher`.
     pub fn new(
         teacher: EdmPrecond<B>,
-        backbone: EfficientNetLite0<B>,
+        backbone: impl Into<FeatureNet<B>>,
         config: GddConfig,
         device: &B::Device,
     ) -> Result<Self> {
         let one = config.one_step()?;
+        let backbone = backbone.into();
+        let given = backbone.kind();
+        if given != config.disc.backbone {
+            // The configuration is what a checkpoint records and a resume compares: it must name
+            // the network the discriminator really projects.
+            return Err(DistillError::Config(format!(
+                "the configuration's discriminator backbone is {:?} but a {given:?} was given",
+                config.disc.backbone
+            )));
+        }
         let mut dcfg = config.disc.clone();
         dcfg.label_dim = if config.cond {
             teacher.config.label_dim
@@ -732,7 +741,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
     pub fn resume(
         dir: &Path,
         teacher: EdmPrecond<B>,
-        backbone: EfficientNetLite0<B>,
+        backbone: impl Into<FeatureNet<B>>,
         device: &B::Device,
     ) -> Result<Self> {
         let ck = formats::resume_dir(dir, "state.json");
