@@ -17,6 +17,7 @@ Writes into OUTDIR:
   vgg16_bn_w16.pth        the state dict, torch.save zip format (torch >= 1.6)
   vgg16_bn_w16_legacy.pth the same, legacy format (_use_new_zipfile_serialization=False)
   vgg16_bn_w16_partial.pth only `features.0.weight` (a missing-tensor error case)
+  pth_broadcast_view{,_legacy}.pth  {"a": zeros(1).expand(2**40)} (stride 0), zip and legacy
   vgg16_bn_w16_features.safetensors
       x      [2,3,36,36]  images in [-1, 1]
       feat0..feat3        float64 forward of the normalised x through layer0..layer3, stored as float32
@@ -60,6 +61,12 @@ def main():
     torch.save(sd, os.path.join(out, "vgg16_bn_w16_legacy.pth"), _use_new_zipfile_serialization=False)
     # A state dict that stops after the first conv weight (the loader must name the next tensor).
     torch.save({"features.0.weight": sd["features.0.weight"]}, os.path.join(out, "vgg16_bn_w16_partial.pth"))
+
+    # A one-element storage viewed with stride 0 as 2^40 elements (a hostile or broadcast view: the
+    # reader must refuse it rather than try to allocate 4 TiB).
+    view = torch.zeros(1).expand(1 << 40)
+    torch.save({"a": view}, os.path.join(out, "pth_broadcast_view.pth"))
+    torch.save({"a": view}, os.path.join(out, "pth_broadcast_view_legacy.pth"), _use_new_zipfile_serialization=False)
 
     # 36 -> 18 -> 9 -> 4 (floor) -> 2: exercises an odd input to a max-pool.
     x = torch.rand(2, 3, 36, 36, generator=g, dtype=torch.float64) * 2 - 1

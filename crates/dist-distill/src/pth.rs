@@ -309,7 +309,20 @@ fn materialise(
             "DoubleStorage" => 8,
             _ => continue, // integer buffers (num_batches_tracked)
         };
-        let numel: usize = t.shape.iter().product();
+        let numel = t
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| perr(format!("tensor `{name}`: shape {:?} overflows", t.shape)))?;
+        // Every parameter or buffer of a state dict is backed by at least as many stored elements
+        // as it has; a larger view (stride 0, a broadcast) is refused rather than expanded, so a
+        // few bytes of file cannot ask for terabytes of memory.
+        if numel > count {
+            return Err(perr(format!(
+                "tensor `{name}` views {numel} elements of a {count}-element storage \
+                 (broadcast views are not read)"
+            )));
+        }
         let max_index: usize = t.offset.saturating_add(
             t.shape
                 .iter()
@@ -351,4 +364,49 @@ fn materialise(
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn broadcast_views_are_refused_in_both_formats() {
+        for f in ["pth_broadcast_view.pth", "pth_broadcast_view_legacy.pth"] {
+            let path = fixture(f);
+            match read_state_dict(&path) {
+                Err(DistillError::Pytorch { path: p, message }) => {
+                    assert_eq!(p, path);
+                    assert!(message.contains("1099511627776 elements"), "{message}");
+                }
+                other => panic!("{f}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn zip_and_legacy_files_hold_the_same_tensors() {
+        let zip = read_state_dict(&fixture("vgg16_bn_w16.pth")).unwrap();
+        let legacy = read_state_dict(&fixture("vgg16_bn_w16_legacy.pth")).unwrap();
+        // 13 convs x (weight, bias) + 13 batch norms x 4 float tensors; the 13
+        // `num_batches_tracked` int64 buffers are skipped.
+        assert_eq!(zip.len(), 13 * 6);
+        assert_eq!(zip.len(), legacy.len());
+        for (name, t) in &zip {
+            assert_eq!(t.shape, legacy[name].shape, "{name}");
+            assert_eq!(t.values, legacy[name].values, "{name}");
+        }
+        assert_eq!(zip["features.0.weight"].shape, vec![4, 3, 3, 3]);
+        // The legacy-only entry point refuses a zip file with a pointer to the right one.
+        assert!(matches!(
+            read_legacy_state_dict(&fixture("vgg16_bn_w16.pth")),
+            Err(DistillError::Pytorch { .. })
+        ));
+    }
 }
