@@ -440,18 +440,21 @@ mod tests {
             "one image differs by {worst} between batch sizes"
         );
         let tmp = tempfile::tempdir().unwrap();
-        let r = sample_to_dir(
-            &net,
-            one,
-            &seeds,
-            None,
-            2,
-            tmp.path(),
-            true,
-            &dev,
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let sample = || {
+            sample_to_dir(
+                &net,
+                one,
+                &seeds,
+                None,
+                2,
+                tmp.path(),
+                true,
+                &dev,
+                &mut |_, _| {},
+            )
+            .unwrap()
+        };
+        let r = sample();
         assert_eq!((r.sampled, r.skipped), (3, 0));
         for (i, s) in seeds.iter().enumerate() {
             let img = image::open(edm_core::image_path(tmp.path(), *s, true))
@@ -471,18 +474,7 @@ mod tests {
         }
         assert!(tmp.path().join("001000/001003.png").is_file());
         std::fs::remove_file(tmp.path().join("000000/000006.png")).unwrap();
-        let r = sample_to_dir(
-            &net,
-            one,
-            &seeds,
-            None,
-            2,
-            tmp.path(),
-            true,
-            &dev,
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let r = sample();
         assert_eq!((r.sampled, r.skipped), (1, 2));
         // A fixed class for a conditional network: a class beyond label_dim is refused.
         assert!(draw_seeds(&net, one, &seeds, Some(3), &dev).is_err());
