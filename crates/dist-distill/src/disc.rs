@@ -218,6 +218,63 @@ impl DiscConfig {
         let c = self.cout;
         [c, c, 2 * c, 4 * c]
     }
+
+    /// Sides of the backbone's four feature maps for an `input_res` input: Lite0's TensorFlow
+    /// "same" stride-2 layers round up (strides 4..32), vgg16_bn's max-pools round down (2..16).
+    pub fn feature_sizes(&self) -> [usize; 4] {
+        let r = self.input_res;
+        match self.backbone {
+            BackboneKind::EfficientNetLite0 => [4, 8, 16, 32].map(|s| r.div_ceil(s)),
+            BackboneKind::Vgg16Bn => [2, 4, 8, 16].map(|s| r / s),
+        }
+    }
+
+    /// Checks that the discriminator can run at `input_res`: CSM adds each map to the ×2 upsampled
+    /// next coarser one, so every map must be exactly twice the next (true at the reference's 224;
+    /// e.g. 112 fails for Lite0, whose maps are 28, 14, 7, 4), and each head's last conv must fit in
+    /// what its down blocks leave. A typed error here instead of a shape panic in the first step.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(DistillError::Config(m));
+        if self.input_res == 0 || self.cout == 0 {
+            return bad("discriminator input_res and cout must be > 0".into());
+        }
+        if self.label_dim > 0 && (self.cmap_dim == 0 || self.embed_dim == 0) {
+            return bad("a conditional discriminator needs cmap_dim and embed_dim > 0".into());
+        }
+        let sizes = self.feature_sizes();
+        if sizes[3] == 0 || (0..3).any(|i| sizes[i] != 2 * sizes[i + 1]) {
+            return bad(format!(
+                "discriminator input {0}x{0}: the {1} feature maps are {sizes:?} pixels, and cross-scale \
+                 mixing needs each to be twice the next; use a side such as {2}",
+                self.input_res,
+                self.backbone.name(),
+                match self.backbone {
+                    BackboneKind::EfficientNetLite0 => "224, 192, 128 or 96 (a multiple of 32)",
+                    BackboneKind::Vgg16Bn => "224, 128 or 64 (a multiple of 16, at least 32)",
+                }
+            ));
+        }
+        // Heads: input 2x the map (CSM upsamples), down blocks (4x4, stride 2, padding 1) halve it
+        // (rounding down) until the nominal end size, then a k x k valid conv.
+        let res = self.head_resolutions();
+        let end_sz = if res[3] >= 8 { 8 } else { res[3] };
+        let kernel = if end_sz >= 8 { 4 } else { (end_sz / 2).max(1) };
+        for i in 0..4 {
+            let (mut side, mut nominal) = (2 * sizes[i], res[i]);
+            while nominal > end_sz {
+                side /= 2;
+                nominal /= 2;
+            }
+            if side < kernel {
+                return bad(format!(
+                    "discriminator input {0}x{0}: head {i} is left {side}x{side} for its {kernel}x{kernel} \
+                     output conv; use a larger input_res",
+                    self.input_res
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn uniform_vec(rng: &mut ChaCha12Rng, n: usize, bound: f64) -> Vec<f32> {
@@ -304,13 +361,15 @@ impl<B: Backend> ProjectedFeatures<B> {
         .no_grad()
     }
 
-    /// [`Self::new`], refusing a backbone other than `cfg.backbone`.
+    /// [`Self::new`], refusing a backbone other than `cfg.backbone` and a configuration that
+    /// [`DiscConfig::validate`] rejects.
     pub fn try_new(
         backbone: impl Into<FeatureNet<B>>,
         cfg: &DiscConfig,
         device: &B::Device,
     ) -> Result<Self> {
         let backbone = backbone.into();
+        cfg.validate()?;
         if backbone.kind() != cfg.backbone {
             return Err(DistillError::Config(format!(
                 "the discriminator is configured for backbone {} but {} was loaded",
@@ -766,6 +825,58 @@ mod tests {
         assert_eq!(widths, vec![64, 128, 256, 512]);
         assert_eq!(d.heads[0].out.weight.dims(), [1, 512, 4, 4]);
         assert_eq!(d.heads[3].down[0].conv.weight.dims(), [512, 256, 4, 4]);
+    }
+
+    /// `validate` accepts exactly the input sides at which the whole discriminator runs.
+    #[test]
+    fn validate_matches_what_runs() {
+        use crate::vgg::{Vgg16Bn, VggConfig};
+        let dev = Default::default();
+        let cases: [(BackboneKind, &[usize]); 2] = [
+            (BackboneKind::EfficientNetLite0, &[64, 72, 96, 112]),
+            (BackboneKind::Vgg16Bn, &[24, 32, 33, 36, 48, 64]),
+        ];
+        let mut seen = [0usize; 2]; // (accepted, refused)
+        for (kind, sides) in cases {
+            for &r in sides {
+                let cfg = DiscConfig {
+                    input_res: r,
+                    cout: 4,
+                    backbone: kind,
+                    ..DiscConfig::default()
+                };
+                let net: FeatureNet<Flex> = match kind {
+                    BackboneKind::EfficientNetLite0 => EfficientNetLite0::random(0, &dev).into(),
+                    BackboneKind::Vgg16Bn => {
+                        Vgg16Bn::random(&VggConfig::width_divided(16), 0, &dev).into()
+                    }
+                };
+                let ok = cfg.validate().is_ok();
+                let runs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let pf = ProjectedFeatures::new(net, &cfg, &dev);
+                    let d = MultiScaleD::<Flex>::new(&cfg, &dev);
+                    let x = Tensor::<Flex, 4>::zeros([2, 3, r, r], &dev);
+                    d.forward(&pf.forward(x), None).dims()
+                }))
+                .is_ok();
+                assert_eq!(
+                    ok,
+                    runs,
+                    "{} at {r}: validate {ok}, runs {runs}",
+                    kind.name()
+                );
+                seen[usize::from(!ok)] += 1;
+            }
+        }
+        // Both outcomes occur, so the comparison could fail either way.
+        assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+        assert!(DiscConfig::default().validate().is_ok());
+        let vgg224 = DiscConfig {
+            backbone: BackboneKind::Vgg16Bn,
+            ..DiscConfig::default()
+        };
+        assert_eq!(vgg224.feature_sizes(), [112, 56, 28, 14]);
+        assert!(vgg224.validate().is_ok());
     }
 
     #[test]
