@@ -80,6 +80,9 @@ pub enum Which {
     /// Issue #13 item 2: saliency flows I = Σ_h |A ⊙ ∂L/∂A| (Wang et al.), gradients through
     /// burn's Autodiff backend (resumable).
     Saliency,
+    /// Issue #13 claim 3: P's rule vectors written at s = 1..k of the dummy's answer positions,
+    /// with the L0 control at each s and one vector repeated at all k (resumable).
+    Subsets,
 }
 
 /// `icl-probe run EXPERIMENT --model PATH --task NAME|--data FILE --shots K --seed S --out DIR`
@@ -308,7 +311,7 @@ impl BackendTask for RunArgs {
             Which::Knockout => vec![Experiment::Knockout],
             Which::Pca => vec![Experiment::Pca],
             Which::Transplant => return transplant(&self, &model, &tok, &tasks),
-            Which::LocalGlobal | Which::Forms | Which::Dpca => {
+            Which::LocalGlobal | Which::Forms | Which::Dpca | Which::Subsets => {
                 return crate::issue13_cli::run(&self, &model, &tok, &tasks)
             }
             Which::Saliency => {

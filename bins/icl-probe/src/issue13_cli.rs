@@ -1,4 +1,5 @@
-//! `icl-probe run local-global | forms | dpca | saliency` (issue #13, items 2–5): argument
+//! `icl-probe run local-global | forms | dpca | saliency | subsets` (issue #13, items 2–5 and
+//! claim 3's subset-size transplant): argument
 //! handling around the resumable experiments of `icl_experiments::{local_global, forms, dpca,
 //! saliency}`. Each writes `OUT/<model>_<experiment>_k<k>.{jsonl,json,md}` and plots under
 //! `OUT/plots/`; a rerun with the same settings skips finished units.
@@ -8,6 +9,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use icl_experiments::forms::{self, Form, FormsConfig};
 use icl_experiments::local_global::{self, LocalGlobalConfig};
+use icl_experiments::subsets::{self, SubsetsConfig};
 use icl_experiments::transplant::DummyKind;
 use icl_experiments::{dpca, saliency, Probe};
 use icl_tasks::TaskSet;
@@ -107,6 +109,29 @@ pub fn run<B: Backend>(
             let units = dpca::run_dpca(&probe, tasks, &cfg, &a.out)?;
             let s = dpca::summarize(&cfg, &units)?;
             println!("{}", dpca::write_dpca_report(&s, &a.out)?);
+        }
+        Which::Subsets => {
+            let mut layers =
+                parse_layers(Some(a.layers.as_deref().unwrap_or("every:6")), n_layers)?;
+            layers.retain(|&l| l < n_layers);
+            let dummy = DummyKind::parse(
+                a.dummies
+                    .split(',')
+                    .next()
+                    .map(str::trim)
+                    .unwrap_or("random-labels"),
+            )?;
+            let cfg = SubsetsConfig {
+                model_id: model_id(&a.model),
+                k,
+                n: a.n_test,
+                seeds,
+                layers,
+                dummy,
+            };
+            let units = subsets::run_subsets(&probe, tasks, &cfg, &a.out)?;
+            let s = subsets::summarize(&cfg, &units)?;
+            println!("{}", subsets::write_subsets_report(&s, &a.out)?);
         }
         other => anyhow::bail!("{other:?} is not an issue-13 forward-only experiment"),
     }

@@ -32,6 +32,7 @@ pub mod report;
 pub mod rule_vector;
 pub mod saliency;
 pub mod stats;
+pub mod subsets;
 pub mod suite;
 pub mod task_vector;
 pub mod transplant;

@@ -334,3 +334,83 @@ fn local_global_cosines_are_exact_at_layer_zero_and_the_run_resumes() {
         .join("plots/tiny_local-global_k3_toy_upper_cosines.png")
         .exists());
 }
+
+/// The subset-size transplant at L0 writes exactly P's answer tokens at the chosen demonstrations
+/// of Q (and nowhere else); the run resumes from its journal and is judged per task.
+#[test]
+fn subsets_write_only_the_chosen_positions_and_the_run_resumes() {
+    use icl_experiments::subsets::{self, draw_subsets, subset_logits, SubsetsConfig};
+    use icl_experiments::transplant::q_prompts;
+    use icl_experiments::Prepared;
+    use icl_probe::HookSpec;
+    let (model, tok) = setup();
+    let probe = Probe::new(&model, &tok, 4);
+    let t = upper();
+    let ps = p_prompts(&t, 3, 2, 1).unwrap();
+    let p = probe.prepare_all(&ps).unwrap();
+    let q = probe
+        .prepare_all(&q_prompts(&t, &ps, DummyKind::RandomLabels, 1).unwrap())
+        .unwrap();
+    let rules = probe
+        .residuals(&p, &[0], |x| x.answer_positions.clone())
+        .unwrap();
+    let plain_q = probe.logits_with(&q, |_, _| Ok(HookSpec::new())).unwrap();
+    for sites in &draw_subsets(3, q.len(), 5)[..2] {
+        let v: Vec<Vec<Vec<f32>>> = (0..q.len())
+            .map(|i| sites[i].iter().map(|&j| rules[i][0][j].clone()).collect())
+            .collect();
+        let got = subset_logits(&probe, &q, 0, sites, &v).unwrap();
+        let substituted: Vec<Prepared> = (0..q.len())
+            .map(|i| {
+                let mut s = q[i].clone();
+                for &j in &sites[i] {
+                    s.ids[q[i].answer_positions[j]] = p[i].ids[p[i].answer_positions[j]];
+                }
+                s
+            })
+            .collect();
+        let want = probe
+            .logits_with(&substituted, |_, _| Ok(HookSpec::new()))
+            .unwrap();
+        for i in 0..q.len() {
+            let d = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max)
+            };
+            assert!(d(&got[i], &want[i]) <= 1e-5, "subset {:?}", sites[i]);
+            assert!(d(&got[i], &plain_q[i]) > 1e-4, "the write must matter");
+        }
+    }
+    // An index beyond the prompt's demonstrations is an error, not a panic.
+    let bad = vec![vec![7]; q.len()];
+    let v = vec![vec![rules[0][0][0].clone()]; q.len()];
+    assert!(subset_logits(&probe, &q, 0, &bad, &v).is_err());
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SubsetsConfig {
+        model_id: "tiny".into(),
+        k: 3,
+        n: 2,
+        seeds: vec![0, 1],
+        layers: vec![0, 1],
+        dummy: DummyKind::RandomLabels,
+    };
+    let tasks = [upper(), reverse()];
+    let units = subsets::run_subsets(&probe, &tasks, &cfg, dir.path()).unwrap();
+    assert_eq!(units.len(), 4);
+    assert_eq!(units[0].outcomes.len(), 2 * 3);
+    assert_eq!(units[0].repeated.len(), 2);
+    let again = subsets::run_subsets(&probe, &tasks, &cfg, dir.path()).unwrap();
+    same(&units, &again);
+    let s = subsets::summarize(&cfg, &units).unwrap();
+    assert_eq!(s.tasks.len(), 2);
+    assert_eq!(s.tasks[0].by_size.len(), 2 * 3);
+    assert_eq!(s.tasks[0].best_layer, Some(1));
+    let md = subsets::write_subsets_report(&s, dir.path()).unwrap();
+    assert!(md.contains("toy_reverse"));
+    let mut other = cfg.clone();
+    other.layers = vec![0];
+    assert!(subsets::run_subsets(&probe, &tasks, &other, dir.path()).is_err());
+}
