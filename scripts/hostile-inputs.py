@@ -491,6 +491,7 @@ def resume_cases(t, bins):
         ("gdd train: resumed with another lr", [gdd] + gbase[:-1] + ["--lr=0.002", "--kimg=0.004"], "lr (saved 0.001, given 0.002)"),
         ("gdd train: resumed with another batch", [gdd] + gbase[:-2] + ["--batch=4", "--lr=0.001", "--kimg=0.004"], "batch_size (saved 2, given 4)"),
         ("gdd train: resumed as GDD-I", [gdd] + gbase + ["--freeze=1", "--kimg=0.004"], "freeze"),
+        ("gdd train: discriminator input 112 for EfficientNet-Lite0", [gdd] + [a.replace(grun, str(t / "out" / "d112")).replace("--d-res=32", "--d-res=112") for a in gbase] + ["--kimg=0.002"], "112"),
     ]
     return c
 

@@ -272,6 +272,22 @@ fn train_refuses_a_changed_resume_and_takes_presets() {
         (Some(2), Some(42)),
         "{c}"
     );
+    // A discriminator side EfficientNet-Lite0's strides cannot take: a typed error, no panic.
+    let o = Command::new(env!("CARGO_BIN_EXE_gdd"))
+        .args(["train", "--teacher"])
+        .arg(&teacher)
+        .arg("--data")
+        .arg(&data)
+        .arg("--outdir")
+        .arg(tmp.path().join("odd"))
+        .arg("--effnet")
+        .arg(&effnet)
+        .args(["--d-res=112", "--no-fid", "--batch=2", "--kimg=0.002"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("112"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     let o = gdd(&[
         "train",
         "--preset=nonesuch",

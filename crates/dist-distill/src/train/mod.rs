@@ -357,7 +357,9 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         } else {
             0
         };
-        let feats = ProjectedFeatures::new(backbone, &dcfg, device);
+        // A discriminator input the backbone's strides cannot take (`--d-res 112` with
+        // EfficientNet-Lite0) is a typed error here, not a shape panic in the first step.
+        let feats = ProjectedFeatures::try_new(backbone, &dcfg, device)?;
         let d = MultiScaleD::new(&dcfg, device);
         let params = teacher.named_parameters();
         let freeze_report = FreezeReport::new(
