@@ -6,6 +6,7 @@ A measuring tool, never a product dependency. Rows (issue 18):
 
     matmul 1024² f32                      GFLOP/s   (icl-gdd-bench primitives)
     conv3x3 64→64ch 32px b16              GFLOP/s   (same process as matmul)
+    conv3x3 32→32ch 147px b8              GFLOP/s   an Inception-stem-like shape (own process)
     GroupNorm(32)+SiLU 16×64×32×32        GB/s      (same process)
     EDM DDPM++ CIFAR-10 one-step b8       img/s     D(z·80), EDM's networks.py on the PyTorch side
     EDM DDPM++ training step b4           img/s     EDMLoss fwd+bwd, Adam, EMA (EDM's training loop)
@@ -30,7 +31,7 @@ Usage (repository root):
         --json-out /tmp/cpu.json --write-doc docs/performance.md
 `--edm-ref` (or $EDM_REF) is a checkout of NVlabs/edm (its `training/networks.py` and `training/loss.py`
 are imported at measurement time); without it the EDM rows run ours only. `--only GROUP` (repeatable)
-picks row groups: primitives, edm-onestep, edm-train, inception, gpt2, smollm2.
+picks row groups: primitives, conv-stem, edm-onestep, edm-train, inception, gpt2, smollm2.
 """
 import argparse
 import datetime
@@ -49,6 +50,7 @@ SECTION = "### Side by side: `tools/cpu_side_by_side.py`"
 
 # (group, row key, label, unit, work per run in units of the throughput)
 MM_N, CV = 1024, (16, 64, 32)  # matmul n; conv batch, channels, size
+STEM = (8, 32, 147)  # few channels, large image: where burn-flex's im2col outweighs its GEMM
 EDM_B, TRAIN_B, INC_B, GPT_B, GPT_T, PF_T = 8, 4, 8, 4, 128, 128
 ROWS = [
     ("primitives", "matmul", f"matmul {MM_N}² f32", "GFLOP/s", 2 * MM_N**3 / 1e9),
@@ -56,6 +58,8 @@ ROWS = [
      2 * CV[0] * CV[1] * CV[1] * 9 * CV[2] ** 2 / 1e9),
     ("primitives", "gn_silu", f"GroupNorm(32)+SiLU {CV[0]}×{CV[1]}×{CV[2]}²", "GB/s",
      2 * 4 * CV[0] * CV[1] * CV[2] ** 2 / 1e9),
+    ("conv-stem", "conv_stem", f"conv3x3 {STEM[1]}→{STEM[1]}ch {STEM[2]}px b{STEM[0]} (Inception-stem-like)",
+     "GFLOP/s", 2 * STEM[0] * STEM[1] * STEM[1] * 9 * STEM[2] ** 2 / 1e9),
     ("edm-onestep", "edm_onestep", f"EDM DDPM++ CIFAR-10 (55.7M) one-step b{EDM_B}", "img/s", EDM_B),
     ("edm-train", "edm_train", f"EDM DDPM++ training step (fwd+bwd+Adam+EMA) b{TRAIN_B}", "img/s", TRAIN_B),
     ("inception", "inception", f"Inception-v3 pool3, 32→299, b{INC_B}", "img/s", INC_B),
@@ -112,6 +116,12 @@ def worker(a):
             out["conv3x3"] = timed(a.runs, a.warmup, lambda: torch.nn.functional.conv2d(xi, w, padding=1))
             out["gn_silu"] = timed(a.runs, a.warmup,
                                    lambda: torch.nn.functional.silu(torch.nn.functional.group_norm(xi, 32, eps=1e-5)))
+    elif g == "conv-stem":
+        b, c, s = STEM
+        xi = torch.randn(b, c, s, s)
+        w = torch.randn(c, c, 3, 3)
+        with torch.no_grad():
+            out["conv_stem"] = timed(a.runs, a.warmup, lambda: torch.nn.functional.conv2d(xi, w, padding=1))
     elif g == "edm-onestep":
         EDMPrecond, _ = edm_modules(a.edm_ref)
         net = ddpmpp(EDMPrecond).eval()
@@ -203,6 +213,8 @@ def ours_command(a, group):
     return {
         "primitives": base + ["primitives", "--n", str(MM_N), "--batch", str(CV[0]), "--channels", str(CV[1]),
                               "--size", str(CV[2])],
+        "conv-stem": base + ["primitives", "--n", "64", "--batch", str(STEM[0]), "--channels", str(STEM[1]),
+                             "--size", str(STEM[2])],
         "edm-onestep": base + ["edm", "--net", "ddpmpp", "--mode", "onestep", "--batch", str(EDM_B)],
         "edm-train": base + ["edm", "--net", "ddpmpp", "--mode", "train", "--batch", str(TRAIN_B)],
         "inception": base + ["inception", "--batch", str(INC_B), "--resolution", "32"],
@@ -212,7 +224,7 @@ def ours_command(a, group):
     }[group]
 
 
-def parse_ours(stdout):
+def parse_ours(stdout, group):
     """Row key -> median seconds, from icl-gdd-bench's Markdown rows (or the prefill JSON line)."""
     res = {}
     for line in stdout.splitlines():
@@ -225,6 +237,8 @@ def parse_ours(stdout):
         for prefix, key in OURS_PREFIX.items():
             if cells[0].startswith(prefix):
                 res[key] = float(cells[3][:-3]) / 1e3
+    if group == "conv-stem":  # the primitives process of the stem shape: only its conv row counts
+        return {"conv_stem": res["conv3x3"]} if "conv3x3" in res else {}
     return res
 
 
@@ -331,7 +345,7 @@ def main():
                 entry = {"rep": rep, "wall_s": wall, "peak_rss_mb": rss, "load_before": before, "load_after": after}
                 if rc == 0:
                     if side == "ours":
-                        entry["medians"] = parse_ours(out)
+                        entry["medians"] = parse_ours(out, group)
                     else:
                         lines = [l for l in out.splitlines() if l.startswith("{")]
                         r = json.loads(lines[-1]) if lines else {}
