@@ -220,6 +220,10 @@ struct TrainArgs {
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Data-parallel: `--devices N` peers on this node, `--nodes/--node-rank/--orchestrator`
+    /// (or NNODES, NODE_RANK, ORCHESTRATOR) across processes started with `gdd orchestrator`.
+    #[command(flatten)]
+    parallel: parallel::ParallelArgs,
 }
 
 /// The preconditionings `edm train --precond` offers.
@@ -474,12 +478,13 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
     }
     let pb = bar(options.total_steps() as u64, "steps ");
     let started = std::time::Instant::now();
-    let trainer = edm_core::train_run::<Autodiff<B>>(
+    let trainer = edm_core::train_run_parallel::<Autodiff<B>>(
         &config,
         &dataset,
         options,
         &a.outdir,
         a.force,
+        &a.parallel.config()?,
         device,
         &mut |e| match e {
             TrainEvent::Step(r) => {

@@ -41,7 +41,7 @@ pub use precond::{
 pub use sampler::{edm_sigma_steps, nfe, parse_seeds, sample, SamplerConfig, Solver, StackedRng};
 pub use song_unet::SongUNet;
 pub use train::{
-    ema_beta, ema_update, train, train_run, StepReport, TickReport, TrainEvent, TrainOptions,
-    Trainer, TrainingState, RESUMABLE_OPTIONS,
+    ema_beta, ema_update, train, train_run, train_run_parallel, StepReport, TickReport, TrainEvent,
+    TrainOptions, Trainer, TrainingState, RESUMABLE_OPTIONS,
 };
 pub use weights::{NamedTensor, TensorRef, VisitNamed};

@@ -589,12 +589,90 @@ pub fn train_run<B: AutodiffBackend>(
     device: &B::Device,
     on_event: &mut dyn FnMut(TrainEvent<'_>),
 ) -> Result<Trainer<B>> {
-    // One writer per output folder for the whole run ([`formats::RunLock`]); what an interrupted
-    // write left is removed only under that lock.
-    let lock = formats::RunLock::acquire(out_dir)?;
-    lock.clean_leftovers("training_state.json")?;
+    train_run_parallel(
+        config,
+        data,
+        options,
+        out_dir,
+        force,
+        &parallel::ParallelConfig::local(1),
+        device,
+        on_event,
+    )
+}
+
+/// [`train_run`], data-parallel (crate `parallel`): one peer per device of `device`'s kind
+/// (`pcfg.devices`) on this node, and `pcfg.nodes` nodes through the orchestrator. Every peer has
+/// its own [`Trainer`] ([`Trainer::set_peer`]: its shard of each global batch, gradients summed
+/// over the peers); only global rank 0 (on node 0, which also holds `run.lock`) writes the
+/// checkpoints, `log.txt`, `stats.jsonl`, the TensorBoard events and the snapshots. Every peer
+/// resumes from the same `out_dir/checkpoint` (several machines need the folder shared or copied)
+/// and the peers check that they start at the same step; the checkpoint holds no peer count, so a
+/// run resumes on any number of peers. Returns the trainer of this node's first peer, which
+/// reports to `on_event`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_run_parallel<B: AutodiffBackend>(
+    config: &EdmConfig,
+    data: &ImageDataset,
+    options: TrainOptions,
+    out_dir: &Path,
+    force: bool,
+    pcfg: &parallel::ParallelConfig,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(TrainEvent<'_>),
+) -> Result<Trainer<B>> {
+    // One writer per output folder for the whole run (node 0, before any peer reads a
+    // checkpoint); what an interrupted write left is removed only under that lock.
+    let lock = if pcfg.is_first_node() {
+        let lock = formats::RunLock::acquire(out_dir)?;
+        lock.clean_leftovers("training_state.json")?;
+        Some(lock)
+    } else {
+        None
+    };
     let resumed = out_dir.join("checkpoint").exists() || out_dir.join("checkpoint.old").exists();
-    let mut trainer = if resumed {
+    let devices = parallel::devices::<B::InnerBackend>(device, pcfg.devices)?;
+    let start = |peer: Option<parallel::Peer<B::InnerBackend>>, dev: &B::Device| {
+        let mut t = start_trainer::<B>(config, &options, out_dir, force, resumed, dev)?;
+        if let Some(p) = &peer {
+            // Every peer must start at the same step (a node that found no checkpoint while
+            // node 0 resumed would otherwise train other weights with the same gradients).
+            let step = t.state.step as f64;
+            let s = p.all_reduce_scalars("start", &[step, 1.0], parallel::Reduction::Sum, dev)?;
+            if s[0] != step * s[1] {
+                return Err(EdmError::Input(format!(
+                    "peer {} starts at step {step} but the peers' mean start step is {}: every \
+                     node needs the same checkpoint (share the output folder or copy it)",
+                    p.rank,
+                    s[0] / s[1]
+                )));
+            }
+        }
+        t.set_peer(peer)?;
+        Ok::<_, EdmError>(t)
+    };
+    let (trainer, _) = parallel::run_node::<B::InnerBackend, _, _, EdmError, _, _>(
+        pcfg,
+        &devices,
+        |peer, dev| train_loop(start(peer, dev)?, data, out_dir, resumed, Some(on_event)),
+        |peer, dev| train_loop(start(Some(peer), dev)?, data, out_dir, resumed, None).map(drop),
+    )?;
+    drop(lock);
+    Ok(trainer)
+}
+
+/// A peer's trainer on `device`: resumed from `out_dir/checkpoint` (refused with
+/// [`EdmError::OptionsChanged`] when the options differ, unless `force`) or fresh.
+fn start_trainer<B: AutodiffBackend>(
+    config: &EdmConfig,
+    options: &TrainOptions,
+    out_dir: &Path,
+    force: bool,
+    resumed: bool,
+    device: &B::Device,
+) -> Result<Trainer<B>> {
+    let options = options.clone();
+    Ok(if resumed {
         let mut t = Trainer::<B>::resume(out_dir, device)?;
         let saved = run_options(&t.net.config, &t.state.options);
         if let Err(changed) =
@@ -618,6 +696,23 @@ pub fn train_run<B: AutodiffBackend>(
         t
     } else {
         Trainer::<B>::new(config, options, device)?
+    })
+}
+
+/// One peer's training loop ([`train_run_parallel`]); rank 0 also writes the outputs, and a peer
+/// given `on_event` reports to it.
+fn train_loop<B: AutodiffBackend>(
+    mut trainer: Trainer<B>,
+    data: &ImageDataset,
+    out_dir: &Path,
+    resumed: bool,
+    mut on_event: Option<&mut dyn FnMut(TrainEvent<'_>)>,
+) -> Result<Trainer<B>> {
+    let writer = trainer.is_rank0();
+    let mut on_event = |e: TrainEvent<'_>| {
+        if let Some(f) = on_event.as_mut() {
+            f(e)
+        }
     };
     let total = trainer.state.options.total_steps();
     if trainer.state.options.batch_size == 0 {
@@ -632,9 +727,15 @@ pub fn train_run<B: AutodiffBackend>(
             trainer.state.options.total_kimg, trainer.state.options.batch_size
         )));
     }
-    let mut log = LogTxt::open(out_dir.join("log.txt"), resumed)?;
+    // Rank 0 alone writes log.txt, stats.jsonl and the TensorBoard events.
+    let mut log = match writer {
+        true => Some(LogTxt::open(out_dir.join("log.txt"), resumed)?),
+        false => None,
+    };
     let mut say = |line: &str, on_event: &mut dyn FnMut(TrainEvent<'_>)| -> Result<()> {
-        log.line(line)?;
+        if let Some(log) = log.as_mut() {
+            log.line(line)?;
+        }
         on_event(TrainEvent::Log(line));
         Ok(())
     };
@@ -647,10 +748,10 @@ pub fn train_run<B: AutodiffBackend>(
                 trainer.state.step,
                 trainer.state.cur_nimg as f64 / 1000.0
             ),
-            on_event,
+            &mut on_event,
         )?;
         if let Some(note) = trainer.resume_note.take() {
-            say(&note, on_event)?;
+            say(&note, &mut on_event)?;
         }
     }
     say(
@@ -658,16 +759,27 @@ pub fn train_run<B: AutodiffBackend>(
             "training options: {}",
             serde_json::to_string(&opts).expect("options serialise")
         ),
-        on_event,
+        &mut on_event,
     )?;
+    if let Some(p) = &trainer.peer {
+        say(
+            &format!("data-parallel over {} devices", p.world),
+            &mut on_event,
+        )?;
+    }
     let stats_path = out_dir.join("stats.jsonl");
-    let mut stats = if resumed {
-        formats::MetricsLog::resume(&stats_path, trainer.state.step as u64)?.0
-    } else {
-        formats::MetricsLog::create(&stats_path)?
+    let mut stats = match (writer, resumed) {
+        (false, _) => None,
+        (true, true) => {
+            Some(formats::MetricsLog::resume(&stats_path, trainer.state.step as u64)?.0)
+        }
+        (true, false) => Some(formats::MetricsLog::create(&stats_path)?),
     };
     // TensorBoard's live view of the same numbers: each step's loss, each tick's record.
-    let mut board = formats::EventWriter::create(out_dir)?;
+    let mut board = match writer {
+        true => Some(formats::EventWriter::create(out_dir)?),
+        false => None,
+    };
     let every = opts.checkpoint_every.max(1);
     let tick_nimg = ((opts.tick_kimg * 1000.0).round() as u64).max(1);
     let started = std::time::Instant::now();
@@ -678,8 +790,10 @@ pub fn train_run<B: AutodiffBackend>(
         let report = trainer.step(data)?;
         on_event(TrainEvent::Step(&report));
         let (step, nimg) = (trainer.state.step, trainer.state.cur_nimg);
-        board.scalar("Loss/step", step as i64, report.loss as f32)?;
-        if step % every == 0 || step == total {
+        if let Some(b) = board.as_mut() {
+            b.scalar("Loss/step", step as i64, report.loss as f32)?;
+        }
+        if writer && (step % every == 0 || step == total) {
             trainer.checkpoint(out_dir)?;
         }
         tick_loss += report.loss;
@@ -703,27 +817,31 @@ pub fn train_run<B: AutodiffBackend>(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
         };
-        stats.append(&serde_json::to_value(&tick).expect("tick serialises"))?;
+        if let Some(s) = stats.as_mut() {
+            s.append(&serde_json::to_value(&tick).expect("tick serialises"))?;
+        }
         for (tag, v) in [
             ("Loss/tick_mean", tick.loss),
             ("Progress/kimg", tick.kimg),
             ("Progress/lr", tick.lr),
             ("Timing/sec_per_kimg", tick.sec_per_kimg),
         ] {
-            board.scalar(tag, step as i64, v as f32)?;
+            if let Some(b) = board.as_mut() {
+                b.scalar(tag, step as i64, v as f32)?;
+            }
         }
         on_event(TrainEvent::Tick(&tick));
-        say(&tick.line(), on_event)?;
-        if opts.snap_ticks > 0
+        say(&tick.line(), &mut on_event)?;
+        if writer
+            && opts.snap_ticks > 0
             && (tick.tick.is_multiple_of(opts.snap_ticks as u64) || step == total)
         {
             let snap = out_dir.join(format!("network-snapshot-{:06}", nimg / 1000));
             trainer.ema.save(&snap)?;
-            say(&format!("saved {}", snap.display()), on_event)?;
+            say(&format!("saved {}", snap.display()), &mut on_event)?;
         }
         (tick_started, tick_nimg0, tick_loss, tick_steps) = (now, nimg, 0.0, 0);
     }
-    drop(lock);
     Ok(trainer)
 }
 

@@ -1,10 +1,12 @@
 //! EDM training data-parallel on crate `parallel` (CPU, tiny SongUNet): two peers in one process,
-//! each on half of the global batch, against one device on the whole batch, 3 steps.
+//! each on half of the global batch, against one device on the whole batch, 3 steps; the driver
+//! (`train_run_parallel`, what `edm train --devices 2` runs) likewise, and resumed on one device.
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use edm_core::{EdmConfig, EdmError, EdmPrecond, ImageDataset, ModelType, TrainOptions, Trainer};
 use parallel::{run_peers, ParallelConfig};
+use std::sync::{Mutex, MutexGuard};
 
 type AB = Autodiff<Flex>;
 
@@ -68,6 +70,17 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 const STEPS: usize = 3;
 
+/// burn-collective keeps one server per backend type per process, so the tests of this binary
+/// (which cargo runs on parallel threads) take turns; `parallel::reset` clears what a failed one
+/// left behind.
+static COLLECTIVE: Mutex<()> = Mutex::new(());
+
+fn take_turn() -> MutexGuard<'static, ()> {
+    let guard = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
+    parallel::reset::<Flex>();
+    guard
+}
+
 /// Network and EMA after `STEPS` steps, and the losses.
 type Outcome = (Vec<f32>, Vec<f32>, Vec<f64>);
 
@@ -81,6 +94,7 @@ fn train(mut t: Trainer<AB>, d: &ImageDataset) -> Result<Outcome, EdmError> {
 
 #[test]
 fn two_local_peers_match_one_device_for_three_steps() {
+    let _turn = take_turn();
     let d = data(32);
     let dev = Default::default();
     let net = EdmPrecond::<AB>::init(&tiny_config(), 5, &dev).unwrap();
@@ -121,4 +135,97 @@ fn two_local_peers_match_one_device_for_three_steps() {
         dhalf > 10.0 * dmax.max(1e-6),
         "half-batch control too close: {dhalf:e}"
     );
+}
+
+/// The driver `edm train` runs: 2 local peers for 3 steps of a global batch of 8, against
+/// `train_run` on one device, then the 2-peer run resumed on 1 device for 2 more steps against the
+/// single-device run resumed likewise. Checkpoints (written by rank 0 alone, one `stats.jsonl`,
+/// one `log.txt` naming the peers) within 1e-4 of one device; control: the single-device run's
+/// own update is far larger.
+#[test]
+fn driver_with_two_peers_matches_one_device_and_resumes_on_one() {
+    let _turn = take_turn();
+    let d = data(32);
+    let dev = Default::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let (two, one) = (tmp.path().join("two"), tmp.path().join("one"));
+    let cfg = ParallelConfig {
+        timeout: std::time::Duration::from_secs(300),
+        ..ParallelConfig::local(2)
+    };
+    // 3 steps of 8 images, then 5.
+    let opts = |steps: usize| TrainOptions {
+        total_kimg: (steps * 8) as f64 / 1000.0,
+        checkpoint_every: 100,
+        tick_kimg: 0.008,
+        snap_ticks: 0,
+        ..options(8)
+    };
+    let net = |dir: &std::path::Path| {
+        let t = Trainer::<AB>::resume(dir, &dev).unwrap();
+        (t.state.step, flat(&t.net.valid()), flat(&t.ema))
+    };
+    let mut logs = Vec::new();
+    let mut on_event = |e: edm_core::TrainEvent<'_>| {
+        if let edm_core::TrainEvent::Log(l) = e {
+            logs.push(l.to_string())
+        }
+    };
+    edm_core::train_run_parallel::<AB>(
+        &tiny_config(),
+        &d,
+        opts(STEPS),
+        &two,
+        false,
+        &cfg,
+        &dev,
+        &mut on_event,
+    )
+    .unwrap();
+    edm_core::train_run::<AB>(&tiny_config(), &d, opts(STEPS), &one, false, &dev, &mut |_| {})
+        .unwrap();
+    let start = flat(&EdmPrecond::<Flex>::init(&tiny_config(), 5, &dev).unwrap());
+    let ((s2, n2, e2), (s1, n1, e1)) = (net(&two), net(&one));
+    assert_eq!((s2, s1), (3, 3));
+    let (dmax, emax, update) = (
+        max_abs_diff(&n2, &n1),
+        max_abs_diff(&e2, &e1),
+        max_abs_diff(&n1, &start),
+    );
+    let log = std::fs::read_to_string(two.join("log.txt")).unwrap();
+    assert!(log.contains("data-parallel over 2 devices"), "{log}");
+    assert_eq!(log.matches("training options").count(), 1, "{log}");
+    assert_eq!(logs.iter().filter(|l| l.starts_with("tick")).count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(two.join("stats.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+
+    // Resumed on one device (the checkpoint holds no peer count).
+    let one_dev = ParallelConfig::local(1);
+    edm_core::train_run_parallel::<AB>(
+        &tiny_config(),
+        &d,
+        opts(5),
+        &two,
+        false,
+        &one_dev,
+        &dev,
+        &mut |_| {},
+    )
+    .unwrap();
+    edm_core::train_run::<AB>(&tiny_config(), &d, opts(5), &one, false, &dev, &mut |_| {}).unwrap();
+    let ((s2, n2r, _), (s1, n1r, _)) = (net(&two), net(&one));
+    assert_eq!((s2, s1), (5, 5));
+    let rmax = max_abs_diff(&n2r, &n1r);
+    eprintln!(
+        "EDM driver, 2 peers vs 1 device, 3 steps: max |diff| {dmax:e} (EMA {emax:e}), largest \
+         update {update:e}; resumed on 1 device to step 5: {rmax:e}"
+    );
+    assert!(update > 1e-3, "{update:e}");
+    assert!(dmax <= 1e-4 && emax <= 1e-4, "{dmax:e} {emax:e}");
+    assert!(rmax <= 1e-4, "{rmax:e}");
 }
