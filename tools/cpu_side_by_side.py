@@ -7,6 +7,7 @@ A measuring tool, never a product dependency. Rows (issue 18):
     matmul 1024² f32                      GFLOP/s   (icl-gdd-bench primitives)
     conv3x3 64→64ch 32px b16              GFLOP/s   (same process as matmul)
     conv3x3 32→32ch 147px b8              GFLOP/s   an Inception-stem-like shape (own process)
+    exp 16×64×32×32                       GB/s      (same process; one element-wise op alone)
     GroupNorm(32)+SiLU 16×64×32×32        GB/s      (same process)
     EDM DDPM++ CIFAR-10 one-step b8       img/s     D(z·80), EDM's networks.py on the PyTorch side
     EDM DDPM++ training step b4           img/s     EDMLoss fwd+bwd, Adam, EMA (EDM's training loop)
@@ -56,6 +57,7 @@ ROWS = [
     ("primitives", "matmul", f"matmul {MM_N}² f32", "GFLOP/s", 2 * MM_N**3 / 1e9),
     ("primitives", "conv3x3", f"conv3x3 {CV[1]}→{CV[1]}ch {CV[2]}px b{CV[0]}", "GFLOP/s",
      2 * CV[0] * CV[1] * CV[1] * 9 * CV[2] ** 2 / 1e9),
+    ("primitives", "exp", f"exp (one unary op) {CV[0]}×{CV[1]}×{CV[2]}²", "GB/s", 2 * 4 * CV[0] * CV[1] * CV[2] ** 2 / 1e9),
     ("primitives", "gn_silu", f"GroupNorm(32)+SiLU {CV[0]}×{CV[1]}×{CV[2]}²", "GB/s",
      2 * 4 * CV[0] * CV[1] * CV[2] ** 2 / 1e9),
     ("conv-stem", "conv_stem", f"conv3x3 {STEM[1]}→{STEM[1]}ch {STEM[2]}px b{STEM[0]} (Inception-stem-like)",
@@ -114,6 +116,7 @@ def worker(a):
             xi = torch.randn(b, c, s, s)
             w = torch.randn(c, c, 3, 3)
             out["conv3x3"] = timed(a.runs, a.warmup, lambda: torch.nn.functional.conv2d(xi, w, padding=1))
+            out["exp"] = timed(a.runs, a.warmup, lambda: torch.exp(xi))
             out["gn_silu"] = timed(a.runs, a.warmup,
                                    lambda: torch.nn.functional.silu(torch.nn.functional.group_norm(xi, 32, eps=1e-5)))
     elif g == "conv-stem":
@@ -201,6 +204,7 @@ OURS_PREFIX = {  # workload column of icl-gdd-bench's Markdown row -> row key
     "matmul": "matmul",
     "conv3x3": "conv3x3",
     "GroupNorm+SiLU": "gn_silu",
+    "exp": "exp",
     "EDM Ddpmpp one-step": "edm_onestep",
     "EDM Ddpmpp training step": "edm_train",
     "Inception-v3 pool3": "inception",

@@ -76,6 +76,19 @@ pub fn run<B: Backend>(
         &rate(flops / time.as_secs_f64(), "FLOP/s"),
     );
 
+    // One unary element-wise op alone: burn-flex 0.21 runs these on the calling thread only (no rayon
+    // path), so on a multi-core CPU this row shows the element-wise share of every network.
+    let time = t.median::<B, _>(device, || x.clone().exp());
+    let bytes =
+        2.0 * (batch * channels * size * size) as f64 * if p == Precision::F32 { 4.0 } else { 2.0 };
+    row(
+        "exp",
+        &format!("{batch}x{channels}x{size}x{size}"),
+        &prec,
+        time,
+        &rate(bytes / time.as_secs_f64(), "B/s"),
+    );
+
     let time = t.median::<B, _>(device, || group_norm_silu(x.clone(), 32, 1e-5));
     // One read and one write of the activation is the floor for a fused kernel.
     let bytes =
