@@ -182,8 +182,16 @@ fn driver_with_two_peers_matches_one_device_and_resumes_on_one() {
         &mut on_event,
     )
     .unwrap();
-    edm_core::train_run::<AB>(&tiny_config(), &d, opts(STEPS), &one, false, &dev, &mut |_| {})
-        .unwrap();
+    edm_core::train_run::<AB>(
+        &tiny_config(),
+        &d,
+        opts(STEPS),
+        &one,
+        false,
+        &dev,
+        &mut |_| {},
+    )
+    .unwrap();
     let start = flat(&EdmPrecond::<Flex>::init(&tiny_config(), 5, &dev).unwrap());
     let ((s2, n2, e2), (s1, n1, e1)) = (net(&two), net(&one));
     assert_eq!((s2, s1), (3, 3));
