@@ -63,7 +63,7 @@ fn size() -> impl Strategy<Value = u32> {
 
 fn check_accepted(c: &icl_probe::ModelConfig) -> Result<(), TestCaseError> {
     prop_assert!(c.n_heads > 0 && c.n_kv_heads > 0 && c.d_head > 0 && c.n_layers > 0);
-    prop_assert!(c.n_heads % c.n_kv_heads == 0);
+    prop_assert!(c.n_heads.is_multiple_of(c.n_kv_heads));
     if let Some(r) = &c.rope {
         prop_assert!(r.rotary_dim > 0 && r.rotary_dim <= c.d_head && r.rotary_dim % 2 == 0);
     }
