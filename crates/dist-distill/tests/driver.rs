@@ -211,5 +211,6 @@ fn run_with_a_vgg16_bn_backbone_records_it() {
     let Err(err) = GddTrainer::new(teacher(), EfficientNetLite0::random(1, &dev), cfg, &dev) else {
         panic!("an EfficientNet backbone under a vgg16_bn configuration was accepted")
     };
-    assert!(err.to_string().contains("Vgg16Bn"), "{err}");
+    let err = err.to_string();
+    assert!(err.contains("vgg16_bn") && err.contains("tf_efficientnet_lite0"), "{err}");
 }

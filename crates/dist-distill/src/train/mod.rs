@@ -341,16 +341,6 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let one = config.one_step()?;
-        let backbone = backbone.into();
-        let given = backbone.kind();
-        if given != config.disc.backbone {
-            // The configuration is what a checkpoint records and a resume compares: it must name
-            // the network the discriminator really projects.
-            return Err(DistillError::Config(format!(
-                "the configuration's discriminator backbone is {:?} but a {given:?} was given",
-                config.disc.backbone
-            )));
-        }
         let mut dcfg = config.disc.clone();
         dcfg.label_dim = if config.cond {
             teacher.config.label_dim
@@ -358,7 +348,9 @@ impl<B: AutodiffBackend> GddTrainer<B> {
             0
         };
         // A discriminator input the backbone's strides cannot take (`--d-res 112` with
-        // EfficientNet-Lite0) is a typed error here, not a shape panic in the first step.
+        // EfficientNet-Lite0) is a typed error here, not a shape panic in the first step; so is a
+        // backbone other than the configuration's (the configuration is what a checkpoint records
+        // and a resume compares: it must name the network the discriminator really projects).
         let feats = ProjectedFeatures::try_new(backbone, &dcfg, device)?;
         let d = MultiScaleD::new(&dcfg, device);
         let params = teacher.named_parameters();
