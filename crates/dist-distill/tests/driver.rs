@@ -212,5 +212,8 @@ fn run_with_a_vgg16_bn_backbone_records_it() {
         panic!("an EfficientNet backbone under a vgg16_bn configuration was accepted")
     };
     let err = err.to_string();
-    assert!(err.contains("vgg16_bn") && err.contains("tf_efficientnet_lite0"), "{err}");
+    assert!(
+        err.contains("vgg16_bn") && err.contains("tf_efficientnet_lite0"),
+        "{err}"
+    );
 }
