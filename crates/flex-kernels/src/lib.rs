@@ -14,10 +14,40 @@
 //! other.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
+
+/// 0: not yet read from the environment; 1: off; 2: on.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the fast kernels are used (default on). `ICLGDD_FLEX_KERNELS=0` (or `off`/`false`/`no`)
+/// turns every one of them off, so that burn-flex's own ops run: the A/B switch for measuring a
+/// kernel side by side in one sitting, and a way out should a kernel ever be suspected.
+pub fn enabled() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        0 => {
+            let off = std::env::var("ICLGDD_FLEX_KERNELS")
+                .map(|v| {
+                    matches!(
+                        v.to_ascii_lowercase().as_str(),
+                        "0" | "off" | "false" | "no"
+                    )
+                })
+                .unwrap_or(false);
+            MODE.store(if off { 1 } else { 2 }, Ordering::Relaxed);
+            !off
+        }
+        m => m == 2,
+    }
+}
+
+/// Sets [`enabled`] for the whole process (tests compare both paths with it).
+pub fn set_enabled(on: bool) {
+    MODE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
 
 /// The tensor's burn-flex storage when `B` is the plain `Flex` backend and the tensor is an
 /// ordinary (not quantised) float tensor; the tensor back, unchanged, otherwise.
@@ -43,6 +73,18 @@ pub fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor
             }
         }
         q @ TensorPrimitive::QFloat(_) => Err(Tensor::from_primitive(q)),
+    }
+}
+
+/// [`to_flex`] when the fast kernels are [`enabled`], the tensor back otherwise: what a kernel's
+/// entry point calls first.
+pub fn flex_if_enabled<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+) -> Result<FlexTensor, Tensor<B, D>> {
+    if enabled() {
+        to_flex(t)
+    } else {
+        Err(t)
     }
 }
 
