@@ -467,15 +467,14 @@ fn train_takes_edm_options_and_refuses_a_changed_resume() {
         "{log}"
     );
     // TensorBoard's copy: a loss per step and a record per tick.
-    let events: Vec<_> = std::fs::read_dir(&outdir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains("events.out.tfevents."))
-        .collect();
+    let events = formats::tfevents::event_files(&outdir).unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
-    let ev = std::fs::read(&events[0]).unwrap();
-    let count = |needle: &[u8]| ev.windows(needle.len()).filter(|w| *w == needle).count();
-    assert_eq!((count(b"Loss/step"), count(b"Loss/tick_mean")), (2, 2));
+    let ev = formats::read_events(&events[0]).unwrap();
+    let steps = |tag: &str| ev.scalars(tag).iter().map(|s| s.0).collect::<Vec<_>>();
+    assert_eq!(
+        (steps("Loss/step"), steps("Loss/tick_mean").len()),
+        (vec![1, 2], 2)
+    );
     assert!(outdir
         .join("network-snapshot-000000/model.safetensors")
         .is_file());

@@ -117,24 +117,21 @@ fn run_writes_its_outputs_and_resumes_bit_identically() {
     let metrics = std::fs::read_to_string(a_dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 4);
     // TensorBoard's copy: one file, a G loss per step, the three grids with their PNG bytes.
-    let events: Vec<_> = std::fs::read_dir(a_dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains("events.out.tfevents."))
-        .collect();
+    let events = formats::tfevents::event_files(a_dir.path()).unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
-    let ev = std::fs::read(&events[0]).unwrap();
-    let count = |needle: &[u8]| ev.windows(needle.len()).filter(|w| *w == needle).count();
-    assert_eq!(count(b"loss/G"), 4);
+    let ev = formats::read_events(&events[0]).unwrap();
+    let g_steps: Vec<i64> = ev.scalars("loss/G").iter().map(|s| s.0).collect();
+    assert_eq!(g_steps, vec![1, 2, 3, 4]);
     let r1_steps = metrics
         .lines()
         .filter(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["r1_penalty"].is_number())
         .count();
     assert!(r1_steps > 0);
-    assert_eq!(count(b"loss/R1_penalty"), r1_steps);
-    assert_eq!(count(b"samples/ema_grid"), 3);
+    assert_eq!(ev.scalars("loss/R1_penalty").len(), r1_steps);
+    let grids = ev.images("samples/ema_grid");
+    assert_eq!(grids.iter().map(|g| g.0).collect::<Vec<_>>(), vec![0, 2, 4]);
     let png = std::fs::read(a_dir.path().join("grid-000004.png")).unwrap();
-    assert_eq!(count(&png), 1);
+    assert_eq!(grids[2].1, png.as_slice());
 
     // The same run stopped after 2 steps, then extended to 4 from its output folder.
     let b_dir = tempfile::tempdir().unwrap();

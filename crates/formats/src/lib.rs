@@ -53,4 +53,4 @@ pub use input::{
 pub use lock::{Holder, LockError, RunLock};
 pub use metrics::{MetricsError, MetricsLog};
 pub use run::{compare_options, OptionsChanged};
-pub use tfevents::EventWriter;
+pub use tfevents::{read_events, EventWriter};
