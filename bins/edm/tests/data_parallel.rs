@@ -2,6 +2,7 @@
 //! global batch, through the built binary.
 
 use burn::backend::Flex;
+use parallel::testing::max_abs_diff;
 use std::path::Path;
 use std::process::Command;
 
@@ -24,18 +25,7 @@ fn fashion_mnist(dir: &Path, n: u32) {
 fn flat(dir: &Path) -> Vec<f32> {
     edm_core::load_precond::<Flex>(dir, &Default::default())
         .unwrap()
-        .state_dict()
-        .into_iter()
-        .flat_map(|(_, _, v)| v)
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .flat_parameters()
 }
 
 /// 3 steps of a global batch of 4 (`--arch tiny`, lr ramp off): 2 peers end with the EMA model

@@ -13,7 +13,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use dist_distill::disc::{BackboneKind, FeatureNet};
 use dist_distill::train::GddTrainer;
-use edm_core::EdmPrecond;
+use parallel::testing::{max_abs_diff, update_distance};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -171,32 +171,6 @@ fn resume(out: &Path) -> GddTrainer<AB> {
     GddTrainer::resume(out, teacher, backbone, &device).expect("the checkpoint loads")
 }
 
-/// Every float of a generator, in a fixed order.
-fn flat(net: &EdmPrecond<Flex>) -> Vec<f32> {
-    net.state_dict()
-        .into_iter()
-        .flat_map(|(_, _, v)| v)
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// L2 distance of `a` from `b`, and the L2 size of `b`'s update from `start`.
-fn distance(a: &[f32], b: &[f32], start: &[f32]) -> (f64, f64) {
-    let (mut d, mut u) = (0.0f64, 0.0f64);
-    for ((x, y), z) in a.iter().zip(b).zip(start) {
-        d += (*x as f64 - *y as f64).powi(2);
-        u += (*y as f64 - *z as f64).powi(2);
-    }
-    (d.sqrt(), u.sqrt())
-}
-
 /// Two `gdd train` processes (one peer each, 2 images of the global batch of 4) through `gdd
 /// orchestrator`, 3 steps (R1 on step 2), against one process on the whole batch of 4: every step's
 /// logged G/D losses agree within 1e-3 relative (the R1 penalty, a squared gradient norm, within
@@ -236,22 +210,19 @@ fn two_processes_match_one_process() {
         .output()
         .unwrap());
 
-    let start = flat(
-        &dist_distill::generator::load_net::<Flex>(
-            &fixture("edm_ddpmpp_tiny"),
-            &Default::default(),
-        )
-        .unwrap(),
-    );
+    let start =
+        dist_distill::generator::load_net::<Flex>(&fixture("edm_ddpmpp_tiny"), &Default::default())
+            .unwrap()
+            .flat_parameters();
     let (m, o, h) = (resume(&multi), resume(&single), resume(&half));
     assert_eq!((m.state.step, o.state.step, h.state.step), (3, 3, 3));
-    let g = |t: &GddTrainer<AB>| flat(&t.g.valid());
-    let e = |t: &GddTrainer<AB>| flat(&t.ema);
+    let g = |t: &GddTrainer<AB>| t.g.valid().flat_parameters();
+    let e = |t: &GddTrainer<AB>| t.ema.flat_parameters();
     let (gm, go, gh) = (g(&m), g(&o), g(&h));
-    let (diff, update) = distance(&gm, &go, &start);
+    let (diff, update) = update_distance(&gm, &go, &start);
     let max = max_abs_diff(&gm, &go);
     let ema_max = max_abs_diff(&e(&m), &e(&o));
-    let (ctl, _) = distance(&gh, &go, &start);
+    let (ctl, _) = update_distance(&gh, &go, &start);
     let (loss, ctl_loss) = (
         loss_diff(&multi, &single, true),
         loss_diff(&half, &single, false),

@@ -15,21 +15,10 @@ use dist_distill::effnet::EfficientNetLite0;
 use dist_distill::train::{run, GddConfig, GddTrainer, RunOptions, StepMetrics};
 use dist_distill::DistillError;
 use edm_core::{EdmConfig, EdmPrecond, ImageDataset, ModelType};
+use parallel::testing::{max_abs_diff, update_distance};
 use parallel::{run_peers, ParallelConfig};
-use std::sync::{Mutex, MutexGuard};
 
 type AB = Autodiff<Flex>;
-
-/// burn-collective keeps one server per backend type per process, so the tests of this binary
-/// (which cargo runs on parallel threads) take turns; `parallel::reset` clears what a failed one
-/// left behind.
-static COLLECTIVE: Mutex<()> = Mutex::new(());
-
-fn take_turn() -> MutexGuard<'static, ()> {
-    let guard = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
-    parallel::reset::<Flex>();
-    guard
-}
 
 fn teacher() -> EdmPrecond<AB> {
     let mut c = EdmConfig::tiny(ModelType::SongUNet, 16, 1, 0);
@@ -76,32 +65,6 @@ fn config(total_kimg: f64) -> GddConfig {
     }
 }
 
-/// Every float of a generator, in a fixed order.
-fn flat(net: &EdmPrecond<Flex>) -> Vec<f32> {
-    net.state_dict()
-        .into_iter()
-        .flat_map(|(_, _, v)| v)
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// Relative L2 distance of `a` from `b`, and the size of `b`'s update from `start`.
-fn distance(a: &[f32], b: &[f32], start: &[f32]) -> (f64, f64) {
-    let (mut d, mut u) = (0.0f64, 0.0f64);
-    for ((x, y), z) in a.iter().zip(b).zip(start) {
-        d += (*x as f64 - *y as f64).powi(2);
-        u += (*y as f64 - *z as f64).powi(2);
-    }
-    (d.sqrt(), u.sqrt())
-}
-
 const STEPS: usize = 3;
 
 /// Generator parameters and EMA after `STEPS` steps, and the steps' metrics.
@@ -112,15 +75,15 @@ fn train(mut tr: GddTrainer<AB>, data: &ImageDataset) -> Result<Outcome, Distill
     for _ in 0..STEPS {
         m.push(tr.step(data)?);
     }
-    Ok((flat(&tr.g.valid()), flat(&tr.ema), m))
+    Ok((tr.g.valid().flat_parameters(), tr.ema.flat_parameters(), m))
 }
 
 #[test]
 fn two_local_peers_match_one_device_for_three_steps() {
-    let _turn = take_turn();
+    let _turn = parallel::testing::exclusive::<Flex>();
     let data = dataset(16);
     let dev = Default::default();
-    let start = flat(&teacher().valid());
+    let start = teacher().valid().flat_parameters();
     let t0 = std::time::Instant::now();
     let (one_g, one_ema, one_m) = train(
         GddTrainer::new(teacher(), backbone(), config(0.0), &dev).unwrap(),
@@ -163,7 +126,7 @@ fn two_local_peers_match_one_device_for_three_steps() {
         }
         assert_eq!(a.r1_penalty.is_some(), b.r1_penalty.is_some());
     }
-    let (d, update) = distance(g, &one_g, &start);
+    let (d, update) = update_distance(g, &one_g, &start);
     let dmax = max_abs_diff(g, &one_g);
     let emax = max_abs_diff(ema, &one_ema);
     // Without the all-reduce (one peer on its half of the batch) the run must end far away.
@@ -174,7 +137,7 @@ fn two_local_peers_match_one_device_for_three_steps() {
         &data,
     )
     .unwrap();
-    let (d_half, _) = distance(&half_g, &one_g, &start);
+    let (d_half, _) = update_distance(&half_g, &one_g, &start);
     eprintln!(
         "2 peers vs 1 device after {STEPS} steps ({} generator floats): max |diff| {dmax:e} \
          (EMA {emax:e}), L2 {d:.3e} vs update {update:.3e}; half batch alone: L2 {d_half:.3e}; \
@@ -226,7 +189,7 @@ fn drive(out: &std::path::Path, total_kimg: f64, peers: usize) -> GddTrainer<AB>
 /// peers resumes on one peer to end where an uninterrupted one-device run ends.
 #[test]
 fn driver_on_two_peers_resumes_on_one() {
-    let _turn = take_turn();
+    let _turn = parallel::testing::exclusive::<Flex>();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     // 0.0159 kimg at batch 4: 4 steps (0.0079: 2).
@@ -245,9 +208,12 @@ fn driver_on_two_peers_resumes_on_one() {
     assert_eq!(resumed.state.step, 4);
     let lines = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 4);
-    let start = flat(&teacher().valid());
-    let (x, y) = (flat(&resumed.g.valid()), flat(&whole.g.valid()));
-    let (d, update) = distance(&x, &y, &start);
+    let start = teacher().valid().flat_parameters();
+    let (x, y) = (
+        resumed.g.valid().flat_parameters(),
+        whole.g.valid().flat_parameters(),
+    );
+    let (d, update) = update_distance(&x, &y, &start);
     let dmax = max_abs_diff(&x, &y);
     eprintln!(
         "2 peers x 2 steps then 1 device x 2 steps vs 1 device x 4 steps: max |diff| {dmax:e}, \

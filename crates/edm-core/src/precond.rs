@@ -296,6 +296,13 @@ impl<B: Backend> EdmPrecond<B> {
         out
     }
 
+    /// Every float of the network in state-dict order: one vector to compare two runs' weights.
+    pub fn flat_parameters(&self) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.visit_named("", &mut |_, t| out.extend(t.to_vec()));
+        out
+    }
+
     /// Writes the state_dict (EDM names, float32) to a safetensors file, atomically.
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
         Ok(write_safetensors(path.as_ref(), &self.state_dict())?)

@@ -5,8 +5,8 @@
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 use edm_core::{EdmConfig, EdmError, EdmPrecond, ImageDataset, ModelType, TrainOptions, Trainer};
+use parallel::testing::max_abs_diff;
 use parallel::{run_peers, ParallelConfig};
-use std::sync::{Mutex, MutexGuard};
 
 type AB = Autodiff<Flex>;
 
@@ -53,33 +53,7 @@ fn options(batch: usize) -> TrainOptions {
     }
 }
 
-fn flat(net: &EdmPrecond<Flex>) -> Vec<f32> {
-    net.state_dict()
-        .into_iter()
-        .flat_map(|(_, _, v)| v)
-        .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 const STEPS: usize = 3;
-
-/// burn-collective keeps one server per backend type per process, so the tests of this binary
-/// (which cargo runs on parallel threads) take turns; `parallel::reset` clears what a failed one
-/// left behind.
-static COLLECTIVE: Mutex<()> = Mutex::new(());
-
-fn take_turn() -> MutexGuard<'static, ()> {
-    let guard = COLLECTIVE.lock().unwrap_or_else(|e| e.into_inner());
-    parallel::reset::<Flex>();
-    guard
-}
 
 /// Network and EMA after `STEPS` steps, and the losses.
 type Outcome = (Vec<f32>, Vec<f32>, Vec<f64>);
@@ -89,16 +63,20 @@ fn train(mut t: Trainer<AB>, d: &ImageDataset) -> Result<Outcome, EdmError> {
     for _ in 0..STEPS {
         losses.push(t.step(d)?.loss);
     }
-    Ok((flat(&t.net.valid()), flat(&t.ema), losses))
+    Ok((
+        t.net.valid().flat_parameters(),
+        t.ema.flat_parameters(),
+        losses,
+    ))
 }
 
 #[test]
 fn two_local_peers_match_one_device_for_three_steps() {
-    let _turn = take_turn();
+    let _turn = parallel::testing::exclusive::<Flex>();
     let d = data(32);
     let dev = Default::default();
     let net = EdmPrecond::<AB>::init(&tiny_config(), 5, &dev).unwrap();
-    let start = flat(&net.valid());
+    let start = net.valid().flat_parameters();
     let (one, one_ema, one_loss) =
         train(Trainer::from_network(net.clone(), options(8), &dev), &d).unwrap();
     let cfg = ParallelConfig {
@@ -144,7 +122,7 @@ fn two_local_peers_match_one_device_for_three_steps() {
 /// own update is far larger.
 #[test]
 fn driver_with_two_peers_matches_one_device_and_resumes_on_one() {
-    let _turn = take_turn();
+    let _turn = parallel::testing::exclusive::<Flex>();
     let d = data(32);
     let dev = Default::default();
     let tmp = tempfile::tempdir().unwrap();
@@ -163,7 +141,11 @@ fn driver_with_two_peers_matches_one_device_and_resumes_on_one() {
     };
     let net = |dir: &std::path::Path| {
         let t = Trainer::<AB>::resume(dir, &dev).unwrap();
-        (t.state.step, flat(&t.net.valid()), flat(&t.ema))
+        (
+            t.state.step,
+            t.net.valid().flat_parameters(),
+            t.ema.flat_parameters(),
+        )
     };
     let mut logs = Vec::new();
     let mut on_event = |e: edm_core::TrainEvent<'_>| {
@@ -192,7 +174,9 @@ fn driver_with_two_peers_matches_one_device_and_resumes_on_one() {
         &mut |_| {},
     )
     .unwrap();
-    let start = flat(&EdmPrecond::<Flex>::init(&tiny_config(), 5, &dev).unwrap());
+    let start = EdmPrecond::<Flex>::init(&tiny_config(), 5, &dev)
+        .unwrap()
+        .flat_parameters();
     let ((s2, n2, e2), (s1, n1, e1)) = (net(&two), net(&one));
     assert_eq!((s2, s1), (3, 3));
     let (dmax, emax, update) = (

@@ -27,6 +27,7 @@
 #[cfg(feature = "clap")]
 mod args;
 mod node;
+pub mod testing;
 
 #[cfg(feature = "clap")]
 pub use args::ParallelArgs;
