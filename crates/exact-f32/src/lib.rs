@@ -22,9 +22,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{conv2d as burn_conv2d, conv_transpose2d as burn_conv_transpose2d};
+use burn::tensor::module::conv_transpose2d as burn_conv_transpose2d;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{DType, Tensor};
+use flex_kernels::conv::conv2d as fast_conv2d;
 
 /// The process-wide default. 0: not yet read from the environment; 1: off; 2: on.
 static MODE: AtomicU8 = AtomicU8::new(0);
@@ -144,6 +145,11 @@ fn add_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B
 }
 
 /// burn's `conv2d`, in exact float32 when exact mode is on (the bias is added once).
+///
+/// Every convolution goes through `flex_kernels::conv::conv2d`: on the plain `Flex` CPU backend
+/// that is a faster float32 kernel (burn-flex 0.21's own spends more time copying than in its
+/// GEMM; docs/performance.md, issue 18), on every other backend and for `Autodiff<Flex>` it is
+/// burn's `conv2d` itself.
 pub fn conv2d<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
@@ -151,9 +157,9 @@ pub fn conv2d<B: Backend>(
     options: ConvOptions<2>,
 ) -> Tensor<B, 4> {
     if !split_applies(&x, &weight) {
-        return burn_conv2d(x, weight, bias, options);
+        return fast_conv2d(x, weight, bias, options);
     }
-    let y = four_products(x, weight, |x, w| burn_conv2d(x, w, None, options.clone()));
+    let y = four_products(x, weight, |x, w| fast_conv2d(x, w, None, options.clone()));
     add_bias(y, bias)
 }
 
@@ -177,6 +183,7 @@ pub fn conv_transpose2d<B: Backend>(
 mod tests {
     use super::*;
     use burn::backend::Flex;
+    use burn::tensor::module::conv2d as burn_conv2d;
     use burn::tensor::{Distribution, TensorData};
 
     type B = Flex;

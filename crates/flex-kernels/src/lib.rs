@@ -13,6 +13,8 @@
 //! result with burn's own ops. So callers never branch, and the two paths are tested against each
 //! other.
 
+pub mod conv;
+
 use std::any::Any;
 use std::sync::atomic::{AtomicU8, Ordering};
 
