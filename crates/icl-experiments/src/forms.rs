@@ -39,7 +39,8 @@ use super::journal::{run_task_seeds, UnitLine};
 use super::local_global::seed_of;
 use super::plot::{interval_plot, IntervalSeries};
 use super::stats::{
-    accuracy_interval, bootstrap_paired_difference, Interval, BOOTSTRAP_RESAMPLES, LEVEL,
+    accuracy_interval, best_by_mean, bootstrap_paired_difference, Interval, BOOTSTRAP_RESAMPLES,
+    LEVEL,
 };
 use super::transplant::{p_prompts, q_prompts, transplant_logits, DummyKind, Verdict};
 use super::{ExperimentError, Prepared, Probe, ProbeTokenizer, Result};
@@ -537,16 +538,14 @@ pub fn summarize(cfg: &FormsConfig, units: &[FormsUnit]) -> Result<FormsSummary>
                 continue;
             };
             let Some(l0) = get(a, b, 0) else { continue };
-            let mut best: Option<(usize, Interval)> = None;
-            let mut any_clears = false;
-            for &l in cfg.layers.iter().filter(|&&l| l >= 1) {
-                if let Some(iv) = get(a, b, l) {
-                    any_clears |= iv.clears(&l0);
-                    if best.is_none_or(|(_, x)| iv.mean > x.mean) {
-                        best = Some((l, iv));
-                    }
-                }
-            }
+            let swept: Vec<(usize, Interval)> = cfg
+                .layers
+                .iter()
+                .filter(|&&l| l >= 1)
+                .filter_map(|&l| get(a, b, l).map(|iv| (l, iv)))
+                .collect();
+            let any_clears = swept.iter().any(|(_, iv)| iv.clears(&l0));
+            let best = best_by_mean(swept);
             let best_minus_l0 = match best {
                 Some((l, _)) => Some(bootstrap_paired_difference(
                     &f64s(&tr(a, b, l)),
@@ -626,15 +625,6 @@ pub fn summarize(cfg: &FormsConfig, units: &[FormsUnit]) -> Result<FormsSummary>
     })
 }
 
-fn pct(i: &Interval) -> String {
-    format!(
-        "{:.0} [{:.0}, {:.0}]",
-        100.0 * i.mean,
-        100.0 * i.lo,
-        100.0 * i.hi
-    )
-}
-
 /// Writes `OUT/<stem>.json`, `OUT/<stem>.md` and a plot per task; returns the Markdown.
 pub fn write_forms_report(s: &FormsSummary, out: &Path) -> Result<String> {
     let id = stem(&s.config.model_id, s.config.k);
@@ -672,15 +662,15 @@ pub fn write_forms_report(s: &FormsSummary, out: &Path) -> Result<String> {
                 t.task,
                 v.read.name(),
                 v.write.name(),
-                pct(&v.p_alone),
-                pct(&v.q_alone),
-                pct(&v.l0_control),
+                v.p_alone.pct(),
+                v.q_alone.pct(),
+                v.l0_control.pct(),
                 match (v.best_layer, &v.best) {
-                    (Some(l), Some(b)) => format!("L{l}: {}", pct(b)),
+                    (Some(l), Some(b)) => format!("L{l}: {}", b.pct()),
                     _ => "–".into(),
                 },
-                v.best_minus_l0.as_ref().map_or("–".into(), pct),
-                v.same_form_at_best.as_ref().map_or("–".into(), pct),
+                v.best_minus_l0.as_ref().map_or("–".into(), Interval::pct),
+                v.same_form_at_best.as_ref().map_or("–".into(), Interval::pct),
                 v.verdict.name()
             );
         }
@@ -699,11 +689,11 @@ pub fn write_forms_report(s: &FormsSummary, out: &Path) -> Result<String> {
                     t.p_alone
                         .iter()
                         .find(|x| x.0 == *f)
-                        .map_or("–".into(), |x| pct(&x.1)),
+                        .map_or("–".into(), |x| x.1.pct()),
                     t.q_alone
                         .iter()
                         .find(|x| x.0 == *f)
-                        .map_or("–".into(), |x| pct(&x.1))
+                        .map_or("–".into(), |x| x.1.pct())
                 ))
                 .collect::<Vec<_>>()
                 .join("; ")
@@ -726,7 +716,7 @@ pub fn write_forms_report(s: &FormsSummary, out: &Path) -> Result<String> {
                     .find(|x| x.0 == a && x.1 == b && x.2 == l)
                 {
                     Some(x) => {
-                        let _ = write!(row, " {} |", pct(&x.3));
+                        let _ = write!(row, " {} |", x.3.pct());
                         pts.push((l as f64, x.3.mean, x.3.lo, x.3.hi));
                     }
                     None => row.push_str(" – |"),

@@ -38,8 +38,8 @@ use super::cache::{sanitize, write_json};
 use super::journal::{run_task_seeds, UnitLine};
 use super::plot::{interval_plot, interval_plot_y, IntervalSeries};
 use super::stats::{
-    accuracy_interval, bootstrap_mean, bootstrap_paired_difference, Interval, BOOTSTRAP_RESAMPLES,
-    LEVEL,
+    accuracy_interval, best_by_mean, bootstrap_mean, bootstrap_paired_difference, Interval,
+    BOOTSTRAP_RESAMPLES, LEVEL,
 };
 use super::task_vector::extraction_prompts;
 use super::transplant::p_prompts;
@@ -439,14 +439,9 @@ pub fn summarize(cfg: &LocalGlobalConfig, units: &[LocalGlobalUnit]) -> Result<L
         }
         let zs: Vec<bool> = us.iter().flat_map(|u| u.zero_shot.clone()).collect();
         let icl_iv = accuracy_interval(&icl, seed_of(&format!("{name}/icl")))?;
-        let (tv_best_layer, tv_best) = layers
-            .iter()
-            .map(|l| (l.layer, l.tv_patch))
-            .fold(None::<(usize, Interval)>, |b, x| match b {
-                Some(b) if b.1.mean >= x.1.mean => Some(b),
-                _ => Some(x),
-            })
-            .ok_or_else(|| ExperimentError::Invalid("local-global with no layers".into()))?;
+        let (tv_best_layer, tv_best) =
+            best_by_mean(layers.iter().map(|l| (l.layer, l.tv_patch)))
+                .ok_or_else(|| ExperimentError::Invalid("local-global with no layers".into()))?;
         tasks.push(TaskLocalGlobal {
             task: name.to_string(),
             seeds: us.iter().map(|u| u.seed).collect(),
@@ -476,15 +471,6 @@ pub fn summarize(cfg: &LocalGlobalConfig, units: &[LocalGlobalUnit]) -> Result<L
 
 fn f2(i: &Interval) -> String {
     format!("{:.2} [{:.2}, {:.2}]", i.mean, i.lo, i.hi)
-}
-
-fn pct(i: &Interval) -> String {
-    format!(
-        "{:.0} [{:.0}, {:.0}]",
-        100.0 * i.mean,
-        100.0 * i.lo,
-        100.0 * i.hi
-    )
 }
 
 /// Writes `OUT/<stem>.json`, `OUT/<stem>.md` and two plots per task; returns the Markdown.
@@ -518,10 +504,10 @@ pub fn write_local_global_report(s: &LocalGlobalSummary, out: &Path) -> Result<S
             md,
             "### {} (P alone {}, zero-shot {}; task vector at the query, best L{}: {}{})\n",
             t.task,
-            pct(&t.icl),
-            pct(&t.zero_shot),
+            t.icl.pct(),
+            t.zero_shot.pct(),
             t.tv_best_layer,
-            pct(&t.tv_best),
+            t.tv_best.pct(),
             if t.icl_clears_tv {
                 " — P alone clears it"
             } else {
@@ -537,7 +523,7 @@ pub fn write_local_global_report(s: &LocalGlobalSummary, out: &Path) -> Result<S
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 l.layer,
-                pct(&l.tv_patch),
+                l.tv_patch.pct(),
                 f2(&l.answer_last),
                 f2(&l.input_last),
                 f2(&l.answer_minus_input_last),
@@ -556,8 +542,8 @@ pub fn write_local_global_report(s: &LocalGlobalSummary, out: &Path) -> Result<S
                 md,
                 "| {} | {} | {} | {} |",
                 k.from,
-                pct(&k.answers),
-                pct(&k.control),
+                k.answers.pct(),
+                k.control.pct(),
                 if k.answers_matter { "**yes**" } else { "no" }
             );
         }

@@ -36,6 +36,16 @@ pub struct Interval {
 }
 
 impl Interval {
+    /// `mean [lo, hi]` in per cent, rounded to whole points: how every report prints an accuracy.
+    pub fn pct(&self) -> String {
+        format!(
+            "{:.0} [{:.0}, {:.0}]",
+            100.0 * self.mean,
+            100.0 * self.lo,
+            100.0 * self.hi
+        )
+    }
+
     /// Whether this interval lies entirely above `control`'s: the rule for calling an effect.
     pub fn clears(&self, control: &Interval) -> bool {
         self.lo > control.hi
@@ -121,9 +131,34 @@ pub fn bootstrap_paired_difference(
     bootstrap_mean(&d, resamples, level, seed)
 }
 
+/// The `(layer, interval)` with the highest mean, the first one on ties (so the earliest layer wins
+/// when two do equally well); `None` for none. Every experiment picks its best layer this way.
+pub fn best_by_mean(
+    items: impl IntoIterator<Item = (usize, Interval)>,
+) -> Option<(usize, Interval)> {
+    items.into_iter().fold(None, |best, x| match best {
+        Some(b) if b.1.mean >= x.1.mean => Some(b),
+        _ => Some(x),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_by_mean_takes_the_first_maximum_and_pct_rounds() {
+        let iv = |mean: f64| Interval {
+            mean,
+            lo: mean - 0.1,
+            hi: mean + 0.1,
+            n: 10,
+        };
+        let best = best_by_mean([(1, iv(0.5)), (3, iv(0.8)), (5, iv(0.8)), (7, iv(0.2))]);
+        assert_eq!(best.map(|b| b.0), Some(3));
+        assert!(best_by_mean([]).is_none());
+        assert_eq!(iv(0.456).pct(), "46 [36, 56]");
+    }
 
     fn bernoulli(p: f64, n: usize, rng: &mut ChaCha12Rng) -> Vec<f64> {
         (0..n)

@@ -37,7 +37,9 @@ use super::cache::{sanitize, write_json};
 use super::journal::{run_task_seeds, UnitLine};
 use super::local_global::seed_of;
 use super::plot::{interval_plot, IntervalSeries};
-use super::stats::{accuracy_interval, bootstrap_mean, Interval, BOOTSTRAP_RESAMPLES, LEVEL};
+use super::stats::{
+    accuracy_interval, best_by_mean, bootstrap_mean, Interval, BOOTSTRAP_RESAMPLES, LEVEL,
+};
 use super::transplant::{p_prompts, q_prompts, DummyKind, Verdict};
 use super::{ExperimentError, Prepared, Probe, Result};
 
@@ -399,15 +401,12 @@ pub fn summarize(cfg: &SubsetsConfig, units: &[SubsetsUnit]) -> Result<SubsetsSu
             repeated.push((l, iv(&rep(l)?, &format!("{l}/rep"))?));
         }
         let get = |l: usize, s: usize| by_size.iter().find(|x| x.0 == l && x.1 == s).map(|x| x.2);
-        let best = cfg
-            .layers
-            .iter()
-            .filter(|&&l| l >= 1)
-            .filter_map(|&l| get(l, k).map(|x| (l, x)))
-            .fold(None::<(usize, Interval)>, |b, x| match b {
-                Some(b) if b.1.mean >= x.1.mean => Some(b),
-                _ => Some(x),
-            });
+        let best = best_by_mean(
+            cfg.layers
+                .iter()
+                .filter(|&&l| l >= 1)
+                .filter_map(|&l| get(l, k).map(|x| (l, x))),
+        );
         let (verdict, why, growth) = match (best, get(0, k), get(0, 1)) {
             (Some((l, all_k)), Some(l0k), Some(_)) => {
                 let one = get(l, 1).unwrap_or(all_k);
@@ -459,15 +458,6 @@ pub fn summarize(cfg: &SubsetsConfig, units: &[SubsetsUnit]) -> Result<SubsetsSu
     })
 }
 
-fn pct(i: &Interval) -> String {
-    format!(
-        "{:.0} [{:.0}, {:.0}]",
-        100.0 * i.mean,
-        100.0 * i.lo,
-        100.0 * i.hi
-    )
-}
-
 /// Writes `OUT/<stem>.json`, `OUT/<stem>.md` and a plot per task; returns the Markdown.
 pub fn write_subsets_report(s: &SubsetsSummary, out: &Path) -> Result<String> {
     let id = stem(&s.config.model_id, s.config.k);
@@ -501,7 +491,7 @@ pub fn write_subsets_report(s: &SubsetsSummary, out: &Path) -> Result<String> {
             t.by_size
                 .iter()
                 .find(|x| x.0 == l && x.1 == sz)
-                .map_or("–".to_string(), |x| pct(&x.2))
+                .map_or("–".to_string(), |x| x.2.pct())
         };
         let (lstar, one, allk, rep) = match t.best_layer {
             Some(l) => (
@@ -511,7 +501,7 @@ pub fn write_subsets_report(s: &SubsetsSummary, out: &Path) -> Result<String> {
                 t.repeated
                     .iter()
                     .find(|x| x.0 == l)
-                    .map_or("–".into(), |x| pct(&x.1)),
+                    .map_or("–".into(), |x| x.1.pct()),
             ),
             None => ("–".into(), "–".into(), "–".into(), "–".into()),
         };
@@ -519,11 +509,11 @@ pub fn write_subsets_report(s: &SubsetsSummary, out: &Path) -> Result<String> {
             md,
             "| {} | {} | {} | {lstar} | {one} | {allk} | {rep} | {} | {} | {} | **{}** |",
             t.task,
-            pct(&t.p_alone),
-            pct(&t.q_alone),
+            t.p_alone.pct(),
+            t.q_alone.pct(),
             get(0, 1),
             get(0, k),
-            t.growth_beyond_tokens.as_ref().map_or("–".into(), pct),
+            t.growth_beyond_tokens.as_ref().map_or("–".into(), Interval::pct),
             t.verdict.name()
         );
     }
@@ -542,14 +532,14 @@ pub fn write_subsets_report(s: &SubsetsSummary, out: &Path) -> Result<String> {
                     .by_size
                     .iter()
                     .find(|x| x.0 == l && x.1 == sz)
-                    .map_or("–".into(), |x| pct(&x.2));
+                    .map_or("–".into(), |x| x.2.pct());
                 let _ = write!(md, " {cell} |");
             }
             let rep = t
                 .repeated
                 .iter()
                 .find(|x| x.0 == l)
-                .map_or("–".into(), |x| pct(&x.1));
+                .map_or("–".into(), |x| x.1.pct());
             let _ = writeln!(md, " {rep} |");
         }
         let series: Vec<IntervalSeries> = s

@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use super::cache::{sanitize, write_json};
 use super::plot::{interval_plot, IntervalSeries};
 use super::stats::{
-    accuracy_interval, bootstrap_paired_difference, Interval, BOOTSTRAP_RESAMPLES, LEVEL,
+    accuracy_interval, best_by_mean, bootstrap_paired_difference, Interval, BOOTSTRAP_RESAMPLES,
+    LEVEL,
 };
 use super::{ExperimentError, Prepared, Probe, Progress, Result};
 
@@ -860,16 +861,16 @@ pub fn summarize(
             ) else {
                 continue;
             };
-            let mut best: Option<(usize, Interval)> = None;
-            let mut any_clears = false;
-            for &l in cfg.layers.iter().filter(|&&l| l >= 1) {
-                if let Some(iv) = get(&Condition::patch(Source::Transplant, kind, l, l)) {
-                    any_clears |= iv.clears(&l0);
-                    if best.is_none_or(|(_, b)| iv.mean > b.mean) {
-                        best = Some((l, iv));
-                    }
-                }
-            }
+            let swept: Vec<(usize, Interval)> = cfg
+                .layers
+                .iter()
+                .filter(|&&l| l >= 1)
+                .filter_map(|&l| {
+                    get(&Condition::patch(Source::Transplant, kind, l, l)).map(|iv| (l, iv))
+                })
+                .collect();
+            let any_clears = swept.iter().any(|(_, iv)| iv.clears(&l0));
+            let best = best_by_mean(swept);
             let best_minus_l0 = match best {
                 Some((l, _)) => {
                     let a = outcomes_of(&recs, &Condition::patch(Source::Transplant, kind, l, l));
@@ -948,15 +949,6 @@ pub fn summarize(
     })
 }
 
-fn pct_iv(iv: &Interval) -> String {
-    format!(
-        "{:.0} [{:.0}, {:.0}]",
-        100.0 * iv.mean,
-        100.0 * iv.lo,
-        100.0 * iv.hi
-    )
-}
-
 /// Writes `OUT/<stem>.json`, `OUT/<stem>.md` ([`stem`]) and one plot per task under
 /// `OUT/plots/`; returns the Markdown.
 pub fn write_transplant_report(s: &TransplantSummary, out: &Path) -> Result<String> {
@@ -999,14 +991,14 @@ pub fn write_transplant_report(s: &TransplantSummary, out: &Path) -> Result<Stri
                 "| {} | {} | {} | {} | {} | {} | {} | **{}** |",
                 t.task,
                 v.dummy.name(),
-                pct_iv(&v.icl),
-                pct_iv(&v.dummy_alone),
-                pct_iv(&v.l0_control),
+                v.icl.pct(),
+                v.dummy_alone.pct(),
+                v.l0_control.pct(),
                 match (v.best_layer, &v.best) {
-                    (Some(l), Some(b)) => format!("L{l}: {}", pct_iv(b)),
+                    (Some(l), Some(b)) => format!("L{l}: {}", b.pct()),
                     _ => "–".into(),
                 },
-                v.best_minus_l0.as_ref().map_or("–".into(), pct_iv),
+                v.best_minus_l0.as_ref().map_or("–".into(), Interval::pct),
                 v.verdict.name()
             );
         }
@@ -1040,7 +1032,7 @@ pub fn write_transplant_report(s: &TransplantSummary, out: &Path) -> Result<Stri
         );
         sep.push_str("---|---|---|");
         let _ = writeln!(md, "{header}\n{sep}");
-        let cellf = |iv: Option<Interval>| iv.map_or("–".into(), |x| pct_iv(&x));
+        let cellf = |iv: Option<Interval>| iv.map_or("–".into(), |x| x.pct());
         for &l in &c.layers {
             let mut row = format!("| {l}{} |", if l == 0 { " (L0 control)" } else { "" });
             for &d in &c.dummies {
@@ -1210,11 +1202,11 @@ pub fn write_k_sweep(summaries: &[TransplantSummary], out: &Path) -> Result<Stri
                 md,
                 "| {k} | {} | {} | {} | {} | {} | **{}** |",
                 v.dummy.name(),
-                pct_iv(&v.icl),
-                pct_iv(&v.dummy_alone),
-                pct_iv(&v.l0_control),
+                v.icl.pct(),
+                v.dummy_alone.pct(),
+                v.l0_control.pct(),
                 match (v.best_layer, &v.best) {
-                    (Some(l), Some(b)) => format!("L{l}: {}", pct_iv(b)),
+                    (Some(l), Some(b)) => format!("L{l}: {}", b.pct()),
                     _ => "–".into(),
                 },
                 v.verdict.name()
