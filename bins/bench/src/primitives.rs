@@ -1,9 +1,11 @@
 //! The primitives row: the kernels the U-Nets and transformers are made of.
 
 use burn::tensor::activation::silu;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{backend::Backend, Distribution, FloatDType, Tensor};
+// Through exact_f32 as every network is, so the row measures the CPU conv the networks use
+// (flex-kernels on Flex; `ICLGDD_FLEX_KERNELS=0` gives burn-flex's own for A/B).
+use exact_f32::conv2d;
 
 use crate::timing::{rate, row, Timer};
 use crate::Precision;
