@@ -8,7 +8,7 @@
 //! GEMM, and its 3×3 conv of 64 channels on 32² at 85 GFLOP/s against PyTorch's 289
 //! (docs/performance.md, issue 18). The fix belongs in burn-flex; this is the workaround.
 //!
-//! What this does instead, per image, group and tile of whole output rows:
+//! What this does instead, per image, group and tile of output pixels:
 //! - gathers the im2col tile `[K = C_in/g·kh·kw, tile]` straight from the NCHW input (no
 //!   transpose): one kernel tap of one channel is one contiguous row of the tile, filled by one
 //!   slice copy per output row for stride 1 (a strided gather otherwise), with padding written as
@@ -257,26 +257,32 @@ impl Plan {
 }
 
 /// Bytes of im2col tile aimed for: half of this machine's 2 MiB L2 per core, so that the tile the
-/// gather writes is still in L2 when the GEMM packs it.
+/// gather writes is still in L2 when the GEMM reads it.
 const TILE_BYTES: usize = 1 << 20;
 /// Tile width bounds in output pixels: below ~64 columns the GEMM re-packs `W` too often for its
 /// work; above ~1024 the gain is nil.
 const MIN_TILE_COLS: usize = 64;
 const MAX_TILE_COLS: usize = 1024;
+/// Tile widths are multiples of this (gemm's f32 vector width on AVX-512): gemm 0.19 then reads
+/// the tile in place instead of packing a copy when the layer has few output channels (its
+/// `do_pack_lhs` test, on the transposed problem: `m % 16 != 0` forces a pack).
+const COL_ALIGN: usize = 16;
 
-/// Output rows per tile: aimed at [`TILE_BYTES`] of im2col, at least one row, and small enough
-/// that there are at least two tasks per thread when the batch alone does not give them.
-fn rows_per_tile(p: &Plan, threads: usize) -> usize {
+/// Output pixels per tile: aimed at [`TILE_BYTES`] of im2col, a multiple of [`COL_ALIGN`], and
+/// small enough that there are at least two tasks per thread when the batch alone does not give
+/// them. Tiles cut across output rows: the gather handles partial rows.
+fn tile_cols(p: &Plan, threads: usize) -> usize {
+    let ohw = p.oh * p.ow;
     let per_col = if p.pointwise() { 1 } else { p.k };
-    let cols = (TILE_BYTES / 4 / per_col.max(1)).clamp(MIN_TILE_COLS, MAX_TILE_COLS);
-    let mut rows = (cols / p.ow).clamp(1, p.oh);
+    let mut cols = (TILE_BYTES / 4 / per_col.max(1)).clamp(MIN_TILE_COLS, MAX_TILE_COLS);
+    cols -= cols % COL_ALIGN;
     let images = p.n * p.groups;
     let want_tasks = 2 * threads;
-    if images * p.oh.div_ceil(rows) < want_tasks {
+    if images * ohw.div_ceil(cols) < want_tasks {
         let tiles = want_tasks.div_ceil(images);
-        rows = p.oh.div_ceil(tiles).max(1);
+        cols = ohw.div_ceil(tiles).next_multiple_of(COL_ALIGN);
     }
-    rows
+    cols.clamp(1, ohw)
 }
 
 /// The output pointer shared by the tasks; each task writes a disjoint set of elements.
@@ -297,19 +303,19 @@ fn conv2d_f32(p: &Plan, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> 
     // `vec![0.0; n]` is `calloc`: large outputs come as fresh zero pages, not a `memset`.
     let mut out = vec![0.0f32; p.n * p.c_out * ohw];
     let threads = rayon::current_num_threads().max(1);
-    let rows = rows_per_tile(p, threads);
-    let tiles = p.oh.div_ceil(rows);
+    let cols = tile_cols(p, threads);
+    let tiles = ohw.div_ceil(cols);
     let tasks = p.n * p.groups * tiles;
     let dst = OutPtr(out.as_mut_ptr());
     let run = |task: usize, parallel_gemm: bool| {
         let tile = task % tiles;
         let g = (task / tiles) % p.groups;
         let b = task / (tiles * p.groups);
-        let r0 = tile * rows;
-        let r1 = (r0 + rows).min(p.oh);
-        // SAFETY: the task's rows of the output are in bounds (Plan::new checked the products)
+        let p0 = tile * cols;
+        let p1 = (p0 + cols).min(ohw);
+        // SAFETY: the task's pixels of the output are in bounds (Plan::new checked the products)
         // and no other task writes them.
-        unsafe { run_task(p, x, w, bias, dst, b, g, r0, r1, parallel_gemm) };
+        unsafe { run_task(p, x, w, bias, dst, b, g, p0, p1, parallel_gemm) };
     };
     if tasks >= threads {
         (0..tasks).into_par_iter().for_each(|t| run(t, false));
@@ -320,11 +326,12 @@ fn conv2d_f32(p: &Plan, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> 
     out
 }
 
-/// One (image `b`, group `g`, output rows `r0..r1`) tile: bias, gather, GEMM into the output.
+/// One (image `b`, group `g`, output pixels `p0..p1` of `oh·ow`) tile: bias, gather, GEMM into the
+/// output.
 ///
 /// # Safety
 /// `dst` points to the `[n, c_out, oh, ow]` output; the caller makes sure no other thread writes
-/// this task's rows of group `g`'s channels of image `b` meanwhile.
+/// this task's pixels of group `g`'s channels of image `b` meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_task(
     p: &Plan,
@@ -334,18 +341,18 @@ unsafe fn run_task(
     dst: OutPtr,
     b: usize,
     g: usize,
-    r0: usize,
-    r1: usize,
+    p0: usize,
+    p1: usize,
     parallel_gemm: bool,
 ) {
     let ohw = p.oh * p.ow;
-    let cols = (r1 - r0) * p.ow;
+    let cols = p1 - p0;
     let hw = p.h * p.w;
     let x_img = &x[(b * p.c_in + g * p.cpg) * hw..][..p.cpg * hw];
     let w_g = &w[g * p.ocpg * p.k..][..p.ocpg * p.k];
     let co0 = b * p.c_out + g * p.ocpg;
     // SAFETY (caller): in bounds of the output, written by this task only.
-    let dst_ptr = unsafe { dst.0.add(co0 * ohw + r0 * p.ow) };
+    let dst_ptr = unsafe { dst.0.add(co0 * ohw + p0) };
     if let Some(bias) = bias {
         for co in 0..p.ocpg {
             // SAFETY: row `co` of this tile: `cols` elements starting inside the output.
@@ -386,7 +393,8 @@ unsafe fn run_task(
         }
     };
     if p.pointwise() {
-        gemm_into(x_img[r0 * p.w..].as_ptr(), hw);
+        // Pointwise: output pixel = input pixel (oh = h, ow = w).
+        gemm_into(x_img[p0..].as_ptr(), hw);
         return;
     }
     let len = p.k * cols;
@@ -394,7 +402,7 @@ unsafe fn run_task(
         if tile.len() < len {
             tile.resize(len, 0.0);
         }
-        gather(p, x_img, r0, r1, &mut tile[..len]);
+        gather(p, x_img, p0, p1, &mut tile[..len]);
         gemm_into(tile.as_ptr(), cols);
     };
     // A thread inside gemm's own rayon split may run another conv's task (nested parallelism):
@@ -419,10 +427,12 @@ fn valid_range(off: isize, s: usize, size: usize, out: usize) -> (usize, usize) 
     (lo, hi)
 }
 
-/// Fills `tile` (`[k, (r1 − r0)·ow]`, row `(c·kh + i)·kw + j`) with the input pixels that kernel tap
-/// `(i, j)` of channel `c` sees for output rows `r0..r1`, zero where that falls in the padding.
-fn gather(p: &Plan, x_img: &[f32], r0: usize, r1: usize, tile: &mut [f32]) {
-    let cols = (r1 - r0) * p.ow;
+/// Fills `tile` (`[k, p1 − p0]`, row `(c·kh + i)·kw + j`) with the input pixels that kernel tap
+/// `(i, j)` of channel `c` sees for output pixels `p0..p1` (row-major over `oh × ow`), zero where
+/// that falls in the padding. Each output-row segment is one slice copy (stride 1) or one strided
+/// gather, with the padding as zero runs from [`valid_range`]: no per-element bounds checks.
+fn gather(p: &Plan, x_img: &[f32], p0: usize, p1: usize, tile: &mut [f32]) {
+    let cols = p1 - p0;
     let hw = p.h * p.w;
     let mut rows = tile.chunks_exact_mut(cols);
     for c in 0..p.cpg {
@@ -433,21 +443,29 @@ fn gather(p: &Plan, x_img: &[f32], r0: usize, r1: usize, tile: &mut [f32]) {
                 let x_off = (j * p.dw) as isize - p.pw as isize;
                 let (lo, hi) = valid_range(x_off, p.sw, p.w, p.ow);
                 let Some(dst_row) = rows.next() else { return };
-                for (oy, d) in (r0..r1).zip(dst_row.chunks_exact_mut(p.ow)) {
+                let mut pix = p0;
+                while pix < p1 {
+                    // The part [x0, x1) of output row `oy` inside this tile.
+                    let (oy, x0) = (pix / p.ow, pix % p.ow);
+                    let x1 = p.ow.min(x0 + (p1 - pix));
+                    let d = &mut dst_row[pix - p0..][..x1 - x0];
+                    pix += x1 - x0;
                     let iy = (oy * p.sh) as isize + y_off;
-                    if iy < 0 || iy >= p.h as isize || lo == hi {
+                    let (a, b) = (lo.clamp(x0, x1), hi.clamp(x0, x1));
+                    if iy < 0 || iy >= p.h as isize || a == b {
                         d.fill(0.0);
                         continue;
                     }
                     let src = &plane[iy as usize * p.w..][..p.w];
-                    d[..lo].fill(0.0);
-                    d[hi..].fill(0.0);
-                    // First input column read: lo·sw + x_off ≥ 0 by construction of `lo`.
-                    let s0 = (lo as isize * p.sw as isize + x_off) as usize;
+                    d[..a - x0].fill(0.0);
+                    d[b - x0..].fill(0.0);
+                    // First input column read: a·sw + x_off ≥ 0 because a ≥ lo.
+                    let s0 = (a as isize * p.sw as isize + x_off) as usize;
+                    let d = &mut d[a - x0..b - x0];
                     if p.sw == 1 {
-                        d[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                        d.copy_from_slice(&src[s0..s0 + (b - a)]);
                     } else {
-                        for (dv, sv) in d[lo..hi].iter_mut().zip(src[s0..].iter().step_by(p.sw)) {
+                        for (dv, sv) in d.iter_mut().zip(src[s0..].iter().step_by(p.sw)) {
                             *dv = *sv;
                         }
                     }
@@ -587,7 +605,7 @@ mod tests {
                         pad,
                         dil,
                         groups,
-                        bias: i % 2 == 0,
+                        bias: i.is_multiple_of(2),
                     });
                 }
             }
