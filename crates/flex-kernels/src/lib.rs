@@ -14,6 +14,9 @@
 //! other.
 
 pub mod conv;
+pub mod elementwise;
+pub mod norm;
+pub mod softmax;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU8, Ordering};
