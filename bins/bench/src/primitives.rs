@@ -32,7 +32,13 @@ fn random<B: Backend, const D: usize>(
 }
 
 /// GroupNorm without affine parameters followed by SiLU, as in every U-Net block's prologue.
+/// On plain Flex in float32 this is flex-kernels' fused kernel (`ICLGDD_FLEX_KERNELS=0`: the burn
+/// ops below, the A/B switch).
 pub fn group_norm_silu<B: Backend>(x: Tensor<B, 4>, groups: usize, eps: f64) -> Tensor<B, 4> {
+    let x = match flex_kernels::norm::try_group_norm(x, groups, eps, None, true) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     let [n, c, h, w] = x.dims();
     let g = x.reshape([n, groups, (c / groups) * h * w]);
     let mean = g.clone().mean_dim(2);
@@ -80,7 +86,8 @@ pub fn run<B: Backend>(
 
     // One unary element-wise op alone: burn-flex 0.21 runs these on the calling thread only (no rayon
     // path), so on a multi-core CPU this row shows the element-wise share of every network.
-    let time = t.median::<B, _>(device, || x.clone().exp());
+    // flex-kernels' vectorised parallel `exp` on plain Flex (`ICLGDD_FLEX_KERNELS=0`: burn's).
+    let time = t.median::<B, _>(device, || flex_kernels::elementwise::exp(x.clone()));
     let bytes =
         2.0 * (batch * channels * size * size) as f64 * if p == Precision::F32 { 4.0 } else { 2.0 };
     row(

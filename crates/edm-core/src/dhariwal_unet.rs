@@ -270,7 +270,7 @@ impl<B: Backend> DhariwalUNet<B> {
             }
             x = block.forward(x, emb.clone());
         }
-        self.out_conv.forward(silu(self.out_norm.forward(x)))
+        self.out_conv.forward(self.out_norm.forward_silu(x))
     }
 }
 

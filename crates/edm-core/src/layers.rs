@@ -5,7 +5,7 @@
 //! same modules run in float32 or, under [`crate::Precision::F16`]/`BF16`, in half precision.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 // Convolutions and matmuls go through exact_f32 so `ICLGDD_EXACT_F32=1` can undo TF32 rounding.
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{backend::Backend, DType, Distribution, Tensor};
@@ -334,6 +334,30 @@ impl<B: Backend> GroupNorm<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_act(x, false)
+    }
+
+    /// `silu(self.forward(x))`, fused into one pass on the CPU backend: the prologue of every
+    /// U-Net block (`conv0(silu(norm0(x)))`).
+    pub fn forward_silu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_act(x, true)
+    }
+
+    fn forward_act(&self, x: Tensor<B, 4>, act: bool) -> Tensor<B, 4> {
+        // On plain Flex in float32, one fused kernel (statistics, affine and SiLU per group, groups
+        // in parallel): burn-flex runs the ~10 passes below on one thread (docs/performance.md,
+        // issue 18). Every other backend, Autodiff included, and half precision keep the ops below.
+        let (weight, bias) = (self.weight.val(), self.bias.val());
+        let x = match flex_kernels::norm::try_group_norm(
+            x,
+            self.num_groups,
+            self.eps,
+            Some((&weight, &bias)),
+            act,
+        ) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let dtype = x.dtype();
         let [n, c, h, w] = x.dims();
         let g = self.num_groups;
@@ -349,10 +373,15 @@ impl<B: Backend> GroupNorm<B> {
             .recip()
             .repeat_dim(2, c / g)
             .reshape([n, c]);
-        let weight = to_dtype(self.weight.val(), dtype).reshape([1, c]);
+        let weight = to_dtype(weight, dtype).reshape([1, c]);
         let scale = (inv_std * weight).reshape([n, c, 1, 1]);
-        let bias = exact_f32::per_channel(to_dtype(self.bias.val(), dtype), n);
-        xc.reshape([n, c, h, w]) * scale + bias
+        let bias = exact_f32::per_channel(to_dtype(bias, dtype), n);
+        let y = xc.reshape([n, c, h, w]) * scale + bias;
+        if act {
+            silu(y)
+        } else {
+            y
+        }
     }
 }
 
@@ -370,7 +399,8 @@ pub fn attention_weights<B: Backend>(q: Tensor<B, 3>, k: Tensor<B, 3>) -> Tensor
     let c = k.dims()[1] as f64;
     let q32 = to_dtype(q, DType::F32);
     let k32 = to_dtype(k.div_scalar(c.sqrt()), DType::F32);
-    let w = softmax(matmul(q32.swap_dims(1, 2), k32), 2);
+    // Softmax over the last dim: flex-kernels' vectorised, row-parallel kernel on plain Flex.
+    let w = flex_kernels::softmax::softmax_last(matmul(q32.swap_dims(1, 2), k32));
     to_dtype(w, dtype)
 }
 
@@ -524,7 +554,7 @@ impl<B: Backend> UNetBlock<B> {
 
     pub fn forward(&self, x: Tensor<B, 4>, emb: Tensor<B, 2>) -> Tensor<B, 4> {
         let orig = x.clone();
-        let mut x = self.conv0.forward(silu(self.norm0.forward(x)));
+        let mut x = self.conv0.forward(self.norm0.forward_silu(x));
         let [n, c, h, w] = x.dims();
 
         let params = to_dtype(self.affine.forward(emb), x.dtype());
@@ -535,9 +565,9 @@ impl<B: Backend> UNetBlock<B> {
             let mut sc = params.chunk(2, 1);
             let shift = sc.pop().expect("two chunks");
             let scale = sc.pop().expect("two chunks");
-            silu(shift + self.norm1.forward(x) * (scale + 1.0))
+            flex_kernels::elementwise::silu(shift + self.norm1.forward(x) * (scale + 1.0))
         } else {
-            silu(self.norm1.forward(x + params))
+            self.norm1.forward_silu(x + params)
         };
 
         x = self.conv1.forward(dropout(x, self.dropout));

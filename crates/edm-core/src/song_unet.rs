@@ -388,9 +388,10 @@ impl<B: Backend> SongUNet<B> {
         for layer in &self.dec {
             match layer {
                 DecLayer::AuxUp(conv) => aux = aux.map(|a| conv.forward(a)),
-                DecLayer::AuxNorm(norm) => tmp = Some(norm.forward(x.clone())),
+                // `aux_conv(silu(aux_norm(x)))`: the SiLU fused into the norm.
+                DecLayer::AuxNorm(norm) => tmp = Some(norm.forward_silu(x.clone())),
                 DecLayer::AuxConv(conv) => {
-                    let t = conv.forward(silu(tmp.take().expect("aux_norm before aux_conv")));
+                    let t = conv.forward(tmp.take().expect("aux_norm before aux_conv"));
                     aux = Some(match aux {
                         None => t,
                         Some(a) => t + a,
