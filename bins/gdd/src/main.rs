@@ -194,10 +194,12 @@ struct TrainArgs {
     /// EfficientNet-Lite0 .pth (default: the cached asset `efficientnet-lite0`).
     #[arg(long)]
     effnet: Option<PathBuf>,
-    /// The discriminator's frozen feature network (default: vgg16_bn when --vgg16-bn is given,
-    /// else tf_efficientnet_lite0).
-    #[arg(long, value_parser = ["tf_efficientnet_lite0", "vgg16_bn"])]
-    backbone: Option<String>,
+    /// The discriminators' frozen feature networks, one projected discriminator each, losses
+    /// summed (the reference's CIFAR-10 setting: vgg16_bn,tf_efficientnet_lite0); comma-separated
+    /// or repeated. Default: vgg16_bn when --vgg16-bn is given, else tf_efficientnet_lite0; with
+    /// --preset, the preset's (both where it lists vgg16_bn and --vgg16-bn is given).
+    #[arg(long, value_delimiter = ',', value_parser = ["tf_efficientnet_lite0", "efficientnet_lite0", "vgg16_bn"])]
+    backbone: Vec<String>,
     /// torchvision's vgg16_bn state dict (e.g. vgg16_bn-6c64b313.pth), for `--backbone vgg16_bn`
     /// (the reference's CIFAR-10 discriminator).
     #[arg(long = "vgg16-bn")]
@@ -512,15 +514,22 @@ fn apply_preset(a: &mut TrainArgs, m: &clap::ArgMatches) -> Result<()> {
     if unset("d_batch_group") {
         a.d_batch_group = c.d_batch_group;
     }
-    let uses_vgg = a.backbone.as_deref() == Some("vgg16_bn") || a.vgg16_bn.is_some();
+    if unset("backbone") {
+        a.backbone = p
+            .disc_backbones(a.vgg16_bn.is_some())
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect();
+    }
+    let uses_vgg = a.backbone.iter().any(|b| b == "vgg16_bn");
     eprintln!(
         "preset {name} ({}, teacher {}, data {}; the reference's discriminator backbones {}; this run \
-         projects {} features, one backbone per discriminator{})",
+         projects {}, one discriminator per backbone{})",
         p.method,
         p.teacher,
         p.dataset,
         p.backbones.join(" + "),
-        if uses_vgg { "vgg16_bn" } else { "tf_efficientnet_lite0" },
+        a.backbone.join(" + "),
         if p.backbones.contains(&"vgg16_bn") && !uses_vgg {
             ": give --vgg16-bn FILE for the reference's vgg16_bn"
         } else {
@@ -547,10 +556,29 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         .into_iter()
         .flatten(),
     )?;
-    let backbone_kind = match (a.backbone.as_deref(), &a.vgg16_bn) {
-        (Some("vgg16_bn"), _) | (None, Some(_)) => BackboneKind::Vgg16Bn,
-        _ => BackboneKind::EfficientNetLite0,
+    let backbone_kinds: Vec<BackboneKind> = match (a.backbone.is_empty(), &a.vgg16_bn) {
+        (true, Some(_)) => vec![BackboneKind::Vgg16Bn],
+        (true, None) => vec![BackboneKind::EfficientNetLite0],
+        (false, _) => {
+            let mut kinds = Vec::with_capacity(a.backbone.len());
+            for b in &a.backbone {
+                // timm's name, or the short one issue 14 uses.
+                let timm = if b == "efficientnet_lite0" {
+                    "tf_efficientnet_lite0"
+                } else {
+                    b
+                };
+                kinds.push(BackboneKind::from_name(timm)?);
+            }
+            kinds
+        }
     };
+    let mut disc = DiscConfig {
+        input_res: a.d_res,
+        seed: a.seed,
+        ..DiscConfig::default()
+    };
+    disc.set_backbones(&backbone_kinds)?;
     let config = GddConfig {
         batch_size: a.batch,
         total_kimg: a.kimg.context("--kimg (or --preset) is required")?,
@@ -561,12 +589,7 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         r1_interval: a.r1_interval,
         ema_halflife_kimg: a.ema_kimg,
         freeze: a.freeze,
-        disc: DiscConfig {
-            input_res: a.d_res,
-            seed: a.seed,
-            backbone: backbone_kind,
-            ..DiscConfig::default()
-        },
+        disc,
         seed: a.seed,
         cond: a.cond,
         precision: a.precision.clone(),
@@ -578,11 +601,14 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         eprintln!("--force: continuing with the saved values; {changed}");
     }
     let teacher = load_net::<Autodiff<B>>(&a.teacher, device)?;
-    let weights = match backbone_kind {
-        BackboneKind::Vgg16Bn => a.vgg16_bn.as_deref(),
-        BackboneKind::EfficientNetLite0 => a.effnet.as_deref(),
-    };
-    let backbone = FeatureNet::<Autodiff<B>>::load(backbone_kind, weights, device)?;
+    let mut backbones: Vec<FeatureNet<Autodiff<B>>> = Vec::with_capacity(backbone_kinds.len());
+    for &kind in &backbone_kinds {
+        let weights = match kind {
+            BackboneKind::Vgg16Bn => a.vgg16_bn.as_deref(),
+            BackboneKind::EfficientNetLite0 => a.effnet.as_deref(),
+        };
+        backbones.push(FeatureNet::<Autodiff<B>>::load(kind, weights, device)?);
+    }
     let res = teacher.config.img_resolution;
     let opts = DataOptions {
         resolution: res,
@@ -679,7 +705,7 @@ fn train<B: Backend>(a: TrainArgs, device: &B::Device) -> Result<()> {
         }
     };
     let tr = match dist_distill::train::run(
-        teacher, backbone, config, &data, &options, device, on_event,
+        teacher, backbones, config, &data, &options, device, on_event,
     ) {
         Ok(tr) => tr,
         Err(e @ DistillError::NonFinite { .. }) => {

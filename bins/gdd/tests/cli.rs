@@ -338,6 +338,25 @@ fn train_refuses_a_missing_or_wrong_vgg16_bn() {
         "{err}"
     );
     assert!(!run.join("checkpoint").exists());
+    // Two discriminators (the reference's CIFAR-10 pair), comma-separated: the list is parsed and
+    // its vgg16_bn still needs the file; a repeated backbone is refused by name.
+    let o = train(&["--backbone=vgg16_bn,efficientnet_lite0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("vgg16_bn state dict"),
+        "{err}"
+    );
+    let o = train(&[
+        "--backbone",
+        "tf_efficientnet_lite0",
+        "--backbone",
+        "tf_efficientnet_lite0",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("listed twice"), "{err}");
+    let o = train(&["--backbone=vgg16_bn,resnet50"]);
+    assert!(!o.status.success());
+    assert!(!run.join("checkpoint").exists());
 }
 
 /// `gdd analyze --data` runs the innate one-step analysis on real images noised to each sigma and

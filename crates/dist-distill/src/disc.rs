@@ -90,6 +90,36 @@ impl<B: Backend> From<Vgg16Bn<B>> for FeatureNet<B> {
     }
 }
 
+/// The loaded feature networks of a run, one per discriminator, in the order of
+/// [`DiscConfig::backbones`]. A single network converts into a one-element list, so callers with
+/// one backbone pass it as before.
+#[derive(Clone, Debug)]
+pub struct Backbones<B: Backend>(pub Vec<FeatureNet<B>>);
+
+impl<B: Backend> From<Vec<FeatureNet<B>>> for Backbones<B> {
+    fn from(v: Vec<FeatureNet<B>>) -> Self {
+        Self(v)
+    }
+}
+
+impl<B: Backend> From<FeatureNet<B>> for Backbones<B> {
+    fn from(n: FeatureNet<B>) -> Self {
+        Self(vec![n])
+    }
+}
+
+impl<B: Backend> From<EfficientNetLite0<B>> for Backbones<B> {
+    fn from(n: EfficientNetLite0<B>) -> Self {
+        Self(vec![n.into()])
+    }
+}
+
+impl<B: Backend> From<Vgg16Bn<B>> for Backbones<B> {
+    fn from(n: Vgg16Bn<B>) -> Self {
+        Self(vec![n.into()])
+    }
+}
+
 impl<B: Backend> FeatureNet<B> {
     /// Loads the backbone `kind` from `weights`. EfficientNet-Lite0 falls back to the cached asset
     /// `efficientnet-lite0` when `weights` is `None`; vgg16_bn has no asset (its torchvision weights
@@ -179,6 +209,12 @@ pub struct DiscConfig {
     /// The frozen feature network (absent in configurations saved before it existed: Lite0).
     #[serde(default)]
     pub backbone: BackboneKind,
+    /// Further feature networks, each with a projected discriminator of its own whose losses are
+    /// added to the first one's (the reference's CIFAR-10 setting pairs vgg16_bn with
+    /// EfficientNet-Lite0). Empty for one backbone, and then not written, so single-backbone
+    /// configurations serialise as before and old checkpoints resume unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_backbones: Vec<BackboneKind>,
 }
 
 impl Default for DiscConfig {
@@ -191,11 +227,59 @@ impl Default for DiscConfig {
             embed_dim: 320,
             seed: 0,
             backbone: BackboneKind::EfficientNetLite0,
+            extra_backbones: Vec::new(),
         }
     }
 }
 
 impl DiscConfig {
+    /// Every feature network, in discriminator order: [`Self::backbone`], then
+    /// [`Self::extra_backbones`].
+    pub fn backbones(&self) -> Vec<BackboneKind> {
+        std::iter::once(self.backbone)
+            .chain(self.extra_backbones.iter().copied())
+            .collect()
+    }
+
+    /// Sets the feature networks (first = [`Self::backbone`]). An empty list or one naming a
+    /// backbone twice is a [`DistillError::Config`]: the reference keys its discriminators by
+    /// backbone name, so a repeated one would silently collapse there.
+    pub fn set_backbones(&mut self, list: &[BackboneKind]) -> Result<()> {
+        let Some((&first, rest)) = list.split_first() else {
+            return Err(DistillError::Config(
+                "the discriminator needs at least one backbone".into(),
+            ));
+        };
+        if let Some((i, k)) = list
+            .iter()
+            .enumerate()
+            .find(|(i, k)| list[..*i].contains(k))
+        {
+            return Err(DistillError::Config(format!(
+                "discriminator backbone {} is listed twice (at {} and {i})",
+                k.name(),
+                list.iter().position(|x| x == k).unwrap_or(0)
+            )));
+        }
+        self.backbone = first;
+        self.extra_backbones = rest.to_vec();
+        Ok(())
+    }
+
+    /// The configuration of discriminator `i` alone (its backbone, no extras). Its random CCM/CSM
+    /// and head initialisation are drawn from `seed + i`, so the first discriminator of a
+    /// multi-backbone run is exactly that of the single-backbone run with the same seed, and the
+    /// others differ from it as the reference's (drawn one after the other from one RNG) do.
+    pub fn member(&self, i: usize) -> DiscConfig {
+        let backbones = self.backbones();
+        DiscConfig {
+            backbone: backbones[i.min(backbones.len() - 1)],
+            extra_backbones: Vec::new(),
+            seed: self.seed.wrapping_add(i as u64),
+            ..self.clone()
+        }
+    }
+
     /// The resolution the reference *assumes* when sizing the heads: with 224 inputs GDD passes
     /// `im_res = 256` (powers of two), so the heads' down-block count is computed from 256.
     pub fn nominal_res(&self) -> usize {

@@ -117,39 +117,9 @@ pub struct EfficientNetLite0<B: Backend> {
     pub blocks: Vec<MbConv<B>>,
 }
 
-/// Source of raw float tensors by name (the .pth reader, or random init for tests).
-pub trait TensorSource {
-    /// Returns the tensor's shape and row-major values.
-    fn tensor(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)>;
-}
-
-/// Tensors of a legacy `.pth` state dict (see [`crate::pth`]).
-pub struct PthSource {
-    tensors: std::collections::HashMap<String, crate::pth::PthTensor>,
-    label: String,
-}
-
-impl PthSource {
-    pub fn open(path: &Path) -> Result<Self> {
-        Ok(Self {
-            tensors: crate::pth::read_state_dict(path)?,
-            label: path.display().to_string(),
-        })
-    }
-}
-
-impl TensorSource for PthSource {
-    fn tensor(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| DistillError::MissingTensor {
-                name: name.to_string(),
-                source_name: self.label.clone(),
-            })?;
-        Ok((t.shape.clone(), t.values.clone()))
-    }
-}
+// The tensor sources live beside the `.pth` reader (shared with `vgg`); re-exported here, where
+// they were first defined.
+pub use crate::pth::{PthSource, TensorSource};
 
 /// Output channels, depthwise kernel and expansion of the 16 MBConv blocks of Lite0.
 const BLOCK_OUT: [usize; 16] = [
@@ -236,17 +206,6 @@ impl TensorSource for RandomLite0Source {
     }
 }
 
-fn expect_shape(name: &str, found: &[usize], expected: &[usize]) -> Result<()> {
-    if found != expected {
-        return Err(DistillError::Shape {
-            name: name.to_string(),
-            found: found.to_vec(),
-            expected: expected.to_vec(),
-        });
-    }
-    Ok(())
-}
-
 /// Loads `{conv}.weight` and batch norm `{bn}.*`, folds them, returns a [`FoldedConv`].
 #[allow(clippy::too_many_arguments)]
 fn load_folded<B: Backend>(
@@ -279,22 +238,7 @@ fn load_folded<B: Backend>(
         }
     }
     let co = wshape[0];
-    let mut bn_t = Vec::new();
-    for leaf in ["weight", "bias", "running_mean", "running_var"] {
-        let name = format!("{bn}.{leaf}");
-        let (s, v) = src.tensor(&name)?;
-        expect_shape(&name, &s, &[co])?;
-        bn_t.push(v);
-    }
-    let per_out = w.len() / co;
-    let mut bias = vec![0f32; co];
-    for o in 0..co {
-        let scale = bn_t[0][o] / (bn_t[3][o] + BN_EPS).sqrt();
-        for v in &mut w[o * per_out..(o + 1) * per_out] {
-            *v *= scale;
-        }
-        bias[o] = bn_t[1][o] - bn_t[2][o] * scale;
-    }
+    let bias = crate::pth::fold_batch_norm(src, bn, &mut w, None, co, BN_EPS)?;
     let weight = Tensor::from_data(TensorData::new(w, wshape.clone()), device);
     let bias = Tensor::from_data(TensorData::new(bias, vec![co]), device);
     Ok(FoldedConv {
@@ -400,7 +344,13 @@ impl<B: Backend> EfficientNetLite0<B> {
             .iter()
             .map(|&e| blocks[e].project.weight.dims()[0])
             .collect();
-        expect_shape("feature scale channels", &found, &EFFNET_CHANNELS)?;
+        if found != EFFNET_CHANNELS {
+            return Err(DistillError::Shape {
+                name: "feature scale channels".into(),
+                found,
+                expected: EFFNET_CHANNELS.to_vec(),
+            });
+        }
         Ok(Self { stem, blocks })
     }
 

@@ -349,8 +349,21 @@ pub fn fid_of_net<B: Backend>(
     fid
 }
 
-/// Writes images [N, C, H, W] in [-1, 1] as a PNG grid (`cols` wide), atomically (temp + rename).
-pub fn write_grid<B: Backend>(images: Tensor<B, 4>, cols: usize, path: &Path) -> Result<()> {
+/// A PNG grid as [`write_grid`] wrote it: the encoded file and its geometry, so a caller that also
+/// logs the image (TensorBoard) needs neither to read the file back nor to decode it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GridPng {
+    /// The PNG file's bytes.
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    /// Always 3 (RGB; grayscale images are repeated to three channels).
+    pub channels: u32,
+}
+
+/// Writes images [N, C, H, W] in [-1, 1] as a PNG grid (`cols` wide), atomically (temp + rename),
+/// and returns what it wrote.
+pub fn write_grid<B: Backend>(images: Tensor<B, 4>, cols: usize, path: &Path) -> Result<GridPng> {
     let [n, c, h, w] = images.dims();
     let v: Vec<f32> = images.into_data().convert::<f32>().into_vec().expect("f32");
     let cols = cols.max(1).min(n.max(1));
@@ -372,17 +385,42 @@ pub fn write_grid<B: Backend>(images: Tensor<B, 4>, cols: usize, path: &Path) ->
             }
         }
     }
-    formats::write_atomic_with(path, |w| {
-        img.write_to(w, image::ImageFormat::Png)
-            .map_err(std::io::Error::other)
-    })?;
-    Ok(())
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| DistillError::io(path, std::io::Error::other(e)))?;
+    let png = png.into_inner();
+    formats::write_atomic(path, &png)?;
+    Ok(GridPng {
+        png,
+        width: img.width(),
+        height: img.height(),
+        channels: 3,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::Flex;
+
+    /// `write_grid` returns the bytes it wrote (the TensorBoard copy needs no re-read) and their
+    /// true geometry: 5 grayscale 3x2 images, 2 columns -> 3 rows of a 4x9 RGB image.
+    #[test]
+    fn write_grid_returns_the_png_it_wrote() {
+        let dev = Default::default();
+        let v: Vec<f32> = (0..5 * 2 * 3).map(|i| i as f32 / 15.0 - 1.0).collect();
+        let x = Tensor::<Flex, 4>::from_data(TensorData::new(v, [5, 1, 2, 3]), &dev);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.png");
+        let g = write_grid(x, 2, &path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), g.png);
+        assert_eq!((g.width, g.height, g.channels), (6, 6, 3));
+        let img = image::load_from_memory(&g.png).unwrap();
+        assert_eq!((img.width(), img.height()), (6, 6));
+        assert_eq!(img.color().channel_count() as u32, g.channels);
+        // First pixel: -1 -> 0 (the value mapping is unchanged).
+        assert_eq!(img.to_rgb8().get_pixel(0, 0).0, [0, 0, 0]);
+    }
 
     /// The reference statistics through fid's `dataset_stats` equal the former in-crate loop
     /// (float images → `to_uint8_range` on the device → features → `FeatureStats`), bit for bit.

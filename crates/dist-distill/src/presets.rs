@@ -164,30 +164,33 @@ pub fn get(name: &str) -> Result<Preset> {
 }
 
 impl Preset {
-    /// The discriminator backbone this crate uses for the preset: `vgg16_bn` when the preset lists it
-    /// and its torchvision weights are available (`vgg16_bn_weights`), EfficientNet-Lite0 otherwise
-    /// (DeiT is not implemented). The reference runs both of [`Preset::backbones`] side by side with
-    /// separate heads; one discriminator here projects from one of them.
-    pub fn disc_backbone(&self, vgg16_bn_weights: bool) -> BackboneKind {
+    /// The discriminator backbones this crate runs for the preset, in the reference's order: both
+    /// of [`Preset::backbones`] (`vgg16_bn`, then EfficientNet-Lite0, one projected discriminator
+    /// each, losses summed) when the preset lists vgg16_bn and its torchvision weights are
+    /// available (`vgg16_bn_weights`: they are the user's, not an asset); EfficientNet-Lite0 alone
+    /// otherwise (DeiT is not implemented, so its presets keep only their Lite0 half).
+    pub fn disc_backbones(&self, vgg16_bn_weights: bool) -> Vec<BackboneKind> {
         if vgg16_bn_weights && self.backbones.contains(&"vgg16_bn") {
-            BackboneKind::Vgg16Bn
+            vec![BackboneKind::Vgg16Bn, BackboneKind::EfficientNetLite0]
         } else {
-            BackboneKind::EfficientNetLite0
+            vec![BackboneKind::EfficientNetLite0]
         }
     }
 
-    /// [`Self::gdd_config`] with the discriminator backbone [`Self::disc_backbone`] picks (pass
+    /// [`Self::gdd_config`] with the discriminator backbones [`Self::disc_backbones`] picks (pass
     /// `true` when the user gave a vgg16_bn weights file).
     pub fn gdd_config_with(&self, vgg16_bn_weights: bool) -> GddConfig {
         let mut c = self.gdd_config();
-        c.disc.backbone = self.disc_backbone(vgg16_bn_weights);
+        c.disc
+            .set_backbones(&self.disc_backbones(vgg16_bn_weights))
+            .expect("a preset's backbone list is non-empty and has no repeats");
         c
     }
 
     /// The training configuration this crate runs for the preset, with the EfficientNet-Lite0
     /// discriminator ([`Self::gdd_config_with`] picks vgg16_bn where the preset has it). What it
-    /// cannot reproduce is left as the field says: one feature network per discriminator (the
-    /// reference pairs Lite0 with [`Preset::backbones`]`[0]`), and half precision needs CUDA.
+    /// cannot reproduce is left as the field says: the reference's second feature network
+    /// ([`Preset::backbones`]`[0]`) needs [`Self::gdd_config_with`], and half precision needs CUDA.
     pub fn gdd_config(&self) -> GddConfig {
         let mut c = GddConfig {
             batch_size: self.batch,
@@ -303,14 +306,18 @@ mod tests {
             c.gdd_config().disc.backbone,
             BackboneKind::EfficientNetLite0
         );
-        assert_eq!(c.gdd_config_with(true).disc.backbone, BackboneKind::Vgg16Bn);
+        // With the vgg16_bn weights, both of the reference's discriminators, in its order.
         assert_eq!(
-            c.gdd_config_with(false).disc.backbone,
-            BackboneKind::EfficientNetLite0
+            c.gdd_config_with(true).disc.backbones(),
+            vec![BackboneKind::Vgg16Bn, BackboneKind::EfficientNetLite0]
         );
-        // DeiT presets keep Lite0 whatever is given.
+        assert_eq!(
+            c.gdd_config_with(false).disc.backbones(),
+            vec![BackboneKind::EfficientNetLite0]
+        );
+        // DeiT presets keep Lite0 alone whatever is given.
         let ffhq = get("ffhq-64").unwrap().gdd_config_with(true);
-        assert_eq!(ffhq.disc.backbone, BackboneKind::EfficientNetLite0);
+        assert_eq!(ffhq.disc.backbones(), vec![BackboneKind::EfficientNetLite0]);
         assert_eq!(c.label_dim, 10);
         let f = get("ffhq-64").unwrap();
         assert_eq!((f.lr, f.dlr, f.kimg), (2e-5, 4e-5, 10000.0));

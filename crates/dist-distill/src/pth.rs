@@ -366,6 +366,89 @@ fn materialise(
     Ok(out)
 }
 
+/// Source of raw float tensors by name: a `.pth` state dict ([`PthSource`]) or random weights of
+/// the right shapes (tests, benchmarks). The backbones ([`crate::effnet`], [`crate::vgg`]) build
+/// themselves from one, so a golden test and a random-weight test run the same construction code.
+pub trait TensorSource {
+    /// Returns the tensor's shape and row-major values.
+    fn tensor(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)>;
+}
+
+/// Tensors of a `torch.save` state dict ([`read_state_dict`]); a name it lacks is
+/// [`DistillError::MissingTensor`] naming the file.
+pub struct PthSource {
+    tensors: HashMap<String, PthTensor>,
+    label: String,
+}
+
+impl PthSource {
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            tensors: read_state_dict(path)?,
+            label: path.display().to_string(),
+        })
+    }
+}
+
+impl TensorSource for PthSource {
+    fn tensor(&mut self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| DistillError::MissingTensor {
+                name: name.to_string(),
+                source_name: self.label.clone(),
+            })?;
+        Ok((t.shape.clone(), t.values.clone()))
+    }
+}
+
+/// The values of tensor `name`, which must have shape `expected` ([`DistillError::Shape`] naming
+/// it and both shapes otherwise): the one check every backbone loader makes on every tensor.
+pub fn tensor_checked(
+    src: &mut dyn TensorSource,
+    name: &str,
+    expected: &[usize],
+) -> Result<Vec<f32>> {
+    let (shape, values) = src.tensor(name)?;
+    if shape != expected {
+        return Err(DistillError::Shape {
+            name: name.to_string(),
+            found: shape,
+            expected: expected.to_vec(),
+        });
+    }
+    Ok(values)
+}
+
+/// Folds the batch norm `{bn}.weight|bias|running_mean|running_var` (each `[cout]`, checked) into
+/// the conv weight `w` (`[cout, ...]` row-major, scaled in place) and returns the folded bias:
+/// `w·γ/√(var+ε)` and `(b − mean)·γ/√(var+ε) + β`, with `b` the conv's own bias (none: 0). The
+/// backbones run frozen in inference mode, so one conv with these weights is exactly conv + BN.
+pub fn fold_batch_norm(
+    src: &mut dyn TensorSource,
+    bn: &str,
+    w: &mut [f32],
+    conv_bias: Option<&[f32]>,
+    cout: usize,
+    eps: f32,
+) -> Result<Vec<f32>> {
+    let mut t = Vec::with_capacity(4);
+    for leaf in ["weight", "bias", "running_mean", "running_var"] {
+        t.push(tensor_checked(src, &format!("{bn}.{leaf}"), &[cout])?);
+    }
+    let per_out = w.len() / cout.max(1);
+    Ok((0..cout)
+        .map(|o| {
+            let scale = t[0][o] / (t[3][o] + eps).sqrt();
+            for v in &mut w[o * per_out..(o + 1) * per_out] {
+                *v *= scale;
+            }
+            (conv_bias.map_or(0.0, |b| b[o]) - t[2][o]) * scale + t[1][o]
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

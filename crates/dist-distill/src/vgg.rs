@@ -31,8 +31,8 @@ use burn::tensor::{Tensor, TensorData};
 use exact_f32::conv2d;
 use serde::{Deserialize, Serialize};
 
-use crate::effnet::{PthSource, TensorSource};
 use crate::error::{DistillError, Result};
+use crate::pth::{fold_batch_norm, tensor_checked, PthSource, TensorSource};
 
 /// Batch-norm epsilon of torchvision's `BatchNorm2d`.
 const BN_EPS: f32 = 1e-5;
@@ -140,18 +140,6 @@ pub struct Vgg16Bn<B: Backend> {
     pub convs: Vec<VggConv<B>>,
 }
 
-fn tensor_checked(src: &mut dyn TensorSource, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-    let (shape, values) = src.tensor(name)?;
-    if shape != expected {
-        return Err(DistillError::Shape {
-            name: name.to_string(),
-            found: shape,
-            expected: expected.to_vec(),
-        });
-    }
-    Ok(values)
-}
-
 impl<B: Backend> Vgg16Bn<B> {
     /// Loads torchvision's `vgg16_bn` from a state dict file (zip or legacy `torch.save`). Errors
     /// name the file: [`DistillError::Io`] when it cannot be read, [`DistillError::Pytorch`] when it
@@ -196,23 +184,14 @@ impl<B: Backend> Vgg16Bn<B> {
             let mut w =
                 tensor_checked(src, &format!("features.{conv}.weight"), &[cout, cin, 3, 3])?;
             let b = tensor_checked(src, &format!("features.{conv}.bias"), &[cout])?;
-            let mut bn_t = Vec::with_capacity(4);
-            for leaf in ["weight", "bias", "running_mean", "running_var"] {
-                bn_t.push(tensor_checked(
-                    src,
-                    &format!("features.{bn}.{leaf}"),
-                    &[cout],
-                )?);
-            }
-            let per_out = cin * 9;
-            let mut bias = vec![0f32; cout];
-            for o in 0..cout {
-                let scale = bn_t[0][o] / (bn_t[3][o] + BN_EPS).sqrt();
-                for v in &mut w[o * per_out..(o + 1) * per_out] {
-                    *v *= scale;
-                }
-                bias[o] = (b[o] - bn_t[2][o]) * scale + bn_t[1][o];
-            }
+            let bias = fold_batch_norm(
+                src,
+                &format!("features.{bn}"),
+                &mut w,
+                Some(&b),
+                cout,
+                BN_EPS,
+            )?;
             convs.push(VggConv {
                 weight: Param::from_tensor(Tensor::from_data(
                     TensorData::new(w, [cout, cin, 3, 3]),

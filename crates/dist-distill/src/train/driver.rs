@@ -33,7 +33,7 @@ use serde::Serialize;
 use parallel::{ParallelConfig, Peer, Reduction};
 
 use super::{GddConfig, GddTrainer, StepMetrics};
-use crate::disc::FeatureNet;
+use crate::disc::Backbones;
 use crate::error::{DistillError, Result};
 use crate::eval::{self, Sampler};
 use crate::freeze::FreezeReport;
@@ -102,7 +102,7 @@ const GRID_SEEDS: u64 = 64;
 /// this node's first peer.
 pub fn run<B: AutodiffBackend>(
     teacher: EdmPrecond<B>,
-    backbone: impl Into<FeatureNet<B>>,
+    backbones: impl Into<Backbones<B>>,
     config: GddConfig,
     data: &ImageDataset,
     options: &RunOptions<B::InnerBackend>,
@@ -121,11 +121,11 @@ pub fn run<B: AutodiffBackend>(
         None
     };
     let resumed = has_checkpoint(out);
-    let backbone: FeatureNet<B> = backbone.into();
+    let backbones: Backbones<B> = backbones.into();
     let devices = data_parallel_devices::<B>(device, pcfg.devices)?;
     let start = Start {
         teacher: &teacher,
-        backbone: &backbone,
+        backbones: &backbones,
         config: &config,
         out,
         resumed,
@@ -149,7 +149,7 @@ pub fn run<B: AutodiffBackend>(
 /// What every peer starts from.
 struct Start<'a, B: AutodiffBackend> {
     teacher: &'a EdmPrecond<B>,
-    backbone: &'a FeatureNet<B>,
+    backbones: &'a Backbones<B>,
     config: &'a GddConfig,
     out: &'a Path,
     resumed: bool,
@@ -163,13 +163,19 @@ impl<B: AutodiffBackend> Start<'_, B> {
         device: &B::Device,
     ) -> Result<GddTrainer<B>> {
         let teacher = self.teacher.clone().fork(device);
-        let backbone = self.backbone.clone().fork(device);
+        let backbones = Backbones(
+            self.backbones
+                .0
+                .iter()
+                .map(|b| b.clone().fork(device))
+                .collect(),
+        );
         let mut tr = if self.resumed {
-            let mut t = GddTrainer::resume(self.out, teacher, backbone, device)?;
+            let mut t = GddTrainer::resume(self.out, teacher, backbones, device)?;
             t.state.config.total_kimg = self.config.total_kimg;
             t
         } else {
-            GddTrainer::new(teacher, backbone, self.config.clone(), device)?
+            GddTrainer::new(teacher, backbones, self.config.clone(), device)?
         };
         if let Some(p) = &peer {
             // Every peer must start at the same step (a node that found no checkpoint while
@@ -253,8 +259,17 @@ fn train_peer<B: AutodiffBackend>(
         }
         let s = tr.state.step;
         let path = out.join(format!("grid-{s:06}.png"));
-        eval::write_grid(tr.sample_ema(&grid_seeds, None), 8, &path)?;
-        to_board(&mut |w| board_png(w, "samples/ema_grid", s, &path))
+        let g = eval::write_grid(tr.sample_ema(&grid_seeds, None), 8, &path)?;
+        to_board(&mut |w| {
+            w.png(
+                "samples/ema_grid",
+                s as i64,
+                &g.png,
+                g.height,
+                g.width,
+                g.channels,
+            )
+        })
     };
     let fid = options.fid.as_ref().filter(|_| writer);
     let evaluate = |tr: &GddTrainer<B>,
@@ -350,30 +365,6 @@ fn board_step(w: &mut formats::EventWriter, m: &StepMetrics) -> formats::Result<
         w.scalar("loss/R1_penalty", s, r1 as f32)?;
     }
     Ok(())
-}
-
-/// A PNG file written a moment ago, as a TensorBoard image.
-fn board_png(
-    w: &mut formats::EventWriter,
-    tag: &str,
-    step: u64,
-    path: &Path,
-) -> formats::Result<()> {
-    let png = std::fs::read(path).map_err(|e| formats::io_error(path, e))?;
-    let (width, height, channels) = match image::load_from_memory(&png) {
-        Ok(img) => (
-            img.width(),
-            img.height(),
-            img.color().channel_count() as u32,
-        ),
-        Err(e) => {
-            return Err(formats::FormatError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-            })
-        }
-    };
-    w.png(tag, step as i64, &png, height, width, channels)
 }
 
 fn to_json<T: Serialize>(v: &T) -> serde_json::Value {

@@ -9,6 +9,13 @@
 //!    Adam step of the discriminator's optimizer;
 //! 5. generator EMA with EDM's half-life ramp.
 //!
+//! The discriminator is a list of (frozen [`ProjectedFeatures`], trained [`MultiScaleD`]) pairs, one
+//! per backbone of [`DiscConfig::backbones`] (the reference's `ProjectedDiscriminatorOnly`). As in
+//! the reference, which extends one list of per-sample logit rows with every discriminator's, the
+//! G and D losses are the sums of the per-discriminator losses, and R1 penalises the input
+//! gradient of the sum of *all* logits (one ‖∇ₓ(S₁ + S₂)‖², not a sum of per-discriminator
+//! penalties). All discriminators share one Adam optimizer.
+//!
 //! Each phase is a method of [`GddTrainer`] ([`GddTrainer::generator_step`],
 //! [`GddTrainer::discriminator_step`], [`GddTrainer::r1_step`], [`GddTrainer::ema_step`]), and each
 //! gradient phase is itself split into computing this peer's gradients (`*_grads`) and applying
@@ -37,7 +44,7 @@ use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use crate::disc::{DiscConfig, FeatureNet, MultiScaleD, ProjectedFeatures};
+use crate::disc::{Backbones, DiscConfig, MultiScaleD, ProjectedFeatures};
 use crate::error::{DistillError, Result};
 use crate::freeze::{is_frozen, FreezeReport};
 use crate::generator::{generate, OneStep};
@@ -313,10 +320,12 @@ fn save_record<B: Backend, R: burn::record::Record<B>>(record: R, path: &Path) -
 pub struct GddTrainer<B: AutodiffBackend> {
     pub g: EdmPrecond<B>,
     pub ema: EdmPrecond<B::InnerBackend>,
-    pub d: MultiScaleD<B>,
-    pub feats: ProjectedFeatures<B>,
+    /// One trained discriminator per backbone, in the order of [`DiscConfig::backbones`].
+    pub d: Vec<MultiScaleD<B>>,
+    /// The frozen features each discriminator of [`Self::d`] reads (same order).
+    pub feats: Vec<ProjectedFeatures<B>>,
     g_opt: OptimizerAdaptor<Adam, EdmPrecond<B>, B>,
-    d_opt: OptimizerAdaptor<Adam, MultiScaleD<B>, B>,
+    d_opt: OptimizerAdaptor<Adam, Vec<MultiScaleD<B>>, B>,
     pub state: GddState,
     pub freeze_report: FreezeReport,
     one: OneStep,
@@ -333,10 +342,12 @@ fn adam(beta2: f64) -> AdamConfig {
 }
 
 impl<B: AutodiffBackend> GddTrainer<B> {
-    /// A fresh run: the generator and its EMA start as copies of `teacher`.
+    /// A fresh run: the generator and its EMA start as copies of `teacher`. `backbones` are the
+    /// loaded feature networks of [`DiscConfig::backbones`], in that order (one network converts
+    /// into a one-element list).
     pub fn new(
         teacher: EdmPrecond<B>,
-        backbone: impl Into<FeatureNet<B>>,
+        backbones: impl Into<Backbones<B>>,
         config: GddConfig,
         device: &B::Device,
     ) -> Result<Self> {
@@ -347,12 +358,31 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         } else {
             0
         };
+        let Backbones(nets) = backbones.into();
+        let kinds = dcfg.backbones();
+        if nets.len() != kinds.len() {
+            return Err(DistillError::Config(format!(
+                "the discriminator is configured for {} backbone(s) ({}) but {} were loaded",
+                kinds.len(),
+                kinds
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                nets.len()
+            )));
+        }
         // A discriminator input the backbone's strides cannot take (`--d-res 112` with
         // EfficientNet-Lite0) is a typed error here, not a shape panic in the first step; so is a
         // backbone other than the configuration's (the configuration is what a checkpoint records
-        // and a resume compares: it must name the network the discriminator really projects).
-        let feats = ProjectedFeatures::try_new(backbone, &dcfg, device)?;
-        let d = MultiScaleD::new(&dcfg, device);
+        // and a resume compares: it must name the networks the discriminators really project).
+        let mut feats = Vec::with_capacity(nets.len());
+        let mut d = Vec::with_capacity(nets.len());
+        for (i, net) in nets.into_iter().enumerate() {
+            let member = dcfg.member(i);
+            feats.push(ProjectedFeatures::try_new(net, &member, device)?);
+            d.push(MultiScaleD::new(&member, device));
+        }
         let params = teacher.named_parameters();
         let freeze_report = FreezeReport::new(
             params.iter().map(|t| (t.name.as_str(), t.numel())),
@@ -510,7 +540,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
     /// One power iteration of every spectral-norm head (before the G step, as the reference's
     /// forward pass in training mode does once per step).
     pub fn power_iteration(&mut self) {
-        self.d = self.d.clone().power_iteration();
+        self.d = self.d.drain(..).map(|d| d.power_iteration()).collect();
     }
 
     /// This peer's generator gradient of this step and its loss summed over its shard:
@@ -520,13 +550,24 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         let cfg = &self.state.config;
         let (chw, per, r) = (draws.chw, draws.per(), self.shard());
         let dev = &self.device;
-        let d = self.d.clone().no_grad();
         let z = rows::<B>(&draws.g_noise, per, r.clone(), chw, dev);
         let labels = self.labels_on(&draws.g_labels[r], dev);
-        let fake = generate(&self.g, z, labels.clone(), &self.one);
-        let logits =
-            d.forward_grouped(&self.feats.forward(to_rgb(fake)), labels, cfg.d_batch_group);
-        let loss = generator_loss(cfg.loss, logits);
+        let fake = to_rgb(generate(&self.g, z, labels.clone(), &self.one));
+        // The sum of every discriminator's loss (the reference's `sum(...)` over its logit list).
+        let loss = self
+            .d
+            .iter()
+            .zip(&self.feats)
+            .map(|(d, f)| {
+                let logits = d.clone().no_grad().forward_grouped(
+                    &f.forward(fake.clone()),
+                    labels.clone(),
+                    cfg.d_batch_group,
+                );
+                generator_loss(cfg.loss, logits)
+            })
+            .reduce(|a, b| a + b)
+            .expect("at least one discriminator");
         let value = scalar(loss.clone());
         (GradientsParams::from_grads(loss.backward(), &self.g), value)
     }
@@ -565,33 +606,46 @@ impl<B: AutodiffBackend> GddTrainer<B> {
             f_labels.clone().map(|t| t.inner()),
             &self.one,
         );
-        let both = self
-            .feats
-            .valid()
-            .forward(to_rgb(Tensor::cat(vec![fake, real], 0)));
-        let split = |k: usize| -> [Tensor<B, 4>; 4] {
-            both.clone().map(|f| {
-                let [_, c, h, w] = f.dims();
-                Tensor::from_inner(f.slice([k * m..(k + 1) * m, 0..c, 0..h, 0..w]))
-            })
-        };
-        let fake_logits = self
-            .d
-            .forward_grouped(&split(0), f_labels, cfg.d_batch_group);
+        let images = to_rgb(Tensor::cat(vec![fake, real], 0));
         let real_labels = self.labels_on(&draws.real_labels[r], dev);
-        let real_logits = self
-            .d
-            .forward_grouped(&split(1), real_labels, cfg.d_batch_group);
-        // Sums of logits (means are taken over the whole batch after the all-reduce).
-        let fake_score = scalar(fake_logits.clone().mean().mul_scalar(m as f64));
-        let real_score = scalar(real_logits.clone().mean().mul_scalar(m as f64));
-        let l_fake = disc_fake_loss(cfg.loss, fake_logits);
-        let l_real = disc_real_loss(cfg.loss, real_logits);
+        let mut l_fake: Option<Tensor<B, 1>> = None;
+        let mut l_real: Option<Tensor<B, 1>> = None;
+        // Logit sums and logit counts per sample over all discriminators: the scores are the mean
+        // of every logit, as the reference's `torch.cat` of its logit list reports them.
+        let (mut fake_sum, mut real_sum, mut per_sample) = (0.0, 0.0, 0usize);
+        for (d, feats) in self.d.iter().zip(&self.feats) {
+            let both = feats.valid().forward(images.clone());
+            let split = |k: usize| -> [Tensor<B, 4>; 4] {
+                both.clone().map(|f| {
+                    let [_, c, h, w] = f.dims();
+                    Tensor::from_inner(f.slice([k * m..(k + 1) * m, 0..c, 0..h, 0..w]))
+                })
+            };
+            let fake_logits = d.forward_grouped(&split(0), f_labels.clone(), cfg.d_batch_group);
+            let real_logits = d.forward_grouped(&split(1), real_labels.clone(), cfg.d_batch_group);
+            per_sample += fake_logits.dims()[1];
+            fake_sum += scalar(fake_logits.clone().sum());
+            real_sum += scalar(real_logits.clone().sum());
+            let add = |acc: Option<Tensor<B, 1>>, t: Tensor<B, 1>| {
+                Some(match acc {
+                    Some(a) => a + t,
+                    None => t,
+                })
+            };
+            l_fake = add(l_fake, disc_fake_loss(cfg.loss, fake_logits));
+            l_real = add(l_real, disc_real_loss(cfg.loss, real_logits));
+        }
+        let (l_fake, l_real) = (
+            l_fake.expect("at least one discriminator"),
+            l_real.expect("at least one discriminator"),
+        );
+        // Sums over samples of each sample's mean logit (means are taken over the whole batch
+        // after the all-reduce).
         let stats = DiscStep {
             loss_fake: scalar(l_fake.clone()),
             loss_real: scalar(l_real.clone()),
-            fake_score,
-            real_score,
+            fake_score: fake_sum / per_sample as f64,
+            real_score: real_sum / per_sample as f64,
         };
         let grads = GradientsParams::from_grads((l_fake + l_real).backward(), &self.d);
         (grads, stats)
@@ -644,12 +698,18 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         let labels = self.labels_on(&draws.real_labels[r.clone()], dev);
         let w = r.len() as f64 / n as f64;
         let real = rows::<B::InnerBackend>(&draws.real, per, r, chw, dev);
+        // Every discriminator's logits side by side: R1 differentiates the sum of all of them.
         let dfn = |x: Tensor<B, 4>| {
-            self.d.forward_grouped(
-                &self.feats.forward(to_rgb(x)),
-                labels.clone(),
-                cfg.d_batch_group,
-            )
+            let x = to_rgb(x);
+            let logits = self
+                .d
+                .iter()
+                .zip(&self.feats)
+                .map(|(d, f)| {
+                    d.forward_grouped(&f.forward(x.clone()), labels.clone(), cfg.d_batch_group)
+                })
+                .collect();
+            Tensor::cat(logits, 1)
         };
         let t = r1_terms(
             &dfn,
@@ -714,7 +774,11 @@ impl<B: AutodiffBackend> GddTrainer<B> {
         let swap = formats::CheckpointSwap::begin(dir)?;
         let tmp = swap.staging();
         save_record::<B, _>(self.g.clone().into_record(), &tmp.join("g.bin"))?;
-        save_record::<B, _>(self.d.clone().into_record(), &tmp.join("d.bin"))?;
+        // One file per discriminator: `d.bin` (the first: a single-backbone checkpoint keeps the
+        // layout it always had), `d1.bin`, `d2.bin`, ... for the others.
+        for (i, d) in self.d.iter().enumerate() {
+            save_record::<B, _>(d.clone().into_record(), &tmp.join(disc_file(i, "bin")))?;
+        }
         // The EMA twice: as a burn record (keeps the parameter ids the EMA update matches on) and in
         // EDM's format below.
         save_record::<B::InnerBackend, _>(
@@ -731,11 +795,12 @@ impl<B: AutodiffBackend> GddTrainer<B> {
     }
 
     /// Resumes from `DIR/checkpoint` (or `checkpoint.old` if a crash interrupted the rename).
-    /// `teacher` supplies the architecture (its weights are replaced by the checkpoint's).
+    /// `teacher` supplies the architecture (its weights are replaced by the checkpoint's);
+    /// `backbones` must be the checkpoint's configured feature networks, in order.
     pub fn resume(
         dir: &Path,
         teacher: EdmPrecond<B>,
-        backbone: impl Into<FeatureNet<B>>,
+        backbones: impl Into<Backbones<B>>,
         device: &B::Device,
     ) -> Result<Self> {
         let ck = formats::resume_dir(dir, "state.json");
@@ -746,7 +811,7 @@ impl<B: AutodiffBackend> GddTrainer<B> {
                 path: sp.clone(),
                 message: e.to_string(),
             })?;
-        let mut t = Self::new(teacher, backbone, state.config.clone(), device)?;
+        let mut t = Self::new(teacher, backbones, state.config.clone(), device)?;
         let rec = BinFileRecorder::<FullPrecisionSettings>::new();
         let cerr = |e: burn::record::RecorderError| DistillError::Checkpoint {
             path: ck.clone(),
@@ -757,7 +822,12 @@ impl<B: AutodiffBackend> GddTrainer<B> {
             t.g.load_file(ck.join("g"), &rec, device)
                 .map_err(cerr)?
                 .freeze_where(|n| is_frozen(n, level));
-        t.d = t.d.load_file(ck.join("d"), &rec, device).map_err(cerr)?;
+        t.d =
+            t.d.drain(..)
+                .enumerate()
+                .map(|(i, d)| d.load_file(ck.join(disc_file(i, "")), &rec, device))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(cerr)?;
         // (The spectral-norm vectors u, v are always used detached, so they never get gradients.)
         t.g_opt = t
             .g_opt
@@ -771,6 +841,21 @@ impl<B: AutodiffBackend> GddTrainer<B> {
                 .map_err(cerr)?;
         t.state = state;
         Ok(t)
+    }
+}
+
+/// Checkpoint file of discriminator `i` with extension `ext` (`""`: none, as burn's file recorder
+/// takes it): `d` for the first, `d1`, `d2`, ... for the others.
+fn disc_file(i: usize, ext: &str) -> String {
+    let stem = if i == 0 {
+        "d".to_string()
+    } else {
+        format!("d{i}")
+    };
+    if ext.is_empty() {
+        stem
+    } else {
+        format!("{stem}.{ext}")
     }
 }
 
