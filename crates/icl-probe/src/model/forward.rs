@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use burn::tensor::activation::{gelu, relu, sigmoid, silu, softmax};
+use burn::tensor::activation::{gelu, relu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
@@ -294,7 +294,8 @@ impl<B: Backend> Model<B> {
             scores = scores + knock.cast(self.dtype);
         }
         let scores = hooks.point4(|| format!("blocks.{l}.attn.hook_attn_scores"), scores)?;
-        let pattern = softmax(scores, 3);
+        // flex-kernels' vectorised, row-parallel softmax on plain Flex; burn's elsewhere.
+        let pattern = flex_kernels::softmax::softmax_last(scores);
         let pattern = hooks.point4(|| format!("blocks.{l}.attn.hook_pattern"), pattern)?;
         let z = exact_f32::matmul(pattern.reshape([b, nkv, g * t, t]), v)
             .reshape([b, nh, t, dh])
@@ -366,7 +367,7 @@ fn window_bias<B: Backend>(t: usize, window: usize, device: &B::Device) -> Tenso
 
 fn act<B: Backend>(a: Activation, x: Tensor<B, 2>) -> Tensor<B, 2> {
     match a {
-        Activation::Silu => silu(x),
+        Activation::Silu => flex_kernels::elementwise::silu(x),
         Activation::Gelu => gelu(x),
         Activation::GeluTanh => gelu_tanh(x),
         Activation::Relu => relu(x),
@@ -378,10 +379,8 @@ fn act<B: Backend>(a: Activation, x: Tensor<B, 2>) -> Tensor<B, 2> {
 /// `tanh`, element by element on one thread under burn-flex: 19 % of a GPT-2 forward in a profile
 /// (docs/performance.md). Here `x³` is two multiplications.
 fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let k = 2.0 * (2.0 / std::f64::consts::PI).sqrt();
-    let x2 = x.clone() * x.clone();
-    let y = (x2 * 0.044715 + 1.0) * x.clone() * k;
-    x * sigmoid(y)
+    // One vectorised, parallel pass on plain Flex; the same formula with burn's ops elsewhere.
+    flex_kernels::elementwise::gelu_tanh(x)
 }
 
 #[cfg(test)]

@@ -54,6 +54,25 @@ impl<B: Backend> Norm<B> {
     /// Normalise each row of `[N, D]`. The statistics are computed in float32 whatever the stream's
     /// dtype (as HF does for RMSNorm in half precision): a bf16 mean of 768 squares loses digits.
     fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        // Plain Flex in float32: one fused pass per row (statistics, weight, bias), rows in
+        // parallel, the same formula as `forward_scaled` (flex-kernels; docs/performance.md).
+        let kind = match self.kind {
+            NormKind::RmsNorm => flex_kernels::norm::RowNorm::Rms,
+            NormKind::LayerNorm => flex_kernels::norm::RowNorm::Layer,
+        };
+        let d = self.weight.dims()[1];
+        let weight = self.weight.clone().reshape([d]);
+        let bias = self.bias.as_ref().map(|b| b.clone().reshape([d]));
+        let x = match flex_kernels::norm::try_norm_last(
+            x,
+            kind,
+            Some(&weight),
+            bias.as_ref(),
+            self.eps,
+        ) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         // The identity hook returns `Ok`, so there is no error to pass on.
         match self.forward_scaled(x, Ok) {
             Ok(y) => y,
@@ -73,7 +92,29 @@ impl<B: Backend> Norm<B> {
         if !hooks.touches(&name) {
             return Ok(self.forward(x));
         }
+        if !hooks.intervenes(&name()) {
+            // Only cached: the output is `forward`'s (the fast kernel on Flex), so caching changes
+            // no number downstream; the cached scale is the same float32 formula, computed apart.
+            let scale = self.scale(x.clone());
+            hooks.point_rows(&name, scale)?;
+            return Ok(self.forward(x));
+        }
         self.forward_scaled(x, |s| hooks.point_rows(&name, s))
+    }
+
+    /// The per-row divisor `sqrt(mean(x²) + eps)` (of the centred rows for LayerNorm) in float32,
+    /// `[N, 1]`: what the `hook_scale` point holds.
+    fn scale(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let x = if x.dtype() == DType::F32 {
+            x
+        } else {
+            x.cast(DType::F32)
+        };
+        let x = match self.kind {
+            NormKind::RmsNorm => x,
+            NormKind::LayerNorm => x.clone() - x.mean_dim(1),
+        };
+        ((x.clone() * x).mean_dim(1) + self.eps).sqrt()
     }
 
     /// The norm with `scale_hook` applied to the per-row divisor (the same float32 operations in
