@@ -670,7 +670,9 @@ pub fn write_forms_report(s: &FormsSummary, out: &Path) -> Result<String> {
                     _ => "–".into(),
                 },
                 v.best_minus_l0.as_ref().map_or("–".into(), Interval::pct),
-                v.same_form_at_best.as_ref().map_or("–".into(), Interval::pct),
+                v.same_form_at_best
+                    .as_ref()
+                    .map_or("–".into(), Interval::pct),
                 v.verdict.name()
             );
         }

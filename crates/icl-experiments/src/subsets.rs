@@ -513,7 +513,9 @@ pub fn write_subsets_report(s: &SubsetsSummary, out: &Path) -> Result<String> {
             t.q_alone.pct(),
             get(0, 1),
             get(0, k),
-            t.growth_beyond_tokens.as_ref().map_or("–".into(), Interval::pct),
+            t.growth_beyond_tokens
+                .as_ref()
+                .map_or("–".into(), Interval::pct),
             t.verdict.name()
         );
     }
