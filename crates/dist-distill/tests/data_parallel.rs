@@ -8,42 +8,21 @@
 // DistillError is what the trainer returns; its size is not this test's concern.
 #![allow(clippy::result_large_err)]
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::module::AutodiffModule;
 use dist_distill::disc::DiscConfig;
 use dist_distill::effnet::EfficientNetLite0;
 use dist_distill::train::{run, GddConfig, GddTrainer, RunOptions, StepMetrics};
 use dist_distill::DistillError;
-use edm_core::{EdmConfig, EdmPrecond, ImageDataset, ModelType};
+use edm_core::ImageDataset;
 use parallel::testing::{max_abs_diff, update_distance};
 use parallel::{run_peers, ParallelConfig};
 
-type AB = Autodiff<Flex>;
-
-fn teacher() -> EdmPrecond<AB> {
-    let mut c = EdmConfig::tiny(ModelType::SongUNet, 16, 1, 0);
-    c.model_channels = Some(16);
-    c.num_blocks = Some(1);
-    EdmPrecond::init(&c, 7, &Default::default()).unwrap()
-}
+mod common;
+use common::{dataset, teacher, AB};
 
 fn backbone() -> EfficientNetLite0<AB> {
     EfficientNetLite0::random(1, &Default::default())
-}
-
-fn dataset(n: usize) -> ImageDataset {
-    let res = 16;
-    let images: Vec<f32> = (0..n * res * res)
-        .map(|i| (((i * 7919) % 255) as f32 / 127.5) - 1.0)
-        .collect();
-    ImageDataset {
-        images,
-        labels: None,
-        num_classes: 0,
-        len: n,
-        channels: 1,
-        resolution: res,
-    }
 }
 
 /// Batch 4 in ghost batches of 2 (one per peer of two), R1 every step from step 1.

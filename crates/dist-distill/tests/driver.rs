@@ -3,36 +3,15 @@
 //! stopped and resumed from its output folder ends bit-identical to an uninterrupted one, with one
 //! metrics line per step, and a second run on a held folder is refused.
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::module::AutodiffModule;
 use dist_distill::disc::DiscConfig;
 use dist_distill::effnet::EfficientNetLite0;
 use dist_distill::train::{run, GddConfig, GddTrainer, RunEvent, RunOptions};
-use edm_core::{EdmConfig, EdmPrecond, ImageDataset, ModelType};
+use edm_core::EdmPrecond;
 
-type AB = Autodiff<Flex>;
-
-fn teacher() -> EdmPrecond<AB> {
-    let mut c = EdmConfig::tiny(ModelType::SongUNet, 16, 1, 0);
-    c.model_channels = Some(16);
-    c.num_blocks = Some(1);
-    EdmPrecond::init(&c, 7, &Default::default()).unwrap()
-}
-
-fn dataset(n: usize) -> ImageDataset {
-    let res = 16;
-    let images: Vec<f32> = (0..n * res * res)
-        .map(|i| (((i * 7919) % 255) as f32 / 127.5) - 1.0)
-        .collect();
-    ImageDataset {
-        images,
-        labels: None,
-        num_classes: 0,
-        len: n,
-        channels: 1,
-        resolution: res,
-    }
-}
+mod common;
+use common::{dataset, teacher, AB};
 
 /// Batch 4: 0.014 kimg is 4 steps (R1 at step 2), 0.006 kimg is 2.
 fn config(total_kimg: f64) -> GddConfig {

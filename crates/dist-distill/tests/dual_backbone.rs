@@ -5,39 +5,17 @@
 // The peers' closures return the crate's error type, as the trainer does.
 #![allow(clippy::result_large_err)]
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::module::AutodiffModule;
 use dist_distill::disc::{BackboneKind, Backbones, DiscConfig, FeatureNet};
 use dist_distill::effnet::EfficientNetLite0;
 use dist_distill::train::{check_resume, GddConfig, GddTrainer};
 use dist_distill::vgg::{Vgg16Bn, VggConfig};
 use dist_distill::DistillError;
-use edm_core::{EdmConfig, EdmPrecond, ImageDataset, ModelType};
 use parallel::{run_peers, ParallelConfig};
 
-type AB = Autodiff<Flex>;
-
-fn teacher() -> EdmPrecond<AB> {
-    let mut c = EdmConfig::tiny(ModelType::SongUNet, 16, 1, 0);
-    c.model_channels = Some(16);
-    c.num_blocks = Some(1);
-    EdmPrecond::init(&c, 7, &Default::default()).unwrap()
-}
-
-fn dataset(n: usize) -> ImageDataset {
-    let res = 16;
-    let images: Vec<f32> = (0..n * res * res)
-        .map(|i| (((i * 7919) % 255) as f32 / 127.5) - 1.0)
-        .collect();
-    ImageDataset {
-        images,
-        labels: None,
-        num_classes: 0,
-        len: n,
-        channels: 1,
-        resolution: res,
-    }
-}
+mod common;
+use common::{dataset, teacher, AB};
 
 fn lite0() -> FeatureNet<AB> {
     EfficientNetLite0::random(1, &Default::default()).into()

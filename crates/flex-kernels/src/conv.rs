@@ -614,121 +614,36 @@ mod tests {
 
     #[test]
     fn network_shapes_and_tile_edges() {
-        for c in [
+        // (n, c_in, c_out, hw, k, stride, pad, groups, bias), dilation 1.
+        #[rustfmt::skip]
+        let cases = [
             // Inception stem (3→32, 3×3/2), the 147² stem conv, a 1×7 tower conv, 1×1 mixing.
-            Case {
-                n: 2,
-                c_in: 3,
-                c_out: 32,
-                hw: [71, 71],
-                k: [3, 3],
-                stride: [2, 2],
-                pad: [0, 0],
-                dil: [1, 1],
-                groups: 1,
-                bias: true,
-            },
-            Case {
-                n: 1,
-                c_in: 32,
-                c_out: 32,
-                hw: [147, 147],
-                k: [3, 3],
-                stride: [1, 1],
-                pad: [0, 0],
-                dil: [1, 1],
-                groups: 1,
-                bias: false,
-            },
-            Case {
-                n: 2,
-                c_in: 64,
-                c_out: 48,
-                hw: [17, 17],
-                k: [1, 7],
-                stride: [1, 1],
-                pad: [0, 3],
-                dil: [1, 1],
-                groups: 1,
-                bias: true,
-            },
-            Case {
-                n: 3,
-                c_in: 40,
-                c_out: 24,
-                hw: [13, 11],
-                k: [1, 1],
-                stride: [1, 1],
-                pad: [0, 0],
-                dil: [1, 1],
-                groups: 1,
-                bias: true,
-            },
+            (2, 3, 32, [71, 71], [3, 3], [2, 2], [0, 0], 1, true),
+            (1, 32, 32, [147, 147], [3, 3], [1, 1], [0, 0], 1, false),
+            (2, 64, 48, [17, 17], [1, 7], [1, 1], [0, 3], 1, true),
+            (3, 40, 24, [13, 11], [1, 1], [1, 1], [0, 0], 1, true),
             // DDPM++-like 3×3 on 16² with many channels (one image: gemm's own parallelism).
-            Case {
-                n: 1,
-                c_in: 128,
-                c_out: 192,
-                hw: [16, 16],
-                k: [3, 3],
-                stride: [1, 1],
-                pad: [1, 1],
-                dil: [1, 1],
-                groups: 1,
-                bias: true,
-            },
+            (1, 128, 192, [16, 16], [3, 3], [1, 1], [1, 1], 1, true),
             // Grouped with 4 groups, 1×1 grouped, and a single output pixel.
-            Case {
-                n: 2,
-                c_in: 16,
-                c_out: 32,
-                hw: [10, 9],
-                k: [3, 3],
-                stride: [1, 1],
-                pad: [1, 1],
-                dil: [1, 1],
-                groups: 4,
-                bias: true,
-            },
-            Case {
-                n: 2,
-                c_in: 16,
-                c_out: 8,
-                hw: [5, 7],
-                k: [1, 1],
-                stride: [1, 1],
-                pad: [0, 0],
-                dil: [1, 1],
-                groups: 2,
-                bias: false,
-            },
-            Case {
-                n: 3,
-                c_in: 8,
-                c_out: 24,
-                hw: [3, 3],
-                k: [3, 3],
-                stride: [1, 1],
-                pad: [0, 0],
-                dil: [1, 1],
-                groups: 1,
-                bias: true,
-            },
+            (2, 16, 32, [10, 9], [3, 3], [1, 1], [1, 1], 4, true),
+            (2, 16, 8, [5, 7], [1, 1], [1, 1], [0, 0], 2, false),
+            (3, 8, 24, [3, 3], [3, 3], [1, 1], [0, 0], 1, true),
             // Padding wider than the kernel reach (all-zero border rows and columns).
-            Case {
-                n: 1,
-                c_in: 8,
-                c_out: 24,
-                hw: [4, 5],
-                k: [3, 3],
-                stride: [2, 1],
-                pad: [3, 3],
+            (1, 8, 24, [4, 5], [3, 3], [2, 1], [3, 3], 1, true),
+        ];
+        for (n, c_in, c_out, hw, k, stride, pad, groups, bias) in cases {
+            check(&Case {
+                n,
+                c_in,
+                c_out,
+                hw,
+                k,
+                stride,
+                pad,
                 dil: [1, 1],
-                groups: 1,
-                bias: true,
-            },
-        ] {
-            check(&c);
+                groups,
+                bias,
+            });
         }
     }
 
