@@ -79,9 +79,11 @@ pub fn song_unet_block_outputs<B: Backend>(
     for (layer, name) in net.dec.iter().zip(&net.dec_names) {
         match layer {
             DecLayer::AuxUp(conv) => aux = aux.map(|a| conv.forward(a)),
-            DecLayer::AuxNorm(norm) => tmp = Some(norm.forward(x.clone())),
+            // As SongUNet's forward: `aux_conv(silu(aux_norm(x)))` with the SiLU fused into the
+            // norm, so that this copy stays bit-identical to it.
+            DecLayer::AuxNorm(norm) => tmp = Some(norm.forward_silu(x.clone())),
             DecLayer::AuxConv(conv) => {
-                let t = conv.forward(silu(tmp.take().expect("aux_norm before aux_conv")));
+                let t = conv.forward(tmp.take().expect("aux_norm before aux_conv"));
                 aux = Some(match aux {
                     None => t,
                     Some(a) => t + a,
