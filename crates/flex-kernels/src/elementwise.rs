@@ -16,7 +16,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bytes, DType, Tensor};
 use rayon::prelude::*;
 
-use crate::{flex_if_enabled, from_flex};
+use crate::{back, flex_if_enabled, from_flex};
 
 /// Below this many elements a kernel stays on the calling thread: rayon's fork/join costs a few
 /// microseconds, the time to stream ~64 Ki floats through `exp` on one core (measured with
@@ -227,10 +227,7 @@ fn unary<B: Backend, const D: usize, F: Fn(f32) -> f32 + Sync>(
             Some(t) => t,
             None => unreachable!("an F32 Flex tensor maps to an F32 Flex tensor"),
         },
-        Ok(ft) => match from_flex::<B, D>(ft) {
-            Some(t) => fallback(t),
-            None => unreachable!("to_flex succeeded, so B is Flex"),
-        },
+        Ok(ft) => fallback(back(ft)),
         Err(t) => fallback(t),
     }
 }

@@ -102,6 +102,15 @@ pub fn from_flex<B: Backend, const D: usize>(ft: FlexTensor) -> Option<Tensor<B,
         .map(|p| Tensor::from_primitive(TensorPrimitive::Float(*p)))
 }
 
+/// A burn-flex tensor back as the caller's `Tensor<B, D>`, for a kernel whose input came from
+/// [`to_flex`] (so `B` is known to be `Flex`): the one place that states that invariant.
+pub(crate) fn back<B: Backend, const D: usize>(ft: FlexTensor) -> Tensor<B, D> {
+    match from_flex(ft) {
+        Some(t) => t,
+        None => unreachable!("to_flex succeeded, so B is Flex"),
+    }
+}
+
 /// Whether `B`'s float tensors are burn-flex's (the plain `Flex` backend).
 pub fn is_flex<B: Backend>() -> bool {
     std::any::TypeId::of::<B::FloatTensorPrimitive>() == std::any::TypeId::of::<FlexTensor>()

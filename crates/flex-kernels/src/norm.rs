@@ -18,7 +18,7 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::elementwise::{silu_f32, unique_f32, with_isa, PARALLEL_MIN};
-use crate::{flex_if_enabled, from_flex, to_flex};
+use crate::{back, flex_if_enabled, to_flex};
 
 /// `Σ f(x)` over `xs` in eight float64 lanes (vectorised: AVX-512 holds eight). Float64 because
 /// a group or row with a few large values (±100 among O(1) ones) loses ~ulp(100) = 8e-6 per
@@ -64,14 +64,6 @@ pub enum RowNorm {
     Layer,
     /// `x / √(mean(x²) + eps)`.
     Rms,
-}
-
-/// Casts the result of a kernel back, after `to_flex` succeeded.
-fn back<B: Backend, const D: usize>(ft: FlexTensor) -> Tensor<B, D> {
-    match from_flex(ft) {
-        Some(t) => t,
-        None => unreachable!("to_flex succeeded, so B is Flex"),
-    }
 }
 
 /// GroupNorm of `x: [N, C, H, W]` in `groups` groups, then `y·weight[c] + bias[c]` when `affine`

@@ -10,7 +10,7 @@ use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::elementwise::{exp_f32, unique_f32, with_isa, PARALLEL_MIN};
-use crate::{flex_if_enabled, from_flex};
+use crate::{back, flex_if_enabled};
 
 /// One row in place: `x ← e^(x − max) / Σ e^(x − max)` (max-subtracted, so no overflow; a row of
 /// −∞ gives NaN as burn's does; NaN anywhere gives a NaN row).
@@ -62,10 +62,7 @@ fn softmax_row(row: &mut [f32]) {
 pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let ft = match flex_if_enabled(x) {
         Ok(ft) if ft.dtype() == DType::F32 && D > 0 => ft,
-        Ok(ft) => match from_flex::<B, D>(ft) {
-            Some(t) => return activation::softmax(t, D.saturating_sub(1)),
-            None => unreachable!("to_flex succeeded, so B is Flex"),
-        },
+        Ok(ft) => return activation::softmax(back::<B, D>(ft), D.saturating_sub(1)),
         Err(t) => return activation::softmax(t, D.saturating_sub(1)),
     };
     let Some(mut ft) = unique_f32(ft) else {
@@ -99,10 +96,7 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
             });
         }
     }
-    match from_flex(ft) {
-        Some(t) => t,
-        None => unreachable!("to_flex succeeded, so B is Flex"),
-    }
+    back(ft)
 }
 
 #[cfg(test)]
