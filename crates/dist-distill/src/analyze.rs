@@ -12,10 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use edm_core::song_unet::{DecLayer, EncLayer};
 use edm_core::{EdmConfig, EdmPrecond, SongUNet, UNet};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -29,77 +27,18 @@ pub fn ncsnpp_cifar10_config() -> EdmConfig {
     EdmConfig::gdd_ncsnpp_cifar10()
 }
 
-/// SongUNet's forward pass (same order as edm-core's `SongUNet::forward`, whose output it must
-/// reproduce; a test checks it) that also returns every U-Net block's output, named
-/// `enc.{res}x{res}_blockN` / `dec...`.
+/// SongUNet's forward pass (edm-core's [`SongUNet::forward_observed`], unconditional) with every
+/// U-Net block's output collected, named `enc.{res}x{res}_blockN` / `dec...`, beside the output.
 pub fn song_unet_block_outputs<B: Backend>(
     net: &SongUNet<B>,
     x: Tensor<B, 4>,
     noise_labels: Tensor<B, 1>,
 ) -> (Vec<(String, Tensor<B, 4>)>, Tensor<B, 4>) {
-    let emb = match (&net.map_noise_positional, &net.map_noise_fourier) {
-        (Some(pos), _) => pos.forward(noise_labels),
-        (None, Some(f)) => f.forward(noise_labels),
-        (None, None) => unreachable!("SongUNet always has a noise embedding"),
-    };
-    let [n, ch] = emb.dims();
-    let emb = emb.reshape([n, 2, ch / 2]).flip([1]).reshape([n, ch]);
-    let emb = silu(net.map_layer0.forward(emb));
-    let emb = silu(net.map_layer1.forward(emb));
     let mut acts = Vec::new();
-    let mut skips: Vec<Tensor<B, 4>> = Vec::new();
-    let mut x = x;
-    let mut aux = x.clone();
-    let sqrt2 = std::f64::consts::SQRT_2;
-    for (layer, name) in net.enc.iter().zip(&net.enc_names) {
-        match layer {
-            EncLayer::AuxDown(conv) => aux = conv.forward(aux),
-            EncLayer::AuxSkip(conv) => {
-                x = x + conv.forward(aux.clone());
-                *skips.last_mut().expect("skip after a block") = x.clone();
-            }
-            EncLayer::AuxResidual(conv) => {
-                x = (x + conv.forward(aux)).div_scalar(sqrt2);
-                *skips.last_mut().expect("skip after a block") = x.clone();
-                aux = x.clone();
-            }
-            EncLayer::Conv(conv) => {
-                x = conv.forward(x);
-                skips.push(x.clone());
-            }
-            EncLayer::Block(block) => {
-                x = block.forward(x, emb.clone());
-                acts.push((format!("enc.{name}"), x.clone()));
-                skips.push(x.clone());
-            }
-        }
-    }
-    let mut aux: Option<Tensor<B, 4>> = None;
-    let mut tmp: Option<Tensor<B, 4>> = None;
-    for (layer, name) in net.dec.iter().zip(&net.dec_names) {
-        match layer {
-            DecLayer::AuxUp(conv) => aux = aux.map(|a| conv.forward(a)),
-            // As SongUNet's forward: `aux_conv(silu(aux_norm(x)))` with the SiLU fused into the
-            // norm, so that this copy stays bit-identical to it.
-            DecLayer::AuxNorm(norm) => tmp = Some(norm.forward_silu(x.clone())),
-            DecLayer::AuxConv(conv) => {
-                let t = conv.forward(tmp.take().expect("aux_norm before aux_conv"));
-                aux = Some(match aux {
-                    None => t,
-                    Some(a) => t + a,
-                });
-            }
-            DecLayer::Block(block) => {
-                if x.dims()[1] != block.in_channels {
-                    let s = skips.pop().expect("one skip per decoder block");
-                    x = Tensor::cat(vec![x, s], 1);
-                }
-                x = block.forward(x, emb.clone());
-                acts.push((format!("dec.{name}"), x.clone()));
-            }
-        }
-    }
-    (acts, aux.expect("decoder ends with aux_conv"))
+    let out = net.forward_observed(x, noise_labels, None, None, &mut |side, name, t| {
+        acts.push((format!("{side}.{name}"), t.clone()))
+    });
+    (acts, out)
 }
 
 /// Result of the analysis: `similarity[block][k]` = mean cosine similarity between the block's
@@ -172,9 +111,8 @@ impl Default for AnalysisConfig {
 /// The innate one-step analysis on `net` (a SongUNet teacher) as `cfg` says: for each batch of
 /// images `x₀` (real, or zeros) and noise `n`, the teacher's block outputs on
 /// `c_in(σ)·(x₀ + σ·n)` at every σ of `cfg.sigmas`, compared (cosine, per sample) with those at
-/// `cfg.sigmas[0]`; the report holds the mean over samples. Class labels are not fed (the
-/// instrumented forward has no label embedding), so conditional teachers are analysed as their
-/// unconditional branch would be.
+/// `cfg.sigmas[0]`; the report holds the mean over samples. Class labels are not fed (no label
+/// embedding is added), so conditional teachers are analysed as their unconditional branch would be.
 pub fn innate_one_step_analysis<B: Backend>(
     net: &EdmPrecond<B>,
     cfg: &AnalysisConfig,

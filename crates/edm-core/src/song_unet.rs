@@ -332,6 +332,28 @@ impl<B: Backend> SongUNet<B> {
         class_labels: Option<Tensor<B, 2>>,
         augment_labels: Option<Tensor<B, 2>>,
     ) -> Tensor<B, 4> {
+        self.forward_observed(
+            x,
+            noise_labels,
+            class_labels,
+            augment_labels,
+            &mut |_, _, _| {},
+        )
+    }
+
+    /// [`Self::forward`] that also hands every U-Net block's output to `observe` in forward order,
+    /// as `(side, name, output)` with side `"enc"` or `"dec"` and the block's name in EDM's
+    /// module dict (`32x32_block0`, ...). This is the one forward: analyses that need the block
+    /// outputs (dist-distill's innate one-step analysis) observe it instead of keeping a copy of
+    /// it in step by hand.
+    pub fn forward_observed(
+        &self,
+        x: Tensor<B, 4>,
+        noise_labels: Tensor<B, 1>,
+        class_labels: Option<Tensor<B, 2>>,
+        augment_labels: Option<Tensor<B, 2>>,
+        observe: &mut dyn FnMut(&str, &str, &Tensor<B, 4>),
+    ) -> Tensor<B, 4> {
         // Mapping.
         let emb = match (&self.map_noise_positional, &self.map_noise_fourier) {
             (Some(pos), _) => pos.forward(noise_labels),
@@ -359,7 +381,7 @@ impl<B: Backend> SongUNet<B> {
         let mut x = x;
         let mut aux = x.clone();
         let sqrt2 = std::f64::consts::SQRT_2;
-        for layer in &self.enc {
+        for (layer, name) in self.enc.iter().zip(&self.enc_names) {
             match layer {
                 EncLayer::AuxDown(conv) => aux = conv.forward(aux),
                 EncLayer::AuxSkip(conv) => {
@@ -377,6 +399,7 @@ impl<B: Backend> SongUNet<B> {
                 }
                 EncLayer::Block(block) => {
                     x = block.forward(x, emb.clone());
+                    observe("enc", name, &x);
                     skips.push(x.clone());
                 }
             }
@@ -385,7 +408,7 @@ impl<B: Backend> SongUNet<B> {
         // Decoder.
         let mut aux: Option<Tensor<B, 4>> = None;
         let mut tmp: Option<Tensor<B, 4>> = None;
-        for layer in &self.dec {
+        for (layer, name) in self.dec.iter().zip(&self.dec_names) {
             match layer {
                 DecLayer::AuxUp(conv) => aux = aux.map(|a| conv.forward(a)),
                 // `aux_conv(silu(aux_norm(x)))`: the SiLU fused into the norm.
@@ -403,6 +426,7 @@ impl<B: Backend> SongUNet<B> {
                         x = Tensor::cat(vec![x, s], 1);
                     }
                     x = block.forward(x, emb.clone());
+                    observe("dec", name, &x);
                 }
             }
         }
