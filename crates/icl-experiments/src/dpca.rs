@@ -44,8 +44,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{sanitize, write_json};
-use super::journal::{run_units, UnitLine};
+use super::journal::{run_units, RunFiles, UnitLine};
 use super::local_global::seed_of;
 use super::plot::{interval_plot_y, IntervalSeries};
 use super::stats::{bootstrap_mean, Interval, BOOTSTRAP_RESAMPLES, LEVEL};
@@ -394,8 +393,9 @@ pub fn run_unit<B: Backend>(
     })
 }
 
-pub fn stem(model_id: &str, k: usize) -> String {
-    format!("{}_dpca_k{k}", sanitize(model_id))
+/// Where a run of this experiment writes (`OUT/<model>_dpca_k<k>.*`).
+pub fn files(out: &Path, model_id: &str, k: usize) -> RunFiles {
+    RunFiles::new(out, "dpca", model_id, k)
 }
 
 /// Runs (or resumes) every seed.
@@ -406,10 +406,12 @@ pub fn run_dpca<B: Backend>(
     out: &Path,
 ) -> Result<Vec<DpcaUnit>> {
     let keys: Vec<(String, u64)> = cfg.seeds.iter().map(|&s| ("all".into(), s)).collect();
-    let path = out.join(format!("{}.jsonl", stem(&cfg.model_id, cfg.k)));
-    let units = run_units(&path, cfg, &keys, |_, seed| {
-        run_unit(probe, tasks, cfg, seed)
-    })?;
+    let units = run_units(
+        &files(out, &cfg.model_id, cfg.k),
+        cfg,
+        &keys,
+        |_, seed, bar| run_unit(&probe.counting(bar), tasks, cfg, seed),
+    )?;
     Ok(units.records)
 }
 
@@ -465,13 +467,8 @@ pub fn summarize(cfg: &DpcaConfig, units: &[DpcaUnit]) -> Result<DpcaSummary> {
 /// Writes `OUT/<stem>.json`, `.md` and the plot; returns the Markdown.
 pub fn write_dpca_report(s: &DpcaSummary, out: &Path) -> Result<String> {
     let c = &s.config;
-    let id = stem(&c.model_id, c.k);
-    write_json(&out.join(format!("{id}.json")), s)?;
-    let plots = out.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
-        path: plots.clone(),
-        source: e,
-    })?;
+    let files = files(out, &c.model_id, c.k);
+    let plots = files.write_summary(s)?;
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -535,7 +532,7 @@ pub fn write_dpca_report(s: &DpcaSummary, out: &Path) -> Result<String> {
             })
             .collect(),
     });
-    let file = format!("{id}.png");
+    let file = format!("{}.png", files.stem);
     interval_plot_y(
         &plots.join(&file),
         &format!(
@@ -553,7 +550,7 @@ pub fn write_dpca_report(s: &DpcaSummary, out: &Path) -> Result<String> {
         "\n![dPCA](plots/{file})\n\nWall time: {:.0} s.",
         s.seconds
     );
-    formats::write_atomic(&out.join(format!("{id}.md")), md.as_bytes())?;
+    files.write_markdown(&md)?;
     Ok(md)
 }
 

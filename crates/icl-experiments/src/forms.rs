@@ -34,8 +34,7 @@ use icl_tasks::prompt::{answer_token, tokenize_prompt, DemoSpans, Prompt};
 use icl_tasks::{Item, PromptSpec, TaskSet};
 use serde::{Deserialize, Serialize};
 
-use super::cache::{sanitize, write_json};
-use super::journal::{run_task_seeds, UnitLine};
+use super::journal::{run_task_seeds, RunFiles, UnitLine};
 use super::local_global::seed_of;
 use super::plot::{interval_plot, IntervalSeries};
 use super::stats::{
@@ -386,8 +385,9 @@ pub fn run_unit<B: Backend>(
     })
 }
 
-pub fn stem(model_id: &str, k: usize) -> String {
-    format!("{}_forms_k{k}", sanitize(model_id))
+/// Where a run of this experiment writes (`OUT/<model>_forms_k<k>.*`).
+pub fn files(out: &Path, model_id: &str, k: usize) -> RunFiles {
+    RunFiles::new(out, "forms", model_id, k)
 }
 
 /// Runs (or resumes) every (task, seed).
@@ -397,14 +397,13 @@ pub fn run_forms<B: Backend>(
     cfg: &FormsConfig,
     out: &Path,
 ) -> Result<Vec<FormsUnit>> {
-    let path = out.join(format!("{}.jsonl", stem(&cfg.model_id, cfg.k)));
-    let units = run_task_seeds(&path, cfg, tasks, &cfg.seeds, |task, seed| {
-        run_unit(probe, task, cfg, seed)
-    })?;
-    eprintln!(
-        "forms: {} units computed, {} already done",
-        units.computed, units.skipped
-    );
+    let units = run_task_seeds(
+        &files(out, &cfg.model_id, cfg.k),
+        cfg,
+        tasks,
+        &cfg.seeds,
+        |task, seed, bar| run_unit(&probe.counting(bar), task, cfg, seed),
+    )?;
     Ok(units.records)
 }
 
@@ -627,13 +626,8 @@ pub fn summarize(cfg: &FormsConfig, units: &[FormsUnit]) -> Result<FormsSummary>
 
 /// Writes `OUT/<stem>.json`, `OUT/<stem>.md` and a plot per task; returns the Markdown.
 pub fn write_forms_report(s: &FormsSummary, out: &Path) -> Result<String> {
-    let id = stem(&s.config.model_id, s.config.k);
-    write_json(&out.join(format!("{id}.json")), s)?;
-    let plots = out.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
-        path: plots.clone(),
-        source: e,
-    })?;
+    let files = files(out, &s.config.model_id, s.config.k);
+    let plots = files.write_summary(s)?;
     let c = &s.config;
     let mut md = String::new();
     let _ = writeln!(
@@ -733,7 +727,7 @@ pub fn write_forms_report(s: &FormsSummary, out: &Path) -> Result<String> {
                 });
             }
         }
-        let file = format!("{id}_{}.png", sanitize(&t.task));
+        let file = files.plot_file(&t.task);
         interval_plot(
             &plots.join(&file),
             &format!(
@@ -747,7 +741,7 @@ pub fn write_forms_report(s: &FormsSummary, out: &Path) -> Result<String> {
         let _ = writeln!(md, "\n![{}](plots/{file})\n", t.task);
     }
     let _ = writeln!(md, "Wall time of the units: {:.0} s.", s.seconds);
-    formats::write_atomic(&out.join(format!("{id}.md")), md.as_bytes())?;
+    files.write_markdown(&md)?;
     Ok(md)
 }
 

@@ -1,5 +1,6 @@
 //! Append-only JSONL journals of finished units of work, shared by the resumable experiments
-//! (`local-global`, `forms`, `dpca`, `saliency`): one unit (usually a task at one seed) is one
+//! (`transplant`, `local-global`, `forms`, `dpca`, `saliency`, `subsets`), and where each run's
+//! files go ([`RunFiles`]): one unit (usually a task at one seed) is one
 //! line, flushed to disk when it finishes, so a killed run loses at most the unit in progress.
 //!
 //! A last line without its newline is a unit cut off by a kill: it is dropped (the file truncated
@@ -12,7 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{ExperimentError, Result};
+use super::cache::{sanitize, write_json};
+use super::{ExperimentError, Progress, Result};
 
 /// A finished unit as stored in a journal.
 pub trait UnitLine: Serialize + DeserializeOwned {
@@ -82,6 +84,62 @@ pub fn append<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     f.sync_data().map_err(io)
 }
 
+/// Where one experiment's run on one model writes, in an output folder that several models and k
+/// share: the journal `<stem>.jsonl`, the summary `<stem>.json`, the report `<stem>.md`, and plots
+/// `plots/<stem>_<part>.png`, with `<stem> = <model>_<experiment>_k<k>`. One naming for every
+/// experiment, so `report` and users find a run's files the same way.
+#[derive(Clone, Debug)]
+pub struct RunFiles {
+    pub out: PathBuf,
+    pub stem: String,
+    /// `[<model>] <experiment> k=<k>`: the progress bar's and log lines' prefix.
+    pub label: String,
+}
+
+impl RunFiles {
+    pub fn new(out: &Path, experiment: &str, model_id: &str, k: usize) -> Self {
+        Self {
+            out: out.to_path_buf(),
+            stem: format!("{}_{experiment}_k{k}", sanitize(model_id)),
+            label: format!("[{model_id}] {experiment} k={k}"),
+        }
+    }
+
+    /// `OUT/<stem>.jsonl`.
+    pub fn journal(&self) -> PathBuf {
+        self.out.join(format!("{}.jsonl", self.stem))
+    }
+
+    /// Writes `summary` as `OUT/<stem>.json` and makes `OUT/plots`; returns the plots folder.
+    pub fn write_summary<S: Serialize>(&self, summary: &S) -> Result<PathBuf> {
+        write_json(&self.out.join(format!("{}.json", self.stem)), summary)?;
+        self.plots_dir()
+    }
+
+    /// `OUT/plots`, made if missing.
+    pub fn plots_dir(&self) -> Result<PathBuf> {
+        let plots = self.out.join("plots");
+        std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
+            path: plots.clone(),
+            source: e,
+        })?;
+        Ok(plots)
+    }
+
+    /// The file name (under `plots/`) of this run's plot `part` (a task name, or `task_cosines`).
+    pub fn plot_file(&self, part: &str) -> String {
+        format!("{}_{}.png", self.stem, sanitize(part))
+    }
+
+    /// Writes the report as `OUT/<stem>.md` (atomically: a killed run never leaves half of it).
+    pub fn write_markdown(&self, md: &str) -> Result<()> {
+        Ok(formats::write_atomic(
+            &self.out.join(format!("{}.md", self.stem)),
+            md.as_bytes(),
+        )?)
+    }
+}
+
 /// What a (possibly resumed) run did: every unit in `keys` order, and how many were computed now.
 #[derive(Debug)]
 pub struct Units<T> {
@@ -91,34 +149,43 @@ pub struct Units<T> {
     pub path: PathBuf,
 }
 
-/// [`run_units`] over every `(task, seed)` pair, tasks outer, seeds inner: `compute(task, seed)`.
-/// The shape every per-task experiment (forms, local-global, saliency) runs in.
+/// [`run_units`] over every `(task, seed)` pair, tasks outer, seeds inner: `compute(task, seed,
+/// bar)`. The shape every per-task experiment (forms, local-global, saliency, subsets) runs in.
 pub fn run_task_seeds<T: UnitLine>(
-    path: &Path,
+    files: &RunFiles,
     config: &T::Config,
     tasks: &[icl_tasks::TaskSet],
     seeds: &[u64],
-    mut compute: impl FnMut(&icl_tasks::TaskSet, u64) -> Result<T>,
+    mut compute: impl FnMut(&icl_tasks::TaskSet, u64, &Progress) -> Result<T>,
 ) -> Result<Units<T>> {
-    let keys: Vec<(String, u64)> = tasks
-        .iter()
-        .flat_map(|t| seeds.iter().map(move |&s| (t.name.clone(), s)))
-        .collect();
-    run_units(path, config, &keys, |i, seed| {
-        compute(&tasks[i / seeds.len()], seed)
-    })
+    run_units(
+        files,
+        config,
+        &task_seed_keys(tasks, seeds),
+        |i, seed, bar| compute(&tasks[i / seeds.len()], seed, bar),
+    )
 }
 
-/// Runs `compute(task_index, seed)` for every `(task, seed)` of `keys` not yet in the journal at
-/// `path`, appending each as it finishes. A journal line with settings other than `config` is an
-/// error (a different run wrote there).
+/// Every `(task, seed)` pair, tasks outer, seeds inner (unit `i` is task `i / seeds.len()`).
+pub fn task_seed_keys(tasks: &[icl_tasks::TaskSet], seeds: &[u64]) -> Vec<(String, u64)> {
+    tasks
+        .iter()
+        .flat_map(|t| seeds.iter().map(move |&s| (t.name.clone(), s)))
+        .collect()
+}
+
+/// Runs `compute(unit_index, seed, bar)` for every `(task, seed)` of `keys` not yet in the journal
+/// `files.journal()`, appending each as it finishes, with a progress bar over the units still to
+/// run (pass `bar` to [`crate::Probe::counting`] to see the model's forwards in it). A journal
+/// line with settings other than `config` is an error (a different run wrote there).
 pub fn run_units<T: UnitLine>(
-    path: &Path,
+    files: &RunFiles,
     config: &T::Config,
     keys: &[(String, u64)],
-    mut compute: impl FnMut(usize, u64) -> Result<T>,
+    mut compute: impl FnMut(usize, u64, &Progress) -> Result<T>,
 ) -> Result<Units<T>> {
-    let done: Vec<T> = load(path)?;
+    let path = files.journal();
+    let done: Vec<T> = load(&path)?;
     if let Some(r) = done.iter().find(|r| r.config() != config) {
         return Err(ExperimentError::Invalid(format!(
             "{} was written with other settings ({:?}); use another --out or delete it",
@@ -126,6 +193,9 @@ pub fn run_units<T: UnitLine>(
             r.config()
         )));
     }
+    let is_done = |task: &String, seed: u64| done.iter().any(|r| r.key() == (task.clone(), seed));
+    let todo = keys.iter().filter(|(t, s)| !is_done(t, *s)).count();
+    let bar = Progress::new(files.label.clone(), todo as u64);
     let (mut computed, mut skipped) = (0, 0);
     let mut records = Vec::with_capacity(keys.len());
     let mut done: Vec<Option<T>> = done.into_iter().map(Some).collect();
@@ -140,24 +210,31 @@ pub fn run_units<T: UnitLine>(
                 records.push(r);
             }
             None => {
+                bar.set_message(format!("{task} seed {seed}"));
                 let t = std::time::Instant::now();
-                let r = compute(ti, *seed)?;
-                append(path, &r)?;
-                eprintln!(
-                    "{}: {task} seed {seed} done in {:.1}s",
-                    path.display(),
+                let r = compute(ti, *seed, &bar)?;
+                append(&path, &r)?;
+                bar.log(format!(
+                    "{} {task} seed {seed}: {:.1}s",
+                    files.label,
                     t.elapsed().as_secs_f64()
-                );
+                ));
+                bar.inc(1);
                 computed += 1;
                 records.push(r);
             }
         }
     }
+    bar.finish();
+    bar.log(format!(
+        "{}: {computed} units computed, {skipped} already done",
+        files.label
+    ));
     Ok(Units {
         records,
         computed,
         skipped,
-        path: path.to_path_buf(),
+        path,
     })
 }
 
@@ -187,9 +264,12 @@ mod tests {
     #[test]
     fn resumes_drops_a_cut_line_and_refuses_other_settings() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("j.jsonl");
+        let files = RunFiles::new(dir.path(), "test", "org/model", 5);
+        assert_eq!(files.stem, "org_model_test_k5");
+        let p = dir.path().join("org_model_test_k5.jsonl");
+        assert_eq!(files.journal(), p);
         let keys: Vec<(String, u64)> = vec![("a".into(), 0), ("a".into(), 1), ("b".into(), 0)];
-        let mk = |ti: usize, seed: u64| -> Result<Line> {
+        let mk = |ti: usize, seed: u64, _: &Progress| -> Result<Line> {
             Ok(Line {
                 cfg: 7,
                 task: keys[ti].0.clone(),
@@ -197,23 +277,23 @@ mod tests {
                 value: ti as f64 + seed as f64 / 10.0,
             })
         };
-        let first = run_units(&p, &7, &keys[..2], mk).unwrap();
+        let first = run_units(&files, &7, &keys[..2], mk).unwrap();
         assert_eq!((first.computed, first.skipped), (2, 0));
         // A kill in the middle of the third line.
         let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"cfg\":7,\"task\":\"b\"").unwrap();
         drop(f);
         let mut calls = Vec::new();
-        let second = run_units(&p, &7, &keys, |ti, s| {
+        let second = run_units(&files, &7, &keys, |ti, s, bar| {
             calls.push((ti, s));
-            mk(ti, s)
+            mk(ti, s, bar)
         })
         .unwrap();
         assert_eq!(calls, vec![(2, 0)]);
         assert_eq!((second.computed, second.skipped), (1, 2));
         assert_eq!(second.records[2].value, 2.0);
         assert_eq!(load::<Line>(&p).unwrap().len(), 3);
-        let e = run_units(&p, &8, &keys, mk).unwrap_err();
+        let e = run_units(&files, &8, &keys, mk).unwrap_err();
         assert!(e.to_string().contains("other settings"), "{e}");
     }
 }

@@ -34,8 +34,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{sanitize, write_json};
-use super::journal::{run_task_seeds, UnitLine};
+use super::journal::{run_task_seeds, RunFiles, UnitLine};
 use super::plot::{interval_plot, interval_plot_y, IntervalSeries};
 use super::stats::{
     accuracy_interval, best_by_mean, bootstrap_mean, bootstrap_paired_difference, Interval,
@@ -278,9 +277,9 @@ pub fn run_unit<B: Backend>(
     })
 }
 
-/// Journal path of a run: `OUT/<model>_local-global_k<k>.jsonl`.
-pub fn stem(model_id: &str, k: usize) -> String {
-    format!("{}_local-global_k{k}", sanitize(model_id))
+/// Where a run of this experiment writes (`OUT/<model>_local-global_k<k>.*`).
+pub fn files(out: &Path, model_id: &str, k: usize) -> RunFiles {
+    RunFiles::new(out, "local-global", model_id, k)
 }
 
 /// Runs (or resumes) every (task, seed).
@@ -290,14 +289,13 @@ pub fn run_local_global<B: Backend>(
     cfg: &LocalGlobalConfig,
     out: &Path,
 ) -> Result<Vec<LocalGlobalUnit>> {
-    let path = out.join(format!("{}.jsonl", stem(&cfg.model_id, cfg.k)));
-    let units = run_task_seeds(&path, cfg, tasks, &cfg.seeds, |task, seed| {
-        run_unit(probe, task, cfg, seed)
-    })?;
-    eprintln!(
-        "local-global: {} units computed, {} already done",
-        units.computed, units.skipped
-    );
+    let units = run_task_seeds(
+        &files(out, &cfg.model_id, cfg.k),
+        cfg,
+        tasks,
+        &cfg.seeds,
+        |task, seed, bar| run_unit(&probe.counting(bar), task, cfg, seed),
+    )?;
     Ok(units.records)
 }
 
@@ -475,13 +473,8 @@ fn f2(i: &Interval) -> String {
 
 /// Writes `OUT/<stem>.json`, `OUT/<stem>.md` and two plots per task; returns the Markdown.
 pub fn write_local_global_report(s: &LocalGlobalSummary, out: &Path) -> Result<String> {
-    let id = stem(&s.config.model_id, s.config.k);
-    write_json(&out.join(format!("{id}.json")), s)?;
-    let plots = out.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
-        path: plots.clone(),
-        source: e,
-    })?;
+    let files = files(out, &s.config.model_id, s.config.k);
+    let plots = files.write_summary(s)?;
     let c = &s.config;
     let mut md = String::new();
     let _ = writeln!(
@@ -575,7 +568,7 @@ pub fn write_local_global_report(s: &LocalGlobalSummary, out: &Path) -> Result<S
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.2))
             .fold(0.0f64, f64::min);
-        let f1 = format!("{id}_{}_cosines.png", sanitize(&t.task));
+        let f1 = files.plot_file(&format!("{}_cosines", t.task));
         interval_plot_y(
             &plots.join(&f1),
             &format!("{} {}: local → global (k = {})", c.model_id, t.task, c.k),
@@ -596,7 +589,7 @@ pub fn write_local_global_report(s: &LocalGlobalSummary, out: &Path) -> Result<S
                 })
                 .collect(),
         };
-        let f2n = format!("{id}_{}_knockout.png", sanitize(&t.task));
+        let f2n = files.plot_file(&format!("{}_knockout", t.task));
         interval_plot(
             &plots.join(&f2n),
             &format!(
@@ -617,7 +610,7 @@ pub fn write_local_global_report(s: &LocalGlobalSummary, out: &Path) -> Result<S
         );
     }
     let _ = writeln!(md, "Wall time of the units: {:.0} s.", s.seconds);
-    formats::write_atomic(&out.join(format!("{id}.md")), md.as_bytes())?;
+    files.write_markdown(&md)?;
     Ok(md)
 }
 

@@ -31,8 +31,7 @@ use icl_probe::{Batch, HookSpec, Intervention, LogitsMode, Model, Op};
 use icl_tasks::TaskSet;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{sanitize, write_json};
-use super::journal::{run_task_seeds, UnitLine};
+use super::journal::{run_task_seeds, RunFiles, UnitLine};
 use super::local_global::seed_of;
 use super::plot::{interval_plot_y, IntervalSeries};
 use super::stats::{
@@ -265,8 +264,9 @@ pub fn run_unit<B: AutodiffBackend>(
     })
 }
 
-pub fn stem(model_id: &str, k: usize) -> String {
-    format!("{}_saliency_k{k}", sanitize(model_id))
+/// Where a run of this experiment writes (`OUT/<model>_saliency_k<k>.*`).
+pub fn files(out: &Path, model_id: &str, k: usize) -> RunFiles {
+    RunFiles::new(out, "saliency", model_id, k)
 }
 
 pub fn run_saliency<B: AutodiffBackend>(
@@ -275,10 +275,13 @@ pub fn run_saliency<B: AutodiffBackend>(
     cfg: &SaliencyConfig,
     out: &Path,
 ) -> Result<Vec<SaliencyUnit>> {
-    let path = out.join(format!("{}.jsonl", stem(&cfg.model_id, cfg.k)));
-    let units = run_task_seeds(&path, cfg, tasks, &cfg.seeds, |task, seed| {
-        run_unit(probe, task, cfg, seed)
-    })?;
+    let units = run_task_seeds(
+        &files(out, &cfg.model_id, cfg.k),
+        cfg,
+        tasks,
+        &cfg.seeds,
+        |task, seed, bar| run_unit(&probe.counting(bar), task, cfg, seed),
+    )?;
     Ok(units.records)
 }
 
@@ -382,13 +385,8 @@ pub fn summarize(cfg: &SaliencyConfig, units: &[SaliencyUnit]) -> Result<Salienc
 
 pub fn write_saliency_report(s: &SaliencySummary, out: &Path) -> Result<String> {
     let c = &s.config;
-    let id = stem(&c.model_id, c.k);
-    write_json(&out.join(format!("{id}.json")), s)?;
-    let plots = out.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
-        path: plots.clone(),
-        source: e,
-    })?;
+    let files = files(out, &c.model_id, c.k);
+    let plots = files.write_summary(s)?;
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -434,7 +432,7 @@ pub fn write_saliency_report(s: &SaliencySummary, out: &Path) -> Result<String> 
                 })
                 .collect(),
         };
-        let file = format!("{id}_{}.png", sanitize(&t.task));
+        let file = files.plot_file(&t.task);
         interval_plot_y(
             &plots.join(&file),
             &format!("{} {}: saliency flows", c.model_id, t.task),
@@ -452,7 +450,7 @@ pub fn write_saliency_report(s: &SaliencySummary, out: &Path) -> Result<String> 
         let _ = writeln!(md, "\n![{}](plots/{file})\n", t.task);
     }
     let _ = writeln!(md, "Wall time: {:.0} s.", s.seconds);
-    formats::write_atomic(&out.join(format!("{id}.md")), md.as_bytes())?;
+    files.write_markdown(&md)?;
     Ok(md)
 }
 

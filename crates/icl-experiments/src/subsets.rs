@@ -33,8 +33,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{sanitize, write_json};
-use super::journal::{run_task_seeds, UnitLine};
+use super::journal::{run_task_seeds, RunFiles, UnitLine};
 use super::local_global::seed_of;
 use super::plot::{interval_plot, IntervalSeries};
 use super::stats::{
@@ -243,8 +242,9 @@ pub fn run_unit<B: Backend>(
     })
 }
 
-pub fn stem(model_id: &str, k: usize) -> String {
-    format!("{}_subsets_k{k}", sanitize(model_id))
+/// Where a run of this experiment writes (`OUT/<model>_subsets_k<k>.*`).
+pub fn files(out: &Path, model_id: &str, k: usize) -> RunFiles {
+    RunFiles::new(out, "subsets", model_id, k)
 }
 
 /// Runs (or resumes) every (task, seed).
@@ -254,14 +254,13 @@ pub fn run_subsets<B: Backend>(
     cfg: &SubsetsConfig,
     out: &Path,
 ) -> Result<Vec<SubsetsUnit>> {
-    let path = out.join(format!("{}.jsonl", stem(&cfg.model_id, cfg.k)));
-    let units = run_task_seeds(&path, cfg, tasks, &cfg.seeds, |task, seed| {
-        run_unit(probe, task, cfg, seed)
-    })?;
-    eprintln!(
-        "subsets: {} units computed, {} already done",
-        units.computed, units.skipped
-    );
+    let units = run_task_seeds(
+        &files(out, &cfg.model_id, cfg.k),
+        cfg,
+        tasks,
+        &cfg.seeds,
+        |task, seed, bar| run_unit(&probe.counting(bar), task, cfg, seed),
+    )?;
     Ok(units.records)
 }
 
@@ -460,13 +459,8 @@ pub fn summarize(cfg: &SubsetsConfig, units: &[SubsetsUnit]) -> Result<SubsetsSu
 
 /// Writes `OUT/<stem>.json`, `OUT/<stem>.md` and a plot per task; returns the Markdown.
 pub fn write_subsets_report(s: &SubsetsSummary, out: &Path) -> Result<String> {
-    let id = stem(&s.config.model_id, s.config.k);
-    write_json(&out.join(format!("{id}.json")), s)?;
-    let plots = out.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
-        path: plots.clone(),
-        source: e,
-    })?;
+    let files = files(out, &s.config.model_id, s.config.k);
+    let plots = files.write_summary(s)?;
     let k = s.config.k;
     let mut md = String::new();
     let _ = writeln!(
@@ -562,7 +556,7 @@ pub fn write_subsets_report(s: &SubsetsSummary, out: &Path) -> Result<String> {
                     .collect(),
             })
             .collect();
-        let file = format!("{id}_{}.png", sanitize(&t.task));
+        let file = files.plot_file(&t.task);
         interval_plot(
             &plots.join(&file),
             &format!(
@@ -578,8 +572,7 @@ pub fn write_subsets_report(s: &SubsetsSummary, out: &Path) -> Result<String> {
         )?;
         let _ = writeln!(md, "\n![{}](plots/{file})", t.task);
     }
-    let path = out.join(format!("{id}.md"));
-    std::fs::write(&path, &md).map_err(|e| ExperimentError::Io { path, source: e })?;
+    files.write_markdown(&md)?;
     Ok(md)
 }
 

@@ -17,8 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use icl_tasks::prompt::leaks;
@@ -28,13 +27,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{sanitize, write_json};
+use super::cache::sanitize;
+use super::journal::{run_units, task_seed_keys, RunFiles, UnitLine, Units};
 use super::plot::{interval_plot, IntervalSeries};
 use super::stats::{
     accuracy_interval, best_by_mean, bootstrap_paired_difference, Interval, BOOTSTRAP_RESAMPLES,
     LEVEL,
 };
-use super::{ExperimentError, Prepared, Probe, Progress, Result};
+use super::{ExperimentError, Prepared, Probe, Result};
 
 /// Draws of Q's items before a dummy that breaks the rule is given up.
 pub const DUMMY_ATTEMPTS: usize = 200;
@@ -569,94 +569,19 @@ pub fn random_like(r: &[f32], rng: &mut ChaCha12Rng) -> Vec<f32> {
     g.iter().map(|x| x * norm / gn).collect()
 }
 
-/// The append-only JSONL file of finished units.
-pub struct Journal {
-    pub path: PathBuf,
-}
-
-impl Journal {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+impl UnitLine for UnitRecord {
+    type Config = TransplantConfig;
+    fn config(&self) -> &TransplantConfig {
+        &self.config
     }
-
-    /// The finished units. A last line without its newline is a unit cut off by a kill: it is
-    /// dropped (the file truncated to the last complete line) and recomputed; any other bad line
-    /// is an error.
-    pub fn load(&self) -> Result<Vec<UnitRecord>> {
-        let io = |e| ExperimentError::Io {
-            path: self.path.clone(),
-            source: e,
-        };
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(e)),
-        };
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
-        if complete < text.len() {
-            eprintln!(
-                "{}: dropping a cut-off last line ({} bytes)",
-                self.path.display(),
-                text.len() - complete
-            );
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&self.path)
-                .map_err(io)?;
-            f.set_len(complete as u64).map_err(io)?;
-        }
-        text[..complete]
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).map_err(|e| ExperimentError::Json {
-                    path: self.path.clone(),
-                    source: e,
-                })
-            })
-            .collect()
-    }
-
-    /// Appends one unit as a line, flushed to disk before returning.
-    pub fn append(&self, r: &UnitRecord) -> Result<()> {
-        let io = |e| ExperimentError::Io {
-            path: self.path.clone(),
-            source: e,
-        };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let mut line = serde_json::to_string(r).map_err(|e| ExperimentError::Json {
-            path: self.path.clone(),
-            source: e,
-        })?;
-        line.push('\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(io)?;
-        f.write_all(line.as_bytes()).map_err(io)?;
-        f.sync_data().map_err(io)
+    fn key(&self) -> (String, u64) {
+        (self.task.clone(), self.seed)
     }
 }
 
-/// The journal of `model_id`'s transplant run in `out`.
-pub fn journal_path(out: &Path, model_id: &str, k: usize) -> PathBuf {
-    out.join(format!("{}.jsonl", stem(model_id, k)))
-}
-
-/// File stem of a run's outputs: `<model>_transplant_k<k>` (several k share one folder).
-pub fn stem(model_id: &str, k: usize) -> String {
-    format!("{}_transplant_k{k}", sanitize(model_id))
-}
-
-/// What a (possibly resumed) run did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunLog {
-    pub computed: usize,
-    pub skipped: usize,
-    pub records: Vec<UnitRecord>,
+/// Where a transplant run writes (`OUT/<model>_transplant_k<k>.*`).
+pub fn files(out: &Path, model_id: &str, k: usize) -> RunFiles {
+    RunFiles::new(out, "transplant", model_id, k)
 }
 
 /// Runs every (task, seed) unit not yet in the journal, appending each as it finishes. The
@@ -666,60 +591,18 @@ pub fn run_transplant<B: Backend>(
     tasks: &[TaskSet],
     cfg: &TransplantConfig,
     out: &Path,
-) -> Result<RunLog> {
-    let journal = Journal::new(journal_path(out, &cfg.model_id, cfg.k));
-    let mut records = journal.load()?;
-    if let Some(r) = records.iter().find(|r| r.config != *cfg) {
-        return Err(ExperimentError::Invalid(format!(
-            "{} holds units run with other settings ({:?}); use another --out or move it away",
-            journal.path.display(),
-            r.config
-        )));
-    }
-    let (mut computed, mut skipped) = (0, 0);
-    let done = |task: &TaskSet, seed: u64| {
-        records
-            .iter()
-            .any(|r: &UnitRecord| r.task == task.name && r.seed == seed)
-    };
-    // One item per (task, seed) unit still to run, so the ETA counts only real work.
-    let todo = tasks
-        .iter()
-        .flat_map(|t| cfg.seeds.iter().map(move |&s| (t, s)))
-        .filter(|&(t, s)| !done(t, s))
-        .count();
-    let bar = Progress::new(
-        format!("[{}] transplant k={}", cfg.model_id, cfg.k),
-        todo as u64,
-    );
-    let probe = &probe.counting(&bar);
-    for (ti, task) in tasks.iter().enumerate() {
-        let other = (tasks.len() > 1).then(|| &tasks[(ti + 1) % tasks.len()]);
-        for &seed in &cfg.seeds {
-            if records
-                .iter()
-                .any(|r| r.task == task.name && r.seed == seed)
-            {
-                skipped += 1;
-                continue;
-            }
-            bar.set_message(format!("{} seed {seed}", task.name));
-            let r = run_unit(probe, task, other, cfg, seed)?;
-            bar.log(format!(
-                "[{}] transplant {} seed {}: {:.1}s",
-                cfg.model_id, task.name, seed, r.seconds
-            ));
-            bar.inc(1);
-            journal.append(&r)?;
-            records.push(r);
-            computed += 1;
-        }
-    }
-    Ok(RunLog {
-        computed,
-        skipped,
-        records,
-    })
+) -> Result<Units<UnitRecord>> {
+    let n_seeds = cfg.seeds.len();
+    run_units(
+        &files(out, &cfg.model_id, cfg.k),
+        cfg,
+        &task_seed_keys(tasks, &cfg.seeds),
+        |i, seed, bar| {
+            let ti = i / n_seeds;
+            let other = (tasks.len() > 1).then(|| &tasks[(ti + 1) % tasks.len()]);
+            run_unit(&probe.counting(bar), &tasks[ti], other, cfg, seed)
+        },
+    )
 }
 
 /// One condition's accuracy over all seeds of a task.
@@ -949,16 +832,11 @@ pub fn summarize(
     })
 }
 
-/// Writes `OUT/<stem>.json`, `OUT/<stem>.md` ([`stem`]) and one plot per task under
+/// Writes `OUT/<stem>.json`, `OUT/<stem>.md` ([`files`]) and one plot per task under
 /// `OUT/plots/`; returns the Markdown.
 pub fn write_transplant_report(s: &TransplantSummary, out: &Path) -> Result<String> {
-    let id = stem(&s.config.model_id, s.config.k);
-    write_json(&out.join(format!("{id}.json")), s)?;
-    let plots = out.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
-        path: plots.clone(),
-        source: e,
-    })?;
+    let files = files(out, &s.config.model_id, s.config.k);
+    let plots = files.write_summary(s)?;
     let c = &s.config;
     let mut md = String::new();
     let _ = writeln!(
@@ -1123,7 +1001,7 @@ pub fn write_transplant_report(s: &TransplantSummary, out: &Path) -> Result<Stri
         if let Some(iv) = get(&Condition::plain(Source::Dummy, Some(kind0))) {
             refs.push((format!("Q alone ({})", kind0.name()), iv.mean));
         }
-        let file = format!("{id}_{}.png", sanitize(&t.task));
+        let file = files.plot_file(&t.task);
         interval_plot(
             &plots.join(&file),
             &format!(
@@ -1137,8 +1015,7 @@ pub fn write_transplant_report(s: &TransplantSummary, out: &Path) -> Result<Stri
         let _ = writeln!(md, "![{}](plots/{file})\n", t.task);
     }
     let _ = writeln!(md, "Wall time of the units: {:.0} s.", s.seconds);
-    let path = out.join(format!("{id}.md"));
-    formats::write_atomic(&path, md.as_bytes())?;
+    files.write_markdown(&md)?;
     Ok(md)
 }
 
@@ -1150,7 +1027,12 @@ pub fn write_k_sweep(summaries: &[TransplantSummary], out: &Path) -> Result<Stri
     let Some(first) = summaries.first() else {
         return Err(ExperimentError::Invalid("k sweep of no runs".into()));
     };
-    let id = format!("{}_transplant_ksweep", sanitize(&first.config.model_id));
+    // Not one k: `OUT/<model>_transplant_ksweep.md` and its plots.
+    let files = RunFiles {
+        out: out.to_path_buf(),
+        stem: format!("{}_transplant_ksweep", sanitize(&first.config.model_id)),
+        label: format!("[{}] transplant k sweep", first.config.model_id),
+    };
     let mut runs: Vec<&TransplantSummary> = summaries.iter().collect();
     runs.sort_by_key(|s| s.config.k);
     let mut task_names: Vec<&str> = Vec::new();
@@ -1170,11 +1052,7 @@ pub fn write_k_sweep(summaries: &[TransplantSummary], out: &Path) -> Result<Stri
         first.config.model_id,
         100.0 * first.level
     );
-    let plots = out.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| ExperimentError::Io {
-        path: plots.clone(),
-        source: e,
-    })?;
+    let plots = files.plots_dir()?;
     for task in task_names {
         let _ = writeln!(md, "### {task}\n");
         let _ = writeln!(
@@ -1221,7 +1099,7 @@ pub fn write_k_sweep(summaries: &[TransplantSummary], out: &Path) -> Result<Stri
                 }
             }
         }
-        let file = format!("{id}_{}.png", sanitize(task));
+        let file = files.plot_file(task);
         interval_plot(
             &plots.join(&file),
             &format!("{} {task}: transplant against k", first.config.model_id),
@@ -1231,6 +1109,6 @@ pub fn write_k_sweep(summaries: &[TransplantSummary], out: &Path) -> Result<Stri
         )?;
         let _ = writeln!(md, "\n![{task}](plots/{file})\n");
     }
-    formats::write_atomic(&out.join(format!("{id}.md")), md.as_bytes())?;
+    files.write_markdown(&md)?;
     Ok(md)
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use icl_experiments::transplant::{
-    journal_path, p_prompts, q_prompts, rule_outputs, run_transplant, summarize, transplant_logits,
-    write_k_sweep, write_transplant_report, Condition, DummyKind, Journal, Outcome, Source,
+    files, p_prompts, q_prompts, rule_outputs, run_transplant, summarize, transplant_logits,
+    write_k_sweep, write_transplant_report, Condition, DummyKind, Outcome, Source,
     TransplantConfig, UnitRecord, Verdict,
 };
 use icl_experiments::{Prepared, Probe};
@@ -235,7 +235,7 @@ fn a_run_resumes_skipping_done_units_and_recomputing_a_cut_one() {
 
     // A kill in the middle of a line: the cut line is dropped and that unit recomputed, equal to
     // the first run's (everything is seeded).
-    let path = journal_path(dir.path(), &cfg.model_id, cfg.k);
+    let path = files(dir.path(), &cfg.model_id, cfg.k).journal();
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4);
@@ -245,7 +245,12 @@ fn a_run_resumes_skipping_done_units_and_recomputing_a_cut_one() {
         &lines[3][..lines[3].len() / 2]
     );
     std::fs::write(&path, cut).unwrap();
-    assert_eq!(Journal::new(&path).load().unwrap().len(), 3);
+    assert_eq!(
+        icl_experiments::journal::load::<icl_experiments::transplant::UnitRecord>(&path)
+            .unwrap()
+            .len(),
+        3
+    );
     let resumed = run_transplant(&probe, &tasks, &cfg, dir.path()).unwrap();
     assert_eq!((resumed.computed, resumed.skipped), (1, 3));
     let strip = |r: &UnitRecord| (r.task.clone(), r.seed, r.outcomes.clone());
