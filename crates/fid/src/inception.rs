@@ -14,9 +14,13 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{activation::relu, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
+// Pools and ReLU through flex-kernels: on the plain Flex CPU backend a vectorised, parallel kernel
+// bit-identical to burn-flex's (whose average pool calls its add through a function pointer per
+// element: ~35 % of this network's CPU time, docs/performance.md); burn's own ops everywhere else.
+use flex_kernels::elementwise::relu;
+use flex_kernels::pool::{avg_pool2d, max_pool2d};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;

@@ -247,6 +247,13 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     unary(x, silu_f32, activation::silu)
 }
 
+/// ReLU element-wise as burn-flex computes it (`x.max(0.0)`: NaN → 0), in place when `x` is not
+/// shared. burn-flex's `relu` is a scalar pass on one thread; Inception's 94 convolutions each end
+/// in one.
+pub fn relu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    unary(x, |v: f32| v.max(0.0), activation::relu)
+}
+
 /// The tanh GELU (HF `gelu_new`, GPT-2) as `x·σ(2y)`; the fallback computes the same formula with
 /// burn's ops (`x³` as two products, not burn 0.21's `powf`).
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -393,6 +400,8 @@ pub(crate) mod tests {
         check_unary(exp, |t| t.exp(), f64::exp, 1e-6);
         check_unary(sigmoid, activation::sigmoid, sigmoid64, 1e-6);
         check_unary(silu, activation::silu, |x| x * sigmoid64(x), 1e-6);
+        // ReLU is exact (NaN → 0 as burn-flex's `max(0.0)`).
+        check_unary(relu, activation::relu, |x| x.max(0.0), 0.0);
         // The same formula on the burn path (the switch off) as the reference.
         check_unary(
             gelu_tanh,

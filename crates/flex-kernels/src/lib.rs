@@ -16,6 +16,7 @@
 pub mod conv;
 pub mod elementwise;
 pub mod norm;
+pub mod pool;
 pub mod softmax;
 
 use std::any::Any;
