@@ -42,21 +42,53 @@ pub struct IndexEntry {
     pub tagsense_cnt: usize,
 }
 
-fn field<'a>(
-    it: &mut impl Iterator<Item = &'a str>,
-    path: &Path,
+/// The whitespace-separated fields of one line, read in order; every error names the file, the
+/// line and the field.
+struct Fields<'a> {
+    it: std::str::SplitAsciiWhitespace<'a>,
+    path: &'a Path,
     line: usize,
-    what: &str,
-) -> Result<&'a str> {
-    it.next()
-        .ok_or_else(|| TaskError::parse(path, line, "WordNet", format!("missing {what}")))
 }
 
-fn num<T: TryFrom<u64>>(s: &str, radix: u32, path: &Path, line: usize, what: &str) -> Result<T> {
-    u64::from_str_radix(s, radix)
-        .ok()
-        .and_then(|v| T::try_from(v).ok())
-        .ok_or_else(|| TaskError::parse(path, line, "WordNet", format!("bad {what} `{s}`")))
+impl<'a> Fields<'a> {
+    fn new(text: &'a str, path: &'a Path, line: usize) -> Self {
+        Self {
+            it: text.split_ascii_whitespace(),
+            path,
+            line,
+        }
+    }
+
+    fn error(&self, message: String) -> TaskError {
+        TaskError::parse(self.path, self.line, "WordNet", message)
+    }
+
+    fn next(&mut self, what: &str) -> Result<&'a str> {
+        let f = self.it.next();
+        f.ok_or_else(|| self.error(format!("missing {what}")))
+    }
+
+    /// The next field as a number in `radix` (WordNet writes counts in decimal, `w_cnt` and
+    /// source/target word numbers in hexadecimal).
+    fn num<T: TryFrom<u64>>(&mut self, radix: u32, what: &str) -> Result<T> {
+        let s = self.next(what)?;
+        self.parse_num(s, radix, what)
+    }
+
+    fn parse_num<T: TryFrom<u64>>(&self, s: &str, radix: u32, what: &str) -> Result<T> {
+        u64::from_str_radix(s, radix)
+            .ok()
+            .and_then(|v| T::try_from(v).ok())
+            .ok_or_else(|| self.error(format!("bad {what} `{s}`")))
+    }
+
+    /// The next field as a part of speech: `n`, `v`, `a`, `s` (adjective satellite) or `r`.
+    fn pos(&mut self, what: &str) -> Result<char> {
+        match self.next(what)? {
+            p @ ("n" | "v" | "a" | "s" | "r") => Ok(p.as_bytes()[0] as char),
+            p => Err(self.error(format!("bad {what} `{p}`"))),
+        }
+    }
 }
 
 /// Strips the syntactic marker of adjectives: `able(a)`, `galore(ip)`, `elect(p)`.
@@ -70,93 +102,32 @@ fn strip_marker(word: &str) -> &str {
 /// Parses one data-file record (without the gloss).
 pub fn parse_data_line(text: &str, path: &Path, line: usize) -> Result<Synset> {
     let body = text.split(" | ").next().unwrap_or(text);
-    let mut it = body.split_ascii_whitespace();
-    let offset = num::<u64>(
-        field(&mut it, path, line, "offset")?,
-        10,
-        path,
-        line,
-        "offset",
-    )?;
-    let lex_filenum = num::<u32>(
-        field(&mut it, path, line, "lex_filenum")?,
-        10,
-        path,
-        line,
-        "lex_filenum",
-    )?;
-    let ss = field(&mut it, path, line, "ss_type")?;
-    let ss_type = match ss {
-        "n" | "v" | "a" | "s" | "r" => ss.chars().next().unwrap_or('n'),
-        _ => {
-            return Err(TaskError::parse(
-                path,
-                line,
-                "WordNet",
-                format!("bad ss_type `{ss}`"),
-            ))
-        }
-    };
-    let w_cnt = num::<usize>(
-        field(&mut it, path, line, "w_cnt")?,
-        16,
-        path,
-        line,
-        "w_cnt",
-    )?;
-    let mut words = Vec::with_capacity(w_cnt);
+    let mut f = Fields::new(body, path, line);
+    let offset = f.num::<u64>(10, "offset")?;
+    let lex_filenum = f.num::<u32>(10, "lex_filenum")?;
+    let ss_type = f.pos("ss_type")?;
+    let w_cnt = f.num::<usize>(16, "w_cnt")?;
+    // A count can claim more fields than the line has: never reserve beyond its length.
+    let mut words = Vec::with_capacity(w_cnt.min(body.len()));
     for _ in 0..w_cnt {
-        let w = field(&mut it, path, line, "word")?;
-        field(&mut it, path, line, "lex_id")?;
+        let w = f.next("word")?;
+        f.next("lex_id")?;
         words.push(strip_marker(w).to_string());
     }
-    let p_cnt = num::<usize>(
-        field(&mut it, path, line, "p_cnt")?,
-        10,
-        path,
-        line,
-        "p_cnt",
-    )?;
-    let mut pointers = Vec::with_capacity(p_cnt);
+    let p_cnt = f.num::<usize>(10, "p_cnt")?;
+    let mut pointers = Vec::with_capacity(p_cnt.min(body.len()));
     for _ in 0..p_cnt {
-        let symbol = field(&mut it, path, line, "pointer symbol")?.to_string();
-        let target = num::<u64>(
-            field(&mut it, path, line, "pointer offset")?,
-            10,
-            path,
-            line,
-            "pointer offset",
-        )?;
-        let pos_s = field(&mut it, path, line, "pointer pos")?;
-        let pos = match pos_s {
-            "n" | "v" | "a" | "s" | "r" => pos_s.chars().next().unwrap_or('n'),
-            _ => {
-                return Err(TaskError::parse(
-                    path,
-                    line,
-                    "WordNet",
-                    format!("bad pointer pos `{pos_s}`"),
-                ))
-            }
-        };
-        let st = field(&mut it, path, line, "pointer source/target")?;
-        if st.len() != 4 {
-            return Err(TaskError::parse(
-                path,
-                line,
-                "WordNet",
-                format!("bad source/target `{st}`"),
-            ));
+        let symbol = f.next("pointer symbol")?.to_string();
+        let target = f.num::<u64>(10, "pointer offset")?;
+        let pos = f.pos("pointer pos")?;
+        let st = f.next("pointer source/target")?;
+        if st.len() != 4 || !st.is_ascii() {
+            return Err(f.error(format!("bad source/target `{st}`")));
         }
-        let source_word = num::<usize>(&st[..2], 16, path, line, "pointer source")?;
-        let target_word = num::<usize>(&st[2..], 16, path, line, "pointer target")?;
+        let source_word = f.parse_num::<usize>(&st[..2], 16, "pointer source")?;
+        let target_word = f.parse_num::<usize>(&st[2..], 16, "pointer target")?;
         if source_word > w_cnt {
-            return Err(TaskError::parse(
-                path,
-                line,
-                "WordNet",
-                format!("pointer source word {source_word} > w_cnt {w_cnt}"),
-            ));
+            return Err(f.error(format!("pointer source word {source_word} > w_cnt {w_cnt}")));
         }
         pointers.push(Pointer {
             symbol,
@@ -201,45 +172,19 @@ pub fn parse_index_file(path: &Path) -> Result<HashMap<String, IndexEntry>> {
         if l.starts_with("  ") || l.trim().is_empty() {
             continue;
         }
-        let line = i + 1;
-        let mut it = l.split_ascii_whitespace();
-        let lemma = field(&mut it, path, line, "lemma")?.to_string();
-        field(&mut it, path, line, "pos")?;
-        let synset_cnt = num::<usize>(
-            field(&mut it, path, line, "synset_cnt")?,
-            10,
-            path,
-            line,
-            "synset_cnt",
-        )?;
-        let p_cnt = num::<usize>(
-            field(&mut it, path, line, "p_cnt")?,
-            10,
-            path,
-            line,
-            "p_cnt",
-        )?;
+        let mut f = Fields::new(l, path, i + 1);
+        let lemma = f.next("lemma")?.to_string();
+        f.next("pos")?;
+        let synset_cnt = f.num::<usize>(10, "synset_cnt")?;
+        let p_cnt = f.num::<usize>(10, "p_cnt")?;
         for _ in 0..p_cnt {
-            field(&mut it, path, line, "ptr_symbol")?;
+            f.next("ptr_symbol")?;
         }
-        field(&mut it, path, line, "sense_cnt")?;
-        let tagsense_cnt = num::<usize>(
-            field(&mut it, path, line, "tagsense_cnt")?,
-            10,
-            path,
-            line,
-            "tagsense_cnt",
-        )?;
-        let mut offsets = Vec::with_capacity(synset_cnt);
-        for _ in 0..synset_cnt {
-            offsets.push(num::<u64>(
-                field(&mut it, path, line, "synset_offset")?,
-                10,
-                path,
-                line,
-                "synset_offset",
-            )?);
-        }
+        f.next("sense_cnt")?;
+        let tagsense_cnt = f.num::<usize>(10, "tagsense_cnt")?;
+        let offsets = (0..synset_cnt)
+            .map(|_| f.num::<u64>(10, "synset_offset"))
+            .collect::<Result<Vec<_>>>()?;
         map.insert(
             lemma.clone(),
             IndexEntry {
@@ -476,5 +421,44 @@ mod tests {
             other => panic!("expected parse error, got {other:?}"),
         }
         assert!(parse_data_line("0000x 00 a 01 w 0 000", Path::new("d"), 1).is_err());
+    }
+
+    /// Hostile records: each a typed error naming the field, never a panic or a huge allocation.
+    #[test]
+    fn hostile_records_are_typed_errors() {
+        let cases = [
+            // A 4-byte source/target that is not ASCII (slicing it at byte 2 would split the euro sign).
+            (
+                "00001740 00 a 01 able 0 001 ! 00002098 a a\u{20ac}",
+                "source/target",
+            ),
+            // Word and pointer counts far beyond the line (must not reserve them).
+            ("00001740 00 a ffffffffffff able 0 000", "missing lex_id"),
+            (
+                "00001740 00 a 01 able 0 99999999999 ! 00002098 a 0101",
+                "missing pointer",
+            ),
+            ("00001740 00 q 01 able 0 000", "bad ss_type `q`"),
+            (
+                "00001740 00 a 01 able 0 001 ! 00002098 x 0101",
+                "bad pointer pos `x`",
+            ),
+            (
+                "00001740 00 a 01 able 0 001 ! 00002098 a 0301",
+                "pointer source word 3 > w_cnt 1",
+            ),
+            (
+                "00001740 00 a 01 able 0 001 ! 00002098 a 01zz",
+                "bad pointer target `zz`",
+            ),
+        ];
+        for (l, want) in cases {
+            match parse_data_line(l, Path::new("data.adj"), 3) {
+                Err(e @ TaskError::Parse { line: 3, .. }) => {
+                    assert!(e.to_string().contains(want), "{l}: {e}")
+                }
+                other => panic!("{l}: expected a parse error, got {other:?}"),
+            }
+        }
     }
 }
