@@ -113,8 +113,11 @@ pub(crate) fn isa() -> Isa {
 }
 
 /// Runs `g` compiled for the widest vector ISA this CPU has. `g` and what it calls must be
-/// `#[inline(always)]` (closures are inlined into their single call site), so that their loops are
-/// vectorised with the caller's target features: the usual multiversioning pattern on stable Rust.
+/// `#[inline(always)]`, the closure included (`with_isa(#[inline(always)] || ...)`), so that their
+/// loops are vectorised with the caller's target features: the usual multiversioning pattern on
+/// stable Rust. A closure without the attribute is not reliably inlined: the GroupNorm, row-norm
+/// and softmax bodies (large closures) were compiled as functions of their own without a single
+/// ymm/zmm instruction (objdump of icl-gdd-bench, 2026-12-03 18:45 UTC) until they got it.
 #[inline(always)]
 pub(crate) fn with_isa<R>(g: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -147,7 +150,10 @@ fn map_body<F: Fn(f32) -> f32>(f: &F, src: &[f32], dst: &mut [f32]) {
 
 /// `dst[i] = f(src[i])` with the widest vector ISA.
 pub(crate) fn map_slice<F: Fn(f32) -> f32>(f: &F, src: &[f32], dst: &mut [f32]) {
-    with_isa(|| map_body(f, src, dst))
+    with_isa(
+        #[inline(always)]
+        || map_body(f, src, dst),
+    )
 }
 
 /// `buf[i] = f(buf[i])`: through a small stack block, so one vectorised two-slice loop serves both.
@@ -245,13 +251,6 @@ pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// SiLU (`x·σ(x)`) element-wise.
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     unary(x, silu_f32, activation::silu)
-}
-
-/// ReLU element-wise as burn-flex computes it (`x.max(0.0)`: NaN → 0), in place when `x` is not
-/// shared. burn-flex's `relu` is a scalar pass on one thread; Inception's 94 convolutions each end
-/// in one.
-pub fn relu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    unary(x, |v: f32| v.max(0.0), activation::relu)
 }
 
 /// The tanh GELU (HF `gelu_new`, GPT-2) as `x·σ(2y)`; the fallback computes the same formula with
@@ -400,8 +399,6 @@ pub(crate) mod tests {
         check_unary(exp, |t| t.exp(), f64::exp, 1e-6);
         check_unary(sigmoid, activation::sigmoid, sigmoid64, 1e-6);
         check_unary(silu, activation::silu, |x| x * sigmoid64(x), 1e-6);
-        // ReLU is exact (NaN → 0 as burn-flex's `max(0.0)`).
-        check_unary(relu, activation::relu, |x| x.max(0.0), 0.0);
         // The same formula on the burn path (the switch off) as the reference.
         check_unary(
             gelu_tanh,
@@ -474,7 +471,7 @@ pub(crate) mod tests {
 /// flex-kernels -- --ignored timing --nocapture` (docs/performance.md). The minimum over runs, so a
 /// loaded machine shows what the code costs when it gets the cores.
 #[cfg(test)]
-mod timing {
+pub(crate) mod timing {
     use crate::norm::{group_norm, norm_last, RowNorm};
     use crate::softmax::softmax_last;
     use crate::{elementwise, set_enabled};
@@ -482,7 +479,7 @@ mod timing {
     use burn::tensor::{Distribution, Tensor};
     use std::time::Instant;
 
-    fn min_ms<T>(runs: usize, mut f: impl FnMut() -> T) -> f64 {
+    pub(crate) fn min_ms<T>(runs: usize, mut f: impl FnMut() -> T) -> f64 {
         let mut best = f64::INFINITY;
         for _ in 0..runs {
             let t = Instant::now();

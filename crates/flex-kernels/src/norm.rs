@@ -122,25 +122,28 @@ pub fn try_group_norm<B: Backend>(
         let eps = eps as f32;
         // One group: its index `gi` over N·G gives the channel range.
         let run = |gi: usize, xs: &mut [f32]| {
-            with_isa(|| {
-                let (mean, inv) = mean_inv_std(xs, eps);
-                let c0 = (gi % groups) * cpg;
-                for (k, ch) in xs.chunks_mut(hw).enumerate() {
-                    let (scale, shift) = match (wv, bv) {
-                        (Some(wv), Some(bv)) => (inv * wv[c0 + k], bv[c0 + k]),
-                        _ => (inv, 0.0),
-                    };
-                    if silu {
-                        for v in ch.iter_mut() {
-                            *v = silu_f32((*v - mean) * scale + shift);
-                        }
-                    } else {
-                        for v in ch.iter_mut() {
-                            *v = (*v - mean) * scale + shift;
+            with_isa(
+                #[inline(always)]
+                || {
+                    let (mean, inv) = mean_inv_std(xs, eps);
+                    let c0 = (gi % groups) * cpg;
+                    for (k, ch) in xs.chunks_mut(hw).enumerate() {
+                        let (scale, shift) = match (wv, bv) {
+                            (Some(wv), Some(bv)) => (inv * wv[c0 + k], bv[c0 + k]),
+                            _ => (inv, 0.0),
+                        };
+                        if silu {
+                            for v in ch.iter_mut() {
+                                *v = silu_f32((*v - mean) * scale + shift);
+                            }
+                        } else {
+                            for v in ch.iter_mut() {
+                                *v = (*v - mean) * scale + shift;
+                            }
                         }
                     }
-                }
-            })
+                },
+            )
         };
         let buf = &mut buf[..total];
         if total < PARALLEL_MIN {
@@ -239,19 +242,25 @@ pub fn try_norm_last<B: Backend, const D: usize>(
         let buf = &mut buf[..total];
         if total < PARALLEL_MIN {
             // Plain `for` loops inside `with_isa` (see softmax.rs).
-            with_isa(|| {
-                for r in buf.chunks_mut(d) {
-                    norm_row(r, kind, eps, wv, bv)
-                }
-            });
+            with_isa(
+                #[inline(always)]
+                || {
+                    for r in buf.chunks_mut(d) {
+                        norm_row(r, kind, eps, wv, bv)
+                    }
+                },
+            );
         } else {
             let rows_per_task = (16 * 1024 / d).max(1);
             buf.par_chunks_mut(rows_per_task * d).for_each(|block| {
-                with_isa(|| {
-                    for r in block.chunks_mut(d) {
-                        norm_row(r, kind, eps, wv, bv)
-                    }
-                })
+                with_isa(
+                    #[inline(always)]
+                    || {
+                        for r in block.chunks_mut(d) {
+                            norm_row(r, kind, eps, wv, bv)
+                        }
+                    },
+                )
             });
         }
     }

@@ -79,20 +79,26 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
         if n < PARALLEL_MIN {
             // Plain `for` loops, not `Iterator::for_each` (not always inlined, and then compiled for
             // the baseline ISA instead of `with_isa`'s).
-            with_isa(|| {
-                for row in buf.chunks_mut(len) {
-                    softmax_row(row)
-                }
-            });
+            with_isa(
+                #[inline(always)]
+                || {
+                    for row in buf.chunks_mut(len) {
+                        softmax_row(row)
+                    }
+                },
+            );
         } else {
             // Enough rows per task to be worth one (≥ ~16 Ki elements).
             let rows_per_task = (16 * 1024 / len).max(1);
             buf.par_chunks_mut(rows_per_task * len).for_each(|block| {
-                with_isa(|| {
-                    for row in block.chunks_mut(len) {
-                        softmax_row(row)
-                    }
-                })
+                with_isa(
+                    #[inline(always)]
+                    || {
+                        for row in block.chunks_mut(len) {
+                            softmax_row(row)
+                        }
+                    },
+                )
             });
         }
     }
