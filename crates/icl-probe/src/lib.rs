@@ -26,6 +26,7 @@ pub mod hooks;
 pub mod linear;
 pub mod loader;
 pub mod model;
+mod packed_gemm;
 pub mod quant;
 pub mod rope;
 pub mod tokenizer;

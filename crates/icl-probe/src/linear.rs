@@ -36,7 +36,8 @@ use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::error::{ProbeError, Result};
-use crate::gguf::{dequantize_block, GgmlType};
+use crate::gguf::GgmlType;
+use crate::quant::dequantize_blocks;
 use crate::weights::HostTensor;
 
 /// Largest number of f32 weights a packed matmul decodes at once (64 MiB): the transient memory
@@ -203,12 +204,7 @@ fn decode_row(ty: GgmlType, x: &[u8], y: &mut [f32]) {
                 *v = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
             }
         }
-        _ => {
-            let (block, block_bytes) = ty.block();
-            for (yb, xb) in y.chunks_exact_mut(block).zip(x.chunks_exact(block_bytes)) {
-                dequantize_block(ty, xb, yb);
-            }
-        }
+        _ => dequantize_blocks(ty, x, y),
     }
 }
 
@@ -282,6 +278,16 @@ impl PackedMatrix {
                     decode_row(ty, x, y);
                 }
             });
+    }
+
+    /// Decode rows `range` into `out` (`range.len() · cols` floats) on the calling thread: what
+    /// [`crate::packed_gemm`] runs per tile, into a buffer it reuses.
+    pub(crate) fn decode_rows_to(&self, range: Range<usize>, out: &mut [f32]) {
+        debug_assert_eq!(out.len(), range.len() * self.cols);
+        for (r, y) in range.zip(out.chunks_exact_mut(self.cols)) {
+            let (ty, x) = self.row(r);
+            decode_row(ty, x, y);
+        }
     }
 
     /// Rows `range` as f32, row-major `[range.len(), cols]`.
@@ -490,7 +496,13 @@ impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let y = match &self.weight {
             Weight::Dense(w) => exact_f32::matmul(x, w.clone()),
-            Weight::Packed(p) => packed_matmul(x, p),
+            // Plain Flex float32: decode tile by tile inside the GEMM, bias included.
+            Weight::Packed(p) => {
+                match crate::packed_gemm::try_packed_matmul(x, p, self.bias.as_ref()) {
+                    Ok(y) => return y,
+                    Err(x) => packed_matmul(x, p),
+                }
+            }
         };
         match &self.bias {
             Some(b) => y + b.clone(),
@@ -773,6 +785,45 @@ mod tests {
             .zip(&want)
             .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
         assert!(err <= 1e-5 * scale, "max |Δ| {err} (max |y| {scale})");
+    }
+
+    /// The fused tile-by-tile kernel (plain Flex float32) equals the generic decode-then-matmul
+    /// path up to summation order, with and without a bias, for one token and for many, a matrix
+    /// smaller than a tile and one of many tiles with a ragged last one.
+    #[test]
+    fn fused_packed_matmul_equals_generic() {
+        let device = Default::default();
+        for (rows, cols, n) in [(5, 64, 1), (37, 96, 3), (1000, 256, 130)] {
+            let (m, _) = q8_matrix(rows, cols);
+            let xs: Vec<f32> = (0..n * cols)
+                .map(|i| ((i * 31 % 101) as f32 - 50.0) / 101.0)
+                .collect();
+            let x = Tensor::<B, 2>::from_data(TensorData::new(xs, [n, cols]), &device);
+            let bias: Vec<f32> = (0..rows).map(|i| i as f32 * 0.25 - 3.0).collect();
+            let bias = Tensor::<B, 1>::from_data(TensorData::new(bias, [rows]), &device)
+                .unsqueeze_dim::<2>(0);
+            for b in [None, Some(&bias)] {
+                let fused = crate::packed_gemm::try_packed_matmul(x.clone(), &m, b)
+                    .expect("plain Flex float32 takes the fused kernel");
+                let mut want = packed_matmul(x.clone(), &m);
+                if let Some(b) = b {
+                    want = want + b.clone();
+                }
+                assert_eq!(fused.dims(), [n, rows]);
+                let got = fused.into_data().to_vec::<f32>().unwrap();
+                let want = want.into_data().to_vec::<f32>().unwrap();
+                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+                assert!(err <= 1e-5 * scale, "[{rows}, {cols}] n {n}: max |Δ| {err}");
+            }
+        }
+        // Another dtype goes back to the caller unchanged.
+        let (m, _) = q8_matrix(5, 64);
+        let x = Tensor::<B, 2>::zeros([2, 64], &device).cast(DType::F16);
+        assert!(crate::packed_gemm::try_packed_matmul(x, &m, None).is_err());
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl GgmlType {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
@@ -181,11 +181,57 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, Gguf
     out.par_chunks_mut(block * blocks_per_task)
         .zip(bytes.par_chunks(block_bytes * blocks_per_task))
         .for_each(|(y, x)| {
-            for (yb, xb) in y.chunks_exact_mut(block).zip(x.chunks_exact(block_bytes)) {
-                dequantize_block(ty, xb, yb);
-            }
+            dequantize_blocks(ty, x, y);
         });
     Ok(out)
+}
+
+/// Decode whole blocks of one type: `x` holds `k` blocks' bytes and `y` their `k · block`
+/// elements (a trailing partial block is left alone). Compiled for AVX-512 or AVX2 when the CPU
+/// has them, with the type dispatched once per call instead of once per block, so that LLVM
+/// vectorises each type's loop: what a packed matmul spends its decoding time in (10-15 % of a
+/// SmolLM2 prefill in a profile before this). Same arithmetic as [`dequantize_block`] (it is
+/// that function, inlined), so the values are identical.
+pub fn dequantize_blocks(ty: GgmlType, x: &[u8], y: &mut [f32]) {
+    #[inline(always)]
+    fn body(ty: GgmlType, x: &[u8], y: &mut [f32]) {
+        macro_rules! each {
+            ($($t:ident),*) => {
+                match ty {
+                    $(GgmlType::$t => {
+                        let (block, bytes) = GgmlType::$t.block();
+                        for (yb, xb) in y.chunks_exact_mut(block).zip(x.chunks_exact(bytes)) {
+                            dequantize_block(GgmlType::$t, xb, yb);
+                        }
+                    })*
+                }
+            };
+        }
+        each!(F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K)
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,f16c")]
+        unsafe fn avx512(ty: GgmlType, x: &[u8], y: &mut [f32]) {
+            body(ty, x, y)
+        }
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn avx2(ty: GgmlType, x: &[u8], y: &mut [f32]) {
+            body(ty, x, y)
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the features were detected at run time (every AVX-512 CPU has F16C).
+            return unsafe { avx512(ty, x, y) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: as above.
+            return unsafe { avx2(ty, x, y) };
+        }
+    }
+    body(ty, x, y)
 }
 
 /// Decode one block: `x` holds exactly one block's bytes and `y` its elements
@@ -193,6 +239,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, Gguf
 /// [`dequantize`], which checks lengths and returns a typed error instead.
 // Index loops mirror ggml's block layouts, which is what makes them checkable against the spec.
 #[allow(clippy::needless_range_loop)]
+#[inline(always)]
 pub fn dequantize_block(ty: GgmlType, x: &[u8], y: &mut [f32]) {
     match ty {
         GgmlType::F32 => y[0] = f32::from_le_bytes([x[0], x[1], x[2], x[3]]),
@@ -263,7 +310,7 @@ pub fn dequantize_block(ty: GgmlType, x: &[u8], y: &mut [f32]) {
 
 /// The two 5-bit quants of byte `j` of a Q5_0/Q5_1 block: the nibbles of `q`, topped with bits
 /// `j` and `j + 16` of `qh`.
-#[inline]
+#[inline(always)]
 fn q5_pair(q: u8, qh: u32, j: usize) -> (u8, u8) {
     let h0 = ((qh >> j) & 1) as u8;
     let h1 = ((qh >> (j + 16)) & 1) as u8;
@@ -274,6 +321,7 @@ fn q5_pair(q: u8, qh: u32, j: usize) -> (u8, u8) {
 /// Sixteen sub-blocks of 16, each with a 4-bit scale (low nibble) and 4-bit min (high nibble);
 /// 2-bit quants, four per byte: byte l of each 32-byte half holds elements l, l+32, l+64, l+96 of
 /// that half's 128 in bit pairs 0-1, 2-3, 4-5, 6-7. w = d·sc·q − dmin·m.
+#[inline(always)]
 fn dequantize_q2k(x: &[u8], y: &mut [f32]) {
     let scales = &x[0..16];
     let qs = &x[16..80];
@@ -299,6 +347,7 @@ fn dequantize_q2k(x: &[u8], y: &mut [f32]) {
 /// The 6-bit scale of sub-block `j` (0..16) of a Q3_K block, packed in 12 bytes: low 4 bits in
 /// the nibbles of bytes 0..8 (sub-blocks 8..16 in the high nibbles), high 2 bits in bytes 8..12
 /// (bit pair `j / 4` of byte `8 + j % 4`); stored with an offset of 32.
+#[inline(always)]
 fn q3k_scale(j: usize, s: &[u8]) -> i32 {
     let low = if j < 8 { s[j] & 0x0F } else { s[j - 8] >> 4 };
     let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
@@ -336,6 +385,7 @@ fn dequantize_q3k(x: &[u8], y: &mut [f32]) {
 /// 6-bit scale and min of sub-block `j` (0..8) packed in the 12 `scales` bytes of a Q4_K/Q5_K
 /// block: for j < 4 the low 6 bits of bytes j and j+4; for j ≥ 4 a nibble of byte j+4 topped with
 /// the two high bits of bytes j−4 and j.
+#[inline(always)]
 pub(crate) fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
@@ -349,6 +399,7 @@ pub(crate) fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 
 /// Q4_K super-block of 256: d (f16) | dmin (f16) | scales[12] | qs[128].
 /// Eight sub-blocks of 32 with 6-bit scale/min; w = d·sc·q − dmin·m.
+#[inline(always)]
 fn dequantize_q4k(x: &[u8], y: &mut [f32]) {
     let d = f16_at(x, 0);
     let dmin = f16_at(x, 2);
@@ -371,6 +422,7 @@ fn dequantize_q4k(x: &[u8], y: &mut [f32]) {
 /// Q5_K super-block of 256: d (f16) | dmin (f16) | scales[12] | qh[32] | qs[128].
 /// As Q4_K, with a fifth bit per quant: element `64·j + l` takes bit `2j` of `qh[l]`, element
 /// `64·j + 32 + l` bit `2j + 1`. w = d·sc·q − dmin·m.
+#[inline(always)]
 fn dequantize_q5k(x: &[u8], y: &mut [f32]) {
     let d = f16_at(x, 0);
     let dmin = f16_at(x, 2);
@@ -396,6 +448,7 @@ fn dequantize_q5k(x: &[u8], y: &mut [f32]) {
 
 /// Q6_K super-block of 256: ql[128] | qh[64] | scales[16] (int8) | d (f16).
 /// 6-bit q = low 4 bits from ql, high 2 from qh, minus 32; w = d·scale·q (16 scales of 16 elements).
+#[inline(always)]
 fn dequantize_q6k(x: &[u8], y: &mut [f32]) {
     let d = f16_at(x, 208);
     for half in 0..2 {

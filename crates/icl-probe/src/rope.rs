@@ -87,6 +87,11 @@ impl<B: Backend> RopeTables<B> {
     }
 
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        // One pass over a contiguous buffer on plain Flex float32 (the same arithmetic).
+        let x = match crate::model::heads::rope_flex(x, &self.cos, &self.sin) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let [_, _, _, dh] = x.dims();
         let rot = self.rotary_dim;
         let half = rot / 2;

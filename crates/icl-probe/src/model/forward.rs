@@ -7,7 +7,7 @@ use burn::tensor::activation::{gelu, relu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Int, Tensor, TensorData};
 
-use super::{Block, Model, Output};
+use super::{Block, Model, Norm, Output};
 use crate::batch::{Batch, RunLimits};
 use crate::config::Activation;
 use crate::error::{ProbeError, Result};
@@ -205,7 +205,19 @@ impl<B: Backend> Model<B> {
         let pre = blk.mlp_in.forward(h);
         // TransformerLens: `hook_pre` is what the activation function reads (a gated MLP's gate
         // projection), `hook_pre_linear` a gated MLP's up projection.
-        let post = if self.config.gated_mlp {
+        let touched = || {
+            hooks.touches(|| format!("blocks.{l}.mlp.hook_pre"))
+                || hooks.touches(|| format!("blocks.{l}.mlp.hook_pre_linear"))
+        };
+        let post = if self.config.gated_mlp && !touched() {
+            // act(gate)·up in one pass over the fused projection (same numbers as below).
+            match super::heads::gated_act(self.config.activation, pre, f) {
+                Ok(post) => post,
+                Err(pre) => {
+                    act(self.config.activation, pre.clone().narrow(1, 0, f)) * pre.narrow(1, f, f)
+                }
+            }
+        } else if self.config.gated_mlp {
             let gate = pre.clone().narrow(1, 0, f);
             let up = pre.narrow(1, f, f);
             let gate = hooks.point_rows(|| format!("blocks.{l}.mlp.hook_pre"), gate)?;
@@ -219,21 +231,20 @@ impl<B: Backend> Model<B> {
         Ok(blk.mlp_out.forward(post))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
+    /// q, k, v as `[b, heads, t, dh]` through their TransformerLens hook points (`[b, t, heads,
+    /// dh]`), with Gemma's q/k RMSNorm and its hooks: the path when some head hook is cached or
+    /// patched.
+    fn heads_hooked(
         &self,
         l: usize,
         blk: &Block<B>,
-        h: Tensor<B, 2>,
-        mask: &Tensor<B, 4>,
-        rope: Option<&RopeTables<B>>,
+        qkv: Tensor<B, 2>,
         hooks: &mut HookRunner<'_, B>,
         b: usize,
         t: usize,
-    ) -> Result<Tensor<B, 2>> {
+    ) -> Result<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
         let cfg = &self.config;
         let (nh, nkv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
-        let qkv = blk.qkv.forward(h);
         let q = qkv.clone().narrow(1, 0, nh * dh).reshape([b, t, nh, dh]);
         let k = qkv
             .clone()
@@ -262,7 +273,55 @@ impl<B: Backend> Model<B> {
             )?,
             None => k,
         };
-        let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        Ok((q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        l: usize,
+        blk: &Block<B>,
+        h: Tensor<B, 2>,
+        mask: &Tensor<B, 4>,
+        rope: Option<&RopeTables<B>>,
+        hooks: &mut HookRunner<'_, B>,
+        b: usize,
+        t: usize,
+    ) -> Result<Tensor<B, 2>> {
+        let cfg = &self.config;
+        let (nh, nkv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let qkv = blk.qkv.forward(h);
+        let head_hooks = [
+            "attn.hook_q",
+            "attn.hook_k",
+            "attn.hook_v",
+            "attn.q_norm.hook_normalized",
+            "attn.k_norm.hook_normalized",
+        ];
+        let (q, k, v) = if head_hooks
+            .iter()
+            .any(|p| hooks.touches(|| format!("blocks.{l}.{p}")))
+        {
+            self.heads_hooked(l, blk, qkv, hooks, b, t)?
+        } else {
+            // No hook on the heads: each of q, k, v is copied once, straight into the
+            // [b, heads, t, dh] order attention multiplies (one pass of whole d_head rows on plain
+            // Flex float32), and q/k RMSNorm runs over those rows in that order.
+            let split =
+                |h0: usize, n: usize| super::heads::heads_first(qkv.clone(), b, t, h0, n, dh);
+            let norm = |x: Tensor<B, 4>, n: Option<&Norm<B>>, heads: usize| match n {
+                Some(n) => n
+                    .forward(x.reshape([b * heads * t, dh]))
+                    .reshape([b, heads, t, dh]),
+                None => x,
+            };
+            (
+                norm(split(0, nh), blk.q_norm.as_ref(), nh),
+                norm(split(nh, nkv), blk.k_norm.as_ref(), nkv),
+                split(nh + nkv, nkv),
+            )
+        };
+        let (mut q, mut k) = (q, k);
         if let Some(r) = rope {
             q = r.apply(q);
             k = r.apply(k);
@@ -286,10 +345,12 @@ impl<B: Backend> Model<B> {
         // one (g·t × dh)·(dh × t) product (taller, so better for the GEMM kernel), and the scores
         // are read back as [b, nh, t, t] (a free reshape of the contiguous product).
         let g = nh / nkv;
-        let mut scores = exact_f32::matmul(q.reshape([b, nkv, g * t, dh]), k.swap_dims(2, 3))
-            .reshape([b, nh, t, t])
-            * scale
-            + mask.clone();
+        let mut scores = super::heads::scale_add_mask(
+            exact_f32::matmul(q.reshape([b, nkv, g * t, dh]), k.swap_dims(2, 3))
+                .reshape([b, nh, t, t]),
+            scale,
+            mask,
+        );
         if let Some(knock) = hooks.knockout_bias(l, nh)? {
             scores = scores + knock.cast(self.dtype);
         }
@@ -297,9 +358,9 @@ impl<B: Backend> Model<B> {
         // flex-kernels' vectorised, row-parallel softmax on plain Flex; burn's elsewhere.
         let pattern = flex_kernels::softmax::softmax_last(scores);
         let pattern = hooks.point4(|| format!("blocks.{l}.attn.hook_pattern"), pattern)?;
-        let z = exact_f32::matmul(pattern.reshape([b, nkv, g * t, t]), v)
-            .reshape([b, nh, t, dh])
-            .swap_dims(1, 2);
+        let z = super::heads::tokens_first(
+            exact_f32::matmul(pattern.reshape([b, nkv, g * t, t]), v).reshape([b, nh, t, dh]),
+        );
         let z = hooks.point4(|| format!("blocks.{l}.attn.hook_z"), z)?;
         let result_name = || format!("blocks.{l}.attn.hook_result");
         if !hooks.touches(result_name) {

@@ -9,6 +9,7 @@
 mod dtype;
 mod forward;
 mod generate;
+pub(crate) mod heads;
 pub(crate) mod host;
 mod random;
 
