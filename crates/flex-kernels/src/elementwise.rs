@@ -156,6 +156,43 @@ pub(crate) fn map_slice<F: Fn(f32) -> f32>(f: &F, src: &[f32], dst: &mut [f32]) 
     )
 }
 
+/// `dst[i] = f(src[i])` into uninitialised memory (every element written once), widest ISA.
+pub(crate) fn map_slice_uninit<F: Fn(f32) -> f32>(
+    f: &F,
+    src: &[f32],
+    dst: &mut [std::mem::MaybeUninit<f32>],
+) {
+    with_isa(
+        #[inline(always)]
+        || {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                d.write(f(s));
+            }
+        },
+    )
+}
+
+/// A new buffer holding `f(src[i])`, in parallel above [`PARALLEL_MIN`]. Allocated without
+/// zeroing: `vec![0.0; n]` is a `calloc`, which for a buffer the allocator reuses (a 4 MiB
+/// activation freed by the previous op) is a `memset` pass before the real one.
+pub(crate) fn map_to_new<F: Fn(f32) -> f32 + Sync>(f: &F, src: &[f32]) -> Vec<f32> {
+    let n = src.len();
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n < PARALLEL_MIN {
+        map_slice_uninit(f, src, spare);
+    } else {
+        spare
+            .par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| map_slice_uninit(f, s, d));
+    }
+    // SAFETY: the loops above wrote all `n` elements (the chunks of `spare` and `src` pair up
+    // one to one, with equal lengths).
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// `buf[i] = f(buf[i])`: through a small stack block, so one vectorised two-slice loop serves both.
 pub(crate) fn map_in_place<F: Fn(f32) -> f32>(f: &F, buf: &mut [f32]) {
     const BLOCK: usize = 1024;
@@ -210,15 +247,7 @@ pub(crate) fn map_flex<F: Fn(f32) -> f32 + Sync>(f: F, ft: FlexTensor) -> Option
         }
         return Some(ft);
     }
-    let src = &ft.storage::<f32>()[..n];
-    let mut out = vec![0f32; n];
-    if n < PARALLEL_MIN {
-        map_slice(&f, src, &mut out);
-    } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
-            .for_each(|(d, s)| map_slice(&f, s, d));
-    }
+    let out = map_to_new(&f, &ft.storage::<f32>()[..n]);
     Some(from_vec(out, ft.layout().shape().clone()))
 }
 

@@ -17,7 +17,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-use crate::elementwise::{silu_f32, unique_f32, with_isa, PARALLEL_MIN};
+use std::mem::MaybeUninit;
+
+use crate::elementwise::{from_vec, silu_f32, unique_f32, with_isa, PARALLEL_MIN};
 use crate::{back, flex_if_enabled, to_flex};
 
 /// `Σ f(x)` over `xs` in eight float64 lanes (vectorised: AVX-512 holds eight). Float64 because
@@ -101,9 +103,11 @@ pub fn try_group_norm<B: Backend>(
         },
         None => None,
     };
-    let Some(mut ft) = unique_f32(ft) else {
-        unreachable!("checked F32 above")
-    };
+    // In place when unique; a shared input is copied group by group into a fresh (not zeroed)
+    // buffer right before its group is normalised there, so the copy is read back from L1/L2
+    // instead of being a whole-tensor pass of its own (burn-flex `to_vec`, then three passes).
+    let mut ft = ft.to_contiguous();
+    let shape = ft.layout().shape().clone();
     let total = n * c * h * w;
     let cpg = c / groups;
     let hw = h * w;
@@ -115,9 +119,6 @@ pub fn try_group_norm<B: Backend>(
                 Some(&bs.storage::<f32>()[..c]),
             ),
             None => (None, None),
-        };
-        let Some(buf) = ft.try_storage_mut::<f32>() else {
-            unreachable!("unique_f32 returns an unshared buffer")
         };
         let eps = eps as f32;
         // One group: its index `gi` over N·G gives the channel range.
@@ -145,23 +146,50 @@ pub fn try_group_norm<B: Backend>(
                 },
             )
         };
-        let buf = &mut buf[..total];
-        if total < PARALLEL_MIN {
-            buf.chunks_mut(glen)
-                .enumerate()
-                .for_each(|(gi, xs)| run(gi, xs));
-        } else {
-            let per_task = (16 * 1024 / glen).max(1);
-            buf.par_chunks_mut(per_task * glen)
-                .enumerate()
-                .for_each(|(t, block)| {
-                    for (k, xs) in block.chunks_mut(glen).enumerate() {
-                        run(t * per_task + k, xs);
-                    }
-                });
+        if let Some(buf) = ft.try_storage_mut::<f32>() {
+            for_each_group(&mut buf[..total], glen, &run);
+            return Ok(back(ft));
         }
+        let src = &ft.storage::<f32>()[..total];
+        let mut out: Vec<f32> = Vec::with_capacity(total);
+        for_each_group(
+            &mut out.spare_capacity_mut()[..total],
+            glen,
+            &|gi: usize, dst: &mut [MaybeUninit<f32>]| {
+                for (d, &v) in dst.iter_mut().zip(&src[gi * glen..]) {
+                    d.write(v);
+                }
+                // SAFETY: every element of `dst` was written just above; `MaybeUninit<f32>` has
+                // the layout of `f32`.
+                let xs = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                run(gi, xs)
+            },
+        );
+        // SAFETY: `for_each_group` visited every group of `glen` elements, `total` in all, and
+        // each visit wrote its whole group.
+        unsafe { out.set_len(total) };
+        return Ok(back(from_vec(out, shape)));
     }
     Ok(back(ft))
+}
+
+/// `f(group_index, group)` over consecutive groups of `glen` elements of `buf`, in parallel (tasks
+/// of ~16 Ki elements) above [`PARALLEL_MIN`].
+fn for_each_group<T: Send>(buf: &mut [T], glen: usize, f: &(impl Fn(usize, &mut [T]) + Sync)) {
+    if buf.len() < PARALLEL_MIN {
+        buf.chunks_mut(glen)
+            .enumerate()
+            .for_each(|(gi, xs)| f(gi, xs));
+    } else {
+        let per_task = (16 * 1024 / glen).max(1);
+        buf.par_chunks_mut(per_task * glen)
+            .enumerate()
+            .for_each(|(t, block)| {
+                for (k, xs) in block.chunks_mut(glen).enumerate() {
+                    f(t * per_task + k, xs);
+                }
+            });
+    }
 }
 
 /// [`try_group_norm`] with burn's ops as the fallback (mean, variance of the deviations,
