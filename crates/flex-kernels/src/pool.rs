@@ -39,8 +39,8 @@ struct Geometry {
 impl Geometry {
     /// `None` when this module's kernels do not cover the case (then burn's op runs, with its own
     /// checks and messages): dilation other than 1, `ceil_mode`, a zero kernel or stride, padding
-    /// above half the kernel (PyTorch's limit; a window could then lie wholly in the padding), or a
-    /// kernel larger than the padded input.
+    /// above half the kernel (PyTorch's limit; a window could then lie wholly in the padding), a
+    /// kernel larger than the padded input, or an empty input.
     fn new(
         dims: [usize; 4],
         kernel: [usize; 2],
@@ -56,7 +56,8 @@ impl Geometry {
         let mut out = [0usize; 2];
         for (i, &size) in [h, w].iter().enumerate() {
             let (k, s, p) = (kernel[i], stride[i], padding[i]);
-            if k == 0 || s == 0 || 2 * p > k || size + 2 * p < k {
+            // An empty input with padding could still have outputs (all padding): burn's case.
+            if size == 0 || k == 0 || s == 0 || 2 * p > k || size + 2 * p < k {
                 return None;
             }
             out[i] = (size + 2 * p - k) / s + 1;
@@ -459,6 +460,7 @@ mod tests {
         assert!(Geometry::new([1, 1, 4, 4], [3, 3], [1, 1], [2, 2], [1, 1], false).is_none());
         assert!(Geometry::new([1, 1, 2, 2], [5, 5], [1, 1], [1, 1], [1, 1], false).is_none());
         assert!(Geometry::new([1, 1, 4, 4], [3, 3], [0, 1], [1, 1], [1, 1], false).is_none());
+        assert!(Geometry::new([1, 1, 0, 4], [2, 2], [1, 1], [1, 1], [1, 1], false).is_none());
 
         // Autodiff<Flex>: burn's op, and its gradient flows.
         type A = Autodiff<Flex>;
