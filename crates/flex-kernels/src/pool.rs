@@ -122,6 +122,25 @@ fn combine_strided(dst: &mut [f32], src: &[f32], stride: usize, op: impl Fn(f32,
         for (d, &s) in d8.into_remainder().iter_mut().zip(s8.remainder()) {
             *d = op(*d, s);
         }
+    } else if stride == 2 {
+        // Blocks of 8 outputs from 15 consecutive inputs: LLVM turns the even-index reads into
+        // vector shuffles (a `step_by(2)` loop stayed scalar: `vmaxss` in the profile of
+        // Inception's stride-2 max pools).
+        const V: usize = 8;
+        let mut done = 0;
+        for (d, s) in dst.chunks_exact_mut(V).zip(src.chunks(2 * V)) {
+            if s.len() < 2 * V - 1 {
+                break;
+            }
+            for i in 0..V {
+                d[i] = op(d[i], s[2 * i]);
+            }
+            done += V;
+        }
+        let rest = src.get(2 * done..).unwrap_or(&[]);
+        for (d, s) in dst[done..].iter_mut().zip(rest.iter().step_by(2)) {
+            *d = op(*d, *s);
+        }
     } else {
         for (d, s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
             *d = op(*d, *s);
@@ -344,7 +363,14 @@ mod tests {
             .narrow(1, 1, 3)
             .narrow(2, 1, 11)
             .narrow(3, 0, 9);
+        // Wide rows: several full blocks of 8 outputs at strides 1 and 2 (width 33 with a 3-wide
+        // stride-2 window ends a block exactly at the end of the row).
+        let wide = Tensor::<Flex, 4>::random([1, 2, 19, 33], Distribution::Normal(0.0, 3.0), &dev);
+        let wide_even =
+            Tensor::<Flex, 4>::random([1, 1, 9, 32], Distribution::Normal(0.0, 3.0), &dev);
         vec![
+            ("wide", wide),
+            ("wide even", wide_even),
             ("contiguous", x.clone()),
             ("permuted", t),
             ("narrowed", n),
