@@ -27,11 +27,11 @@
 
 use std::cell::RefCell;
 
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::{enabled, from_flex, is_flex, to_flex};
@@ -139,11 +139,9 @@ fn conv2d_flex_planned(
         return None;
     }
     let out = conv2d_f32(plan, xs, ws, bs);
-    let shape = Shape::from(vec![plan.n, plan.c_out, plan.oh, plan.ow]);
-    Some(FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(shape),
-        DType::F32,
+    Some(crate::elementwise::from_vec(
+        out,
+        vec![plan.n, plan.c_out, plan.oh, plan.ow],
     ))
 }
 

@@ -221,8 +221,10 @@ pub(crate) fn unique_f32(ft: FlexTensor) -> Option<FlexTensor> {
     Some(ft)
 }
 
-/// A contiguous float32 Flex tensor owning `data`.
-pub(crate) fn from_vec(data: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+/// A contiguous float32 Flex tensor owning `data` (row-major, `shape`): how every kernel hands back
+/// a fresh output.
+pub fn from_vec(data: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
+    let shape = shape.into();
     FlexTensor::new(
         Bytes::from_elems(data),
         Layout::contiguous(shape),

@@ -104,8 +104,9 @@ pub fn from_flex<B: Backend, const D: usize>(ft: FlexTensor) -> Option<Tensor<B,
 }
 
 /// A burn-flex tensor back as the caller's `Tensor<B, D>`, for a kernel whose input came from
-/// [`to_flex`] (so `B` is known to be `Flex`): the one place that states that invariant.
-pub(crate) fn back<B: Backend, const D: usize>(ft: FlexTensor) -> Tensor<B, D> {
+/// [`to_flex`] (so `B` is known to be `Flex`): the one place that states that invariant (kernels
+/// in other crates, e.g. icl-probe's packed GEMM, use it too).
+pub fn back<B: Backend, const D: usize>(ft: FlexTensor) -> Tensor<B, D> {
     match from_flex(ft) {
         Some(t) => t,
         None => unreachable!("to_flex succeeded, so B is Flex"),

@@ -276,7 +276,7 @@ fn per_plane<B: Backend>(
                 .for_each(run);
         }
     }
-    Ok(back(from_vec(out, [n, c, g.oh, g.ow].into())))
+    Ok(back(from_vec(out, [n, c, g.oh, g.ow])))
 }
 
 /// burn's `max_pool2d`, with a fast float32 path on Flex for dilation 1 without `ceil_mode`.

@@ -22,10 +22,12 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
+
+use flex_kernels::back;
+use flex_kernels::elementwise::from_vec;
 
 use crate::linear::PackedMatrix;
 
@@ -107,20 +109,7 @@ pub(crate) fn try_packed_matmul<B: Backend>(
         return Err(back(ft));
     }
     let out = packed_matmul_f32(xs, n, w, bs);
-    let shape = Shape::from(vec![n, w.rows()]);
-    Ok(back(FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(shape),
-        DType::F32,
-    )))
-}
-
-/// A Flex tensor as `Tensor<B, 2>`, for `B` known to be Flex (its input came from `to_flex`).
-fn back<B: Backend>(ft: FlexTensor) -> Tensor<B, 2> {
-    match flex_kernels::from_flex(ft) {
-        Some(t) => t,
-        None => unreachable!("to_flex succeeded, so B is Flex"),
-    }
+    Ok(back(from_vec(out, vec![n, w.rows()])))
 }
 
 /// Weight rows per tile for `[n, k]` activations, `rows` weight rows and `threads` workers:

@@ -14,30 +14,18 @@
 //! flex-kernels' own activation functions), so the fast and fallback paths agree bit for bit
 //! (tested below), and hooks see the same numbers on either path.
 
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
+
+use flex_kernels::back;
+use flex_kernels::elementwise::from_vec;
 
 use crate::config::Activation;
 
 /// Work per rayon task, in floats (small tensors run on the calling thread).
 const TASK_FLOATS: usize = 1 << 14;
-
-fn back<B: Backend, const D: usize>(ft: FlexTensor) -> Tensor<B, D> {
-    match flex_kernels::from_flex(ft) {
-        Some(t) => t,
-        None => unreachable!("to_flex succeeded, so B is Flex"),
-    }
-}
-
-fn flex_tensor(data: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(Shape::from(shape)),
-        DType::F32,
-    )
-}
 
 /// A float32 Flex tensor's elements as one row-major slice, copying only when it is a view that is
 /// not already contiguous; `Err` gives the tensor back for the fallback.
@@ -93,7 +81,7 @@ pub(crate) fn heads_first<B: Backend>(
     } else {
         out.par_chunks_mut(t * dh).enumerate().for_each(copy);
     }
-    back(flex_tensor(out, vec![b, nh, t, dh]))
+    back(from_vec(out, vec![b, nh, t, dh]))
 }
 
 /// `[b, h, t, dh]` → `[b, t, h, dh]`, contiguous (so the `[b·t, h·dh]` reshape for the output
@@ -123,7 +111,7 @@ pub(crate) fn tokens_first<B: Backend>(z: Tensor<B, 4>) -> Tensor<B, 4> {
     } else {
         out.par_chunks_mut(h * dh).enumerate().for_each(copy);
     }
-    back(flex_tensor(out, vec![b, t, h, dh]))
+    back(from_vec(out, vec![b, t, h, dh]))
 }
 
 /// Rotary embedding of `x` `[b, h, t, dh]` with tables `cos`/`sin` `[b, 1, t, rot]` (HF
@@ -179,7 +167,7 @@ pub(crate) fn rope_flex<B: Backend>(
             .enumerate()
             .for_each(rotate);
     }
-    Ok(back(flex_tensor(out, vec![b, h, t, dh])))
+    Ok(back(from_vec(out, vec![b, h, t, dh])))
 }
 
 /// `scores·scale + mask` for `scores` `[b, h, t, s]` and an additive `mask` `[b, 1, t, s]` shared
@@ -237,7 +225,7 @@ pub(crate) fn scale_add_mask<B: Backend>(
             } else {
                 out.par_chunks_mut(t * s).enumerate().for_each(run);
             }
-            back(flex_tensor(out, vec![b, h, t, s]))
+            back(from_vec(out, vec![b, h, t, s]))
         }
     }
 }
@@ -264,7 +252,7 @@ pub(crate) fn gated_act<B: Backend>(
         Activation::GeluTanh => gated_with(gelu_tanh_f32, src, n, f),
         Activation::Gelu | Activation::Relu => unreachable!("returned above"),
     };
-    Ok(back(flex_tensor(out, vec![n, f])))
+    Ok(back(from_vec(out, vec![n, f])))
 }
 
 fn gated_with<F: Fn(f32) -> f32 + Copy + Sync>(g: F, src: &[f32], n: usize, f: usize) -> Vec<f32> {
