@@ -221,6 +221,57 @@ pub(crate) fn unique_f32(ft: FlexTensor) -> Option<FlexTensor> {
     Some(ft)
 }
 
+/// `row(r)` on every `len`-element row of a float32 Flex tensor, in place when its buffer is unique
+/// (a fresh copy otherwise, see [`unique_f32`]); rows split over rayon in tasks of ~16 Ki elements
+/// above [`PARALLEL_MIN`]. Each task's loop over its rows runs inside [`with_isa`], so `row` must be
+/// `#[inline(always)]` (`#[inline(always)] |r| ...` calling `#[inline(always)]` functions) to be
+/// vectorised with it. The one row loop of softmax and the row norms. `Err(ft)` for other dtypes.
+pub(crate) fn rows_in_place<F: Fn(&mut [f32]) + Sync>(
+    ft: FlexTensor,
+    len: usize,
+    row: F,
+) -> Result<FlexTensor, FlexTensor> {
+    if ft.dtype() != DType::F32 {
+        return Err(ft);
+    }
+    let Some(mut ft) = unique_f32(ft) else {
+        unreachable!("float32 was checked above")
+    };
+    let n = ft.layout().num_elements();
+    if n == 0 || len == 0 {
+        return Ok(ft);
+    }
+    let Some(buf) = ft.try_storage_mut::<f32>() else {
+        unreachable!("unique_f32 returns an unshared buffer")
+    };
+    let buf = &mut buf[..n];
+    // Plain `for` loops, not `Iterator::for_each` (not always inlined, and then compiled for the
+    // baseline ISA instead of `with_isa`'s).
+    if n < PARALLEL_MIN {
+        with_isa(
+            #[inline(always)]
+            || {
+                for r in buf.chunks_mut(len) {
+                    row(r)
+                }
+            },
+        );
+    } else {
+        let rows_per_task = (16 * 1024 / len).max(1);
+        buf.par_chunks_mut(rows_per_task * len).for_each(|block| {
+            with_isa(
+                #[inline(always)]
+                || {
+                    for r in block.chunks_mut(len) {
+                        row(r)
+                    }
+                },
+            )
+        });
+    }
+    Ok(ft)
+}
+
 /// A contiguous float32 Flex tensor owning `data` (row-major, `shape`): how every kernel hands back
 /// a fresh output.
 pub fn from_vec(data: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use std::mem::MaybeUninit;
 
-use crate::elementwise::{from_vec, silu_f32, unique_f32, with_isa, PARALLEL_MIN};
+use crate::elementwise::{from_vec, rows_in_place, silu_f32, with_isa, PARALLEL_MIN};
 use crate::{back, flex_if_enabled, to_flex};
 
 /// `Σ f(x)` over `xs` in eight float64 lanes (vectorised: AVX-512 holds eight). Float64 because
@@ -257,41 +257,17 @@ pub fn try_norm_last<B: Backend, const D: usize>(
         Some(None) => return Err(back(ft)),
         b => b.flatten(),
     };
-    let Some(mut ft) = unique_f32(ft) else {
-        unreachable!("checked F32 above")
+    let wv = wt.as_ref().map(|t| &t.storage::<f32>()[..d]);
+    let bv = bs.as_ref().map(|t| &t.storage::<f32>()[..d]);
+    let ft = match rows_in_place(
+        ft,
+        d,
+        #[inline(always)]
+        |r| norm_row(r, kind, eps, wv, bv),
+    ) {
+        Ok(ft) => ft,
+        Err(ft) => return Err(back(ft)),
     };
-    let total = ft.layout().num_elements();
-    if total > 0 && d > 0 {
-        let wv = wt.as_ref().map(|t| &t.storage::<f32>()[..d]);
-        let bv = bs.as_ref().map(|t| &t.storage::<f32>()[..d]);
-        let Some(buf) = ft.try_storage_mut::<f32>() else {
-            unreachable!("unique_f32 returns an unshared buffer")
-        };
-        let buf = &mut buf[..total];
-        if total < PARALLEL_MIN {
-            // Plain `for` loops inside `with_isa` (see softmax.rs).
-            with_isa(
-                #[inline(always)]
-                || {
-                    for r in buf.chunks_mut(d) {
-                        norm_row(r, kind, eps, wv, bv)
-                    }
-                },
-            );
-        } else {
-            let rows_per_task = (16 * 1024 / d).max(1);
-            buf.par_chunks_mut(rows_per_task * d).for_each(|block| {
-                with_isa(
-                    #[inline(always)]
-                    || {
-                        for r in block.chunks_mut(d) {
-                            norm_row(r, kind, eps, wv, bv)
-                        }
-                    },
-                )
-            });
-        }
-    }
     Ok(back(ft))
 }
 
