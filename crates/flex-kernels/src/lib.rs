@@ -29,20 +29,25 @@ use burn::tensor::{Tensor, TensorPrimitive};
 /// 0: not yet read from the environment; 1: off; 2: on.
 static MODE: AtomicU8 = AtomicU8::new(0);
 
+/// Whether the environment variable `name` turns a switch off (`0`, `off`, `false` or `no`, any
+/// case): the one reading of every kernel's A/B switch (`ICLGDD_FLEX_KERNELS`, icl-probe's
+/// `ICLGDD_PACKED_GEMM`).
+pub fn switched_off(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "0" | "off" | "false" | "no"
+        )
+    })
+}
+
 /// Whether the fast kernels are used (default on). `ICLGDD_FLEX_KERNELS=0` (or `off`/`false`/`no`)
 /// turns every one of them off, so that burn-flex's own ops run: the A/B switch for measuring a
 /// kernel side by side in one sitting, and a way out should a kernel ever be suspected.
 pub fn enabled() -> bool {
     match MODE.load(Ordering::Relaxed) {
         0 => {
-            let off = std::env::var("ICLGDD_FLEX_KERNELS")
-                .map(|v| {
-                    matches!(
-                        v.to_ascii_lowercase().as_str(),
-                        "0" | "off" | "false" | "no"
-                    )
-                })
-                .unwrap_or(false);
+            let off = switched_off("ICLGDD_FLEX_KERNELS");
             MODE.store(if off { 1 } else { 2 }, Ordering::Relaxed);
             !off
         }

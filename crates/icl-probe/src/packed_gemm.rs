@@ -58,14 +58,7 @@ unsafe impl Sync for OutPtr {}
 /// read once per process.
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        !std::env::var("ICLGDD_PACKED_GEMM").is_ok_and(|v| {
-            matches!(
-                v.to_ascii_lowercase().as_str(),
-                "0" | "off" | "false" | "no"
-            )
-        })
-    })
+    *ON.get_or_init(|| !flex_kernels::switched_off("ICLGDD_PACKED_GEMM"))
 }
 
 /// `x·Wᵀ + bias` (`x` `[N, in]`, `W` `[out, in]` packed, `bias` `[1, out]`) when `x` is a plain
