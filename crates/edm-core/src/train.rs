@@ -288,9 +288,14 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// the gradients and the loss over all peers in one all-reduce before Adam; every peer thus
     /// takes the same step, and its EMA (updated from the identical network) stays identical too.
     /// The batch must have at least one image per peer.
+    ///
+    /// The network is forked (same values and parameter ids, new autodiff leaves): peers built
+    /// from clones of one network would otherwise share leaves, hence one burn-autodiff graph,
+    /// and could deadlock (see `parallel::run_node`).
     pub fn set_peer(&mut self, peer: Option<parallel::Peer<B::InnerBackend>>) -> Result<()> {
         if let Some(p) = &peer {
             p.shard(self.state.options.batch_size)?;
+            self.net = self.net.clone().fork(&self.device);
         }
         self.peer = peer;
         Ok(())

@@ -682,6 +682,14 @@ where
 /// A peer whose body fails or panics releases the others ([`Peer::abort`]): they stop with an
 /// error at once instead of after the timeout. The error returned is the one of the peer that
 /// failed first (the others' errors are its consequences).
+///
+/// Each peer must own its trained parameters: give it `module.clone().fork(device)`, not a
+/// plain clone. A clone shares the autodiff leaves, and burn-autodiff 0.21 then merges the
+/// peers' computations into one graph, whose two locks it takes in opposite orders on two
+/// threads (`backward` holds the graph and waits for the graph locator; registering an op holds
+/// the locator and waits for the graph to merge it): an occasional deadlock that no timeout
+/// here can release (seen as a hung node in 2 of ~30 runs of the two-node test before its peers
+/// forked; 0 of 80 after). The trainers' `set_peer` forks their networks.
 pub fn run_node<B, T, U, E, F0, F>(
     cfg: &ParallelConfig,
     devices: &[B::Device],

@@ -105,12 +105,15 @@ fn batch(
 /// Trains `model` for `steps` Adam steps on rows `rows` of each global batch (mean squared error
 /// over those rows); with a peer, gradients are averaged over all peers before each step.
 fn train(
-    mut model: Mlp<AB>,
+    model: Mlp<AB>,
     rows: std::ops::Range<usize>,
     steps: usize,
     peer: Option<&Peer<B>>,
     device: &Dev,
 ) -> Result<Vec<f32>, ParallelError> {
+    // Each peer owns its parameters (new autodiff leaves, same values and ids): peers that
+    // share a leaf share one burn-autodiff graph and can deadlock (see `parallel::run_node`).
+    let mut model = model.fork(device);
     let mut optim = AdamConfig::new().init::<AB, Mlp<AB>>();
     for step in 0..steps {
         let (x, y) = batch(step, rows.clone(), device);

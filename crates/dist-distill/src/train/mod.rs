@@ -420,9 +420,18 @@ impl<B: AutodiffBackend> GddTrainer<B> {
     /// both Adam states and the EMA (updated from the identical generator) thus stay identical on
     /// every peer without a broadcast. The discriminator's batch-norm statistics are per peer, as
     /// under the reference's DDP. The batch must have at least one sample per peer.
+    ///
+    /// The trained networks are forked (same values and parameter ids, new autodiff leaves):
+    /// peers built from clones of one network would otherwise share leaves, hence one
+    /// burn-autodiff graph, and could deadlock (see `parallel::run_node`).
     pub fn set_peer(&mut self, peer: Option<Peer<B::InnerBackend>>) -> Result<()> {
         if let Some(p) = &peer {
             p.shard(self.state.config.batch_size)?;
+            self.g = self.g.clone().fork(&self.device);
+            self.d = std::mem::take(&mut self.d)
+                .into_iter()
+                .map(|d| d.fork(&self.device))
+                .collect();
         }
         self.peer = peer;
         Ok(())
